@@ -1,0 +1,56 @@
+"""Start or join Ray the same way from every entry point.
+
+Why one function: local runs must bind the dashboard and metrics ports to 127.0.0.1
+(security default), carry the job's env vars to every worker, and be idempotent so the
+CLI, tests and benchmarks share one Ray instance instead of paying start-up twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from tinyllm_ray.config import RuntimeConfig
+
+log = logging.getLogger(__name__)
+
+# Worker processes inherit these; DS_ACCELERATOR makes DeepSpeed pick its CPU backend
+# when no GPU is visible (set per worker by the trainer too).
+_BASE_ENV = {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+
+
+def init_ray(runtime: RuntimeConfig, **extra: Any) -> dict[str, Any]:
+    """Connect to ``runtime.ray_address`` or start a local Ray bound to loopback.
+
+    Returns ``ray.cluster_resources()`` so callers can log what they got. Idempotent:
+    an already-initialised Ray is reused as is.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return ray.cluster_resources()
+    env = {**_BASE_ENV, **runtime.env_vars}
+    kwargs: dict[str, Any] = {
+        "runtime_env": {"env_vars": env},
+        "log_to_driver": True,
+        "ignore_reinit_error": True,
+    }
+    address = runtime.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        kwargs["address"] = address
+        log.info("joining Ray cluster at %s", address)
+    else:
+        kwargs["address"] = "local"
+        if runtime.num_cpus is not None:
+            kwargs["num_cpus"] = runtime.num_cpus
+        if runtime.num_gpus is not None:
+            kwargs["num_gpus"] = runtime.num_gpus
+        kwargs["dashboard_host"] = runtime.dashboard_host
+        kwargs["include_dashboard"] = extra.pop("include_dashboard", None)
+        if runtime.metrics_export_port is not None:
+            kwargs["_metrics_export_port"] = runtime.metrics_export_port
+        log.info("starting a local Ray (dashboard on %s)", runtime.dashboard_host)
+    kwargs.update(extra)
+    ray.init(**kwargs)
+    return ray.cluster_resources()
