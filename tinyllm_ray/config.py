@@ -461,16 +461,26 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
         elif "input" in e and e.get("type") not in ("missing",) and not isinstance(e["input"], dict | list):
             msg = f"{msg} (got {e['input']!r})"
         msg = msg.removeprefix("Value error, ")
-        lines.append(f"{source}: {path}: {msg}")
+        # Cross-section checks raise at the root with the field path in the message.
+        lines.append(f"{source}: {msg}" if path == "<root>" else f"{source}: {path}: {msg}")
     return "\n".join(lines)
 
 
 def _parse_value(text: str) -> Any:
-    """Override values are YAML scalars/collections (``2``, ``true``, ``[a, b]``)."""
+    """Override values are YAML scalars or flow collections (``2``, ``true``, ``[a, b]``).
+
+    Text that only *looks* like block YAML (``explain:``) stays a string: a prefix ending
+    in a colon is far more likely on a command line than a nested mapping.
+    """
+    if text == "":
+        return ""
     try:
-        return yaml.safe_load(text) if text != "" else ""
+        value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"override value {text!r} is not valid YAML: {exc}") from exc
+    if isinstance(value, dict | list) and text.lstrip()[:1] not in ("[", "{"):
+        return text
+    return value
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
