@@ -1,0 +1,102 @@
+"""Answer-only evaluation: normalisation, reading the student's answer, exact match."""
+
+from __future__ import annotations
+
+import pytest
+
+from tinyllm_ray.data.schema import MCQRecord
+from tinyllm_ray.evaluate import accuracy, exact_match, extract_prediction, normalize_answer
+
+FOG = ("a marsh", "a tundra", "the plains", "a desert")
+MARSH = MCQRecord(id="1", question="Fog?", choices=FOG, answer="a marsh")
+PLAINS = MCQRecord(id="2", question="Flat?", choices=FOG, answer="the plains")
+SVAMP = MCQRecord(id="3", question="3 + 4?", choices=(), answer="7")
+HALF = MCQRecord(id="4", question="25 / 2?", choices=(), answer="12.5")
+NUMS = ("1", "2", "3", "4")
+
+
+@pytest.mark.parametrize(
+    "raw, norm",
+    [
+        ("The Marsh.", "marsh"),
+        ("  a   Desert!! ", "desert"),
+        ("An apple, the pie", "apple pie"),
+        ("rock-and-roll", "rockandroll"),  # SQuAD drops punctuation without a space
+        ("theory", "theory"),  # articles only as whole words
+        ("12.50", "12.5"),  # numbers keep their decimal point
+        ("$1,200", "1200"),
+        ("12.0", "12"),
+        ("", ""),
+    ],
+)
+def test_normalize_answer(raw, norm):
+    assert normalize_answer(raw) == norm
+
+
+@pytest.mark.parametrize(
+    "generated, expected",
+    [
+        ("a marsh", "a marsh"),
+        ("A Marsh", "a marsh"),
+        ("Marsh.", "a marsh"),
+        ("b", "a tundra"),
+        ("B", "a tundra"),
+        ("(b)", "a tundra"),
+        ("b)", "a tundra"),
+        ("b.", "a tundra"),
+        ("(c) the plains", "the plains"),
+        ("option 4", "a desert"),
+        ("Choice #2", "a tundra"),
+        ("the answer is (d)", "a desert"),
+        ("Answer: the plains", "the plains"),
+        ("  (a)  ", "a marsh"),
+        ("a", "a marsh"),  # a lone letter is a letter
+        ("2", None),  # a bare number is never an index
+        ("option 9", None),
+        ("(e)", None),
+        ("(b) a desert", None),  # letter and text disagree: refuse to guess
+        ("something else entirely", None),
+        ("", None),
+    ],
+)
+def test_extract_prediction_multiple_choice(generated, expected):
+    assert extract_prediction(generated, FOG) == expected
+
+
+def test_numeric_choices_are_text_not_indices():
+    assert extract_prediction("2", NUMS) == "2"
+    assert extract_prediction("option 2", NUMS) == "2"
+    assert extract_prediction("(d)", NUMS) == "4"
+
+
+def test_extract_prediction_free_form():
+    assert extract_prediction("7", ()) == "7"
+    assert extract_prediction("He has 7 apples.", ()) == "7"
+    assert extract_prediction("$1,200.50", ()) == "1200.5"
+    assert extract_prediction("seven", ()) == "seven"
+    assert extract_prediction("   ", ()) is None
+
+
+def test_exact_match():
+    assert exact_match("a marsh", MARSH)
+    assert exact_match("Marsh", MARSH)
+    assert not exact_match("a tundra", MARSH)
+    assert not exact_match(None, MARSH)
+    assert exact_match("7", SVAMP) and exact_match("7.0", SVAMP)
+    assert not exact_match("77", SVAMP) and not exact_match("seven", SVAMP)
+    assert exact_match("12.50", HALF) and not exact_match("125", HALF)
+
+
+def test_accuracy_end_to_end_from_generations():
+    records = [MARSH, PLAINS, SVAMP, HALF]
+    generations = ["(a)", "a desert", "The answer is 7.", "12.5"]
+    preds = [extract_prediction(g, r.choices) for g, r in zip(generations, records)]
+    assert preds == ["a marsh", "a desert", "7", "12.5"]
+    assert accuracy(preds, records) == pytest.approx(0.75)
+
+
+def test_accuracy_rejects_mismatched_or_empty_input():
+    with pytest.raises(ValueError, match="2 predictions for 1 records"):
+        accuracy(["a", "b"], [MARSH])
+    with pytest.raises(ValueError, match="zero records"):
+        accuracy([], [])

@@ -1,0 +1,138 @@
+"""Answer-only evaluation: read the student's answer, score normalised exact match.
+
+The student is trained to emit the gold answer *text* after the answer prefix
+(``student.answer_prefix``, ``predict:``), and is evaluated the same way (TinyLLM
+inference uses only the answer task). The original TinyLLM code compared raw strings;
+here both sides are normalised (SQuAD-style) and letter forms are accepted, so a
+correct "(b)" or "Marsh." is not scored wrong for formatting.
+
+What ``extract_prediction`` accepts, in this order (first hit wins):
+
+1. the exact text of a choice (case and surrounding whitespace ignored);
+2. a letter: ``b``, ``B``, ``(b)``, ``b)``, ``b.``, ``(b) <text of b>``;
+3. an explicit 1-based index with a keyword: ``option 2``, ``choice 2`` (-> the 2nd
+   choice). A **bare number is never an index**: choices are often numbers themselves
+   ("4", "10 cm"), and the student is trained on text, so "2" means the text "2";
+4. the normalised text of a choice (``normalize_answer``: case, punctuation, articles);
+5. anything ``prompts.parse_answer`` finds ("the answer is (b)", "Answer: a marsh").
+
+Free-form records (``choices == ()``, e.g. SVAMP) are scored on numbers: the prediction
+is the last number of the generation (or of its answer statement), normalised, so
+"12", "12.0" and "$12" all equal the gold "12".
+
+Only pure functions live here; the generation loop that produces the strings is in the
+student trainer (it needs torch and the model).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from tinyllm_ray.prompts import LETTERS, normalize_number, parse_answer
+
+if TYPE_CHECKING:
+    from tinyllm_ray.data.schema import MCQRecord
+
+__all__ = ["accuracy", "exact_match", "extract_prediction", "normalize_answer"]
+
+_PUNCT = set(string.punctuation)
+_ARTICLES_RE = re.compile(r"\b(a|an|the)\b")
+_NUMERIC_RE = re.compile(r"^\s*-?\$?\d[\d,]*(?:\.\d+)?\s*$")
+
+
+def normalize_answer(s: str) -> str:
+    """SQuAD normalisation: lowercase, drop punctuation and articles, squeeze spaces.
+
+    Exception: a string that is just a number is normalised as a number ('1,200.50' ->
+    '1200.5'), because deleting its punctuation would turn '12.5' into '125'.
+    """
+    if _NUMERIC_RE.match(s):
+        num = normalize_number(s)
+        if num is not None:
+            return num
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in _PUNCT)
+    s = _ARTICLES_RE.sub(" ", s)
+    return " ".join(s.split())
+
+
+_LETTER_FORM_RE = re.compile(r"^\(?([a-zA-Z])(?:\)|\.|:)?(?:\s+(.*))?$", re.DOTALL)
+_INDEX_FORM_RE = re.compile(r"^(?:option|choice)\s*#?\s*(\d+)\.?$", re.IGNORECASE)
+
+
+def _letter_form(text: str, choices: Sequence[str]) -> str | None:
+    """'b', '(b)', 'b)', 'b.', '(b) <text of b>' -> text of choice b (else None).
+
+    A letter followed by other text only counts when that text is the letter's own
+    choice: "a marsh" must stay the text "a marsh", not the letter a.
+    """
+    m = _LETTER_FORM_RE.match(text)
+    if not m:
+        return None
+    idx = LETTERS.index(m.group(1).lower())
+    if idx >= len(choices):
+        return None
+    rest = m.group(2)
+    if rest is None or normalize_answer(rest) == normalize_answer(choices[idx]):
+        # a bare "a"/"A" with nothing after it is still the letter a
+        return choices[idx]
+    return None
+
+
+def extract_prediction(generated: str, choices: Sequence[str]) -> str | None:
+    """The choice text the student's generation names, or None (see module docstring).
+
+    For free-form records (no choices) returns the normalised number, else the
+    normalised text, else None for an empty generation.
+    """
+    text = (generated or "").strip()
+    if not text:
+        return None
+    if not choices:
+        parsed = parse_answer(text, ())
+        return parsed.text if parsed else normalize_answer(text) or None
+    low = text.lower()
+    for c in choices:
+        if low == c.strip().lower():
+            return c
+    by_letter = _letter_form(text, choices)
+    if by_letter is not None:
+        return by_letter
+    m = _INDEX_FORM_RE.match(text)
+    if m:
+        i = int(m.group(1)) - 1
+        return choices[i] if 0 <= i < len(choices) else None
+    norm = normalize_answer(text)
+    for c in choices:
+        if norm and norm == normalize_answer(c):
+            return c
+    parsed = parse_answer(text, choices)
+    return parsed.text if parsed else None
+
+
+def exact_match(pred: str | None, record: MCQRecord) -> bool:
+    """Normalised equality of a prediction (``extract_prediction``'s output) and gold.
+
+    ``None`` (nothing recognisable) is wrong. Free-form golds compare as numbers when
+    both sides hold one.
+    """
+    if pred is None:
+        return False
+    if not record.choices:
+        gold_num = normalize_number(record.answer) if _NUMERIC_RE.match(record.answer) else None
+        if gold_num is not None:
+            return normalize_number(pred) == gold_num if _NUMERIC_RE.match(pred) else False
+    return normalize_answer(pred) == normalize_answer(record.answer)
+
+
+def accuracy(preds: Sequence[str | None], records: Sequence[MCQRecord]) -> float:
+    """Fraction of ``exact_match`` hits; lengths must agree (a silent zip would hide a
+    dropped batch), and an empty evaluation is an error rather than 0.0 or NaN."""
+    if len(preds) != len(records):
+        raise ValueError(f"{len(preds)} predictions for {len(records)} records")
+    if not records:
+        raise ValueError("accuracy of zero records is undefined; check eval.limit and the split")
+    return sum(exact_match(p, r) for p, r in zip(preds, records)) / len(records)
