@@ -1,0 +1,145 @@
+"""``tinyllm-ray {run,generate,train,tune,eval,demo,config}`` — a thin front door.
+
+Every subcommand takes ``--config`` (a YAML path or a shipped config's name; default
+``demo_cpu``) followed by dotted overrides (``train.max_steps=20 loss.alpha.llama=2``).
+The commands only parse, validate and hand the config to the stage's public function:
+nothing here knows how a stage works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import yaml
+
+from tinyllm_ray.config import ConfigError, JobConfig, list_shipped_configs, load_config
+
+log = logging.getLogger("tinyllm_ray")
+
+DEFAULT_CONFIG = "demo_cpu"
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        "-c",
+        default=DEFAULT_CONFIG,
+        help=f"YAML file or shipped config name ({', '.join(list_shipped_configs())}); default {DEFAULT_CONFIG}",
+    )
+    p.add_argument("overrides", nargs="*", metavar="field.path=value", help="dotted overrides")
+
+
+def _cmd_config(cfg: JobConfig, args: argparse.Namespace) -> int:
+    """Print the validated, fully-defaulted config (what every stage will see)."""
+    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+    return 0
+
+
+def _cmd_generate(cfg: JobConfig, args: argparse.Namespace) -> int:
+    from tinyllm_ray.jobs import generate
+
+    report = generate(cfg)
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def _cmd_train(cfg: JobConfig, args: argparse.Namespace) -> int:
+    from tinyllm_ray.jobs import train
+
+    report = train(cfg)
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def _cmd_eval(cfg: JobConfig, args: argparse.Namespace) -> int:
+    from tinyllm_ray.jobs import evaluate
+
+    report = evaluate(cfg, model=args.model, split=args.split, teacher=args.teacher)
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def _cmd_run(cfg: JobConfig, args: argparse.Namespace) -> int:
+    from tinyllm_ray.jobs import run
+
+    report = run(cfg)
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def _cmd_tune(cfg: JobConfig, args: argparse.Namespace) -> int:
+    from tinyllm_ray.jobs import tune
+
+    report = tune(cfg)
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+COMMANDS: dict[str, tuple[str, Callable[[JobConfig, argparse.Namespace], int]]] = {
+    "run": ("generate -> train -> evaluate as one Ray job", _cmd_run),
+    "demo": ("the CPU demo: `run` on demo_cpu", _cmd_run),
+    "generate": ("teacher rationales into the rationale store (resumable)", _cmd_generate),
+    "train": ("train the student on the rationale store (Ray Train + DeepSpeed)", _cmd_train),
+    "tune": ("Ray Tune sweep of the loss weights over the stored rationales", _cmd_tune),
+    "eval": ("answer-only accuracy of a student folder or a teacher", _cmd_eval),
+    "config": ("print the validated config with every default filled in", _cmd_config),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tinyllm-ray", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, _) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _add_config_args(p)
+        if name == "eval":
+            p.add_argument("--model", default=None, help="student folder (HF format); default: the trained student")
+            p.add_argument("--teacher", default=None, help="evaluate this teacher (served by vLLM) instead")
+            p.add_argument("--split", default=None, choices=["train", "validation", "test"])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command is None:
+        args = parser.parse_args(["run", *(argv or [])])
+    config_name = DEFAULT_CONFIG if args.command == "demo" else args.config
+    try:
+        cfg = load_config(config_name, args.overrides)
+    except ConfigError as exc:
+        print(f"tinyllm-ray: invalid config\n{exc}", file=sys.stderr)
+        return 2
+    _, fn = COMMANDS[args.command]
+    try:
+        return fn(cfg, args)
+    except _user_errors() as exc:
+        print(f"tinyllm-ray {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by the user's input: a one-line message, not a traceback."""
+    errors: list[Any] = [ConfigError, FileNotFoundError]
+    try:
+        from tinyllm_ray.data.loader import DataLoadError
+        from tinyllm_ray.data.schema import MalformedRowError
+
+        errors += [MalformedRowError, DataLoadError]
+    except ImportError:  # pragma: no cover - data package always ships
+        pass
+    return tuple(errors)
+
+
+if __name__ == "__main__":  # vLLM spawns processes: keep the entry point guarded
+    sys.exit(main())
