@@ -15,9 +15,11 @@ never touch a hub. This module builds them from a seed:
   into a cache folder keyed by a hash of its parameters; concurrent processes race
   safely (each builds in a private temporary folder, the first atomic rename wins).
 
-Every tiny model of one ``vocab_size`` shares the same tokenizer (tokenizer seed 0);
+Every tiny model of one ``vocab_size`` shares the same vocabulary (tokenizer seed 0);
 the model ``seed`` only changes the weights, so teachers and students built with
-different seeds still agree on token ids.
+different seeds agree on token ids. Families differ only in the special tokens added
+on encode, as the real ones do: Llama prepends ``<s>``, T5 appends ``</s>``, Qwen2
+adds nothing.
 
 Why head_dim 64: vLLM's CPU attention kernel only implements head sizes
 32, 64, 80, 96, 112, 128, 160, 192, 224, 256 and 512 (``CPUAttentionBackend``);
@@ -32,6 +34,7 @@ import json
 import os
 import random
 import shutil
+import threading
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -58,7 +61,13 @@ MIN_VOCAB = 300  # 256 byte symbols + 4 specials + a few merges
 BUILD_VERSION = 1
 MARKER = "tinyllm_tiny.json"
 
-#: Simple role-prefixed chat template (ray.data.llm's chat stage needs one).
+# Seeded init goes through torch's global RNG (``nn.init`` takes no generator), so two
+# threads building at once would interleave draws: serialise them.
+_INIT_LOCK = threading.Lock()
+
+#: Simple role-prefixed chat template (ray.data.llm's chat stage needs one). Llama
+#: folders get ``{{ bos_token }}`` in front, as real Llama templates do, because chat
+#: prompts are tokenized without adding special tokens.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'system' %}System: {{ message['content'] }}\n"
@@ -68,6 +77,12 @@ CHAT_TEMPLATE = (
     "{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}Assistant:{% endif %}"
 )
+
+
+def chat_template(family: str | None = None) -> str:
+    """The chat template a tiny ``family`` folder ships (bos-prefixed for Llama)."""
+    return ("{{ bos_token }}" + CHAT_TEMPLATE) if family == "llama" else CHAT_TEMPLATE
+
 
 # --------------------------------------------------------------------------- corpus
 
@@ -107,6 +122,80 @@ gave one apple to her friend. He had twelve marbles and lost five of them. They 
 seven miles on Monday and nine miles on Tuesday. How many are left? How many in total?
 What is the difference? What is the sum? Multiply, divide, add, subtract, equals, plus,
 minus, times, half, double, twice, first, second, third, last, next, before, after.
+Geography and history: Mountains, rivers, deserts, forests, oceans, islands, valleys and
+volcanoes shape where people settle. Ancient cities grew beside fertile rivers because farmers
+could irrigate wheat, barley and rice. Empires expanded through trade, conquest and marriage,
+then declined when taxes, famine, drought or civil war weakened them. Sailors navigated by the
+stars, merchants exchanged silk, spices, salt and silver, and travelers recorded strange customs
+in their journals. The printing press spread knowledge quickly; newspapers, pamphlets and
+encyclopedias followed. Railways, telegraphs, telephones, automobiles, airplanes, computers and
+satellites connected distant continents. Governments write laws, courts interpret them, and
+citizens vote in elections. A democracy protects freedom of speech, religion and assembly.
+Biology and medicine: Cells contain a nucleus, membranes, proteins and genetic material called
+DNA. Bacteria and viruses can cause infections; vaccines train the immune system to recognize
+them. Antibiotics kill bacteria but do not work against viruses. Muscles contract, bones support
+the skeleton, nerves carry signals, and the brain interprets vision, hearing, smell, taste and
+touch. Hormones such as insulin regulate blood sugar. Diabetes, asthma, cancer, pneumonia,
+influenza, malaria and tuberculosis are common diseases. Clinical trials compare a treatment
+with a placebo; researchers measure outcomes, report significance, and discuss limitations.
+Symptoms include pain, swelling, fatigue, nausea, dizziness, rash and shortness of breath.
+Physics and chemistry: Energy is conserved; it changes form between kinetic, potential, thermal,
+chemical, electrical and nuclear energy. Atoms combine into molecules; acids react with bases
+to form salts and water. Oxygen supports combustion, carbon dioxide is released when fuels burn,
+and photosynthesis converts sunlight, water and carbon dioxide into glucose. Friction slows
+moving objects, pressure equals force divided by area, and temperature measures the average
+motion of particles. Solids keep their shape, liquids take the shape of their container, gases
+expand to fill it. Rainbows appear when sunlight is refracted inside raindrops.
+Everyday life: On weekends families cook breakfast, clean the kitchen, wash laundry, visit
+grandparents, repair bicycles, plant vegetables, walk the dog and watch movies. Customers pay
+with cash or cards at the supermarket, bakery, pharmacy and restaurant. Umbrellas keep us dry,
+blankets keep us warm, refrigerators keep food fresh, and alarm clocks wake us up. Furniture
+includes chairs, tables, sofas, beds, shelves, desks and cabinets. Clothing includes shirts,
+jackets, trousers, dresses, shoes, socks, gloves, scarves and hats. Vehicles include buses,
+trucks, trains, boats, bicycles, motorcycles, helicopters and ambulances. Jobs include
+carpenter, plumber, electrician, farmer, pilot, lawyer, engineer, journalist, musician, painter,
+chef, firefighter, police officer, librarian, accountant, programmer and dentist.
+Feelings and actions: Someone who is happy may smile, laugh or sing; someone who is sad may cry;
+someone who is angry may shout; someone who is tired may yawn and sleep; someone who is hungry
+will eat; someone who is curious will ask questions, read, explore and experiment. Friends share,
+cooperate, apologize, forgive and celebrate together. Competitors practice, train, compete, win
+or lose, and congratulate each other. A careful reader notices details, summarizes arguments,
+identifies assumptions, evaluates evidence, and draws conclusions that follow logically.
+Common words: about above across actually afraid again against almost alone along already also
+although always among amount ancient angle animal another anything anywhere appear area argue
+arrive article attention attack average avoid balance beautiful become begin behavior behind
+believe belong beneath beside between beyond blanket border bottom branch bright bring broken
+brother build burn business calculate capital careful carry catch cause center century certain
+chance change chapter character charge cheap check choose circle citizen claim climate close
+coast collect college color common company compare complete concern condition consider contain
+continue control correct count country couple course cover create crowd culture current danger
+decide deep defend degree depend describe design detail develop different direction discover
+distance divide double during early earth effect effort either element energy enough entire
+environment equal escape especially event every evidence exactly example except exercise expect
+experience explain express extra factor family famous father feature field figure final finger
+follow force foreign forget forward found frame free fresh front future garden general gentle
+glass global government grand ground group guess guide habit handle happen hardly health heavy
+height history hold hope huge human hundred hunt husband imagine important improve include
+increase indeed industry inside instead interest island issue journey judge kitchen knowledge
+language large later laugh layer leader learn least leave length letter level likely limit
+listen little local lower machine major manage market master material matter measure member
+memory method middle million minute mirror modern moment mother motion mountain movement music
+narrow nation natural nearly necessary neighbor neither nervous network noise normal notice
+number object obvious ocean offer office often opinion order origin other outside owner paper
+parent particular partner pattern peace period permit person picture piece place planet please
+pocket point popular position possible power practice prepare present pretty prevent price
+private problem process produce product promise proper protect prove provide public purpose
+quality quarter quick quiet rather reach ready real reason receive record reduce region relate
+remain remember remove repeat replace report require result return rhythm river rough round
+safety sample scale school science season section select sense series serve settle several shadow
+shape share shelter short should shoulder signal silent similar simple since single sister
+situation skill smooth society soldier solid solution source space special speed spirit spread
+spring square stage standard station steady stomach straight strange stream street strength
+strong structure student subject success sudden suggest summer supply support surface surprise
+symbol system target teach team temperature thick thin thought thousand through throw together
+tomorrow total toward trade travel trouble truth unless until usual valley value various village
+visit voice volume weather weight western whether whole width window winter within without
+wonder world worry writer yellow yesterday
 """
 
 _PROMPT_VOCAB = """\
@@ -136,7 +225,7 @@ def _synthetic_lines(seed: int, n: int = 400) -> list[str]:
     nouns = ["apples", "books", "coins", "birds", "cars", "pens", "cups", "stones", "trees", "boxes"]
     names = ["Ann", "Ben", "Cara", "Dan", "Eva", "Finn", "Gus", "Hana", "Ivan", "Jo"]
     letters = "abcde"
-    lines = [" ".join(str(i) for i in range(0, 101)), "0 1 2 3 4 5 6 7 8 9 10 100 1000 2024 3.14 1/2 50%"]
+    lines = [" ".join(str(i) for i in range(101)), "0 1 2 3 4 5 6 7 8 9 10 100 1000 2024 3.14 1/2 50%"]
     for _ in range(n):
         a, b = rng.randint(0, 99), rng.randint(0, 99)
         op, val = rng.choice([("plus", a + b), ("minus", a - b), ("times", a * b)])
@@ -154,7 +243,8 @@ def _synthetic_lines(seed: int, n: int = 400) -> list[str]:
 
 
 def corpus(seed: int = 0) -> list[str]:
-    """The embedded training text for the tokenizer (a few KB, deterministic in ``seed``)."""
+    """The tokenizer's training text: ~10 KB of English and prompt scaffolding, then 400
+    seeded synthetic multiple-choice lines (numbers, options, verdicts) drawn from ``seed``."""
     return _ENGLISH.splitlines() + _PROMPT_VOCAB.splitlines() + _synthetic_lines(seed)
 
 
@@ -186,11 +276,17 @@ def validate_params(
         )
     head_dim = hidden_size // num_heads
     if family in CAUSAL_FAMILIES and head_dim not in VLLM_CPU_HEAD_SIZES:
+        ok_heads = [
+            n
+            for n in range(1, hidden_size + 1)
+            if hidden_size % n == 0 and hidden_size // n in VLLM_CPU_HEAD_SIZES
+        ]
+        alt = f"num_heads in {ok_heads} for hidden_size {hidden_size}, or " if ok_heads else ""
         raise ValueError(
-            f"head_dim = hidden_size / num_heads = {hidden_size}/{num_heads} = {head_dim} is not served by "
+            f"head_dim = hidden_size / num_heads = {hidden_size}/{num_heads} = {head_dim} cannot be served by "
             f"vLLM: its CPU attention kernel only implements head sizes {list(VLLM_CPU_HEAD_SIZES)} "
-            f"(at least 32; 64 recommended). Use e.g. hidden_size={64 * num_heads} for {num_heads} heads, "
-            f"or num_heads={max(1, hidden_size // 64)} for hidden_size {hidden_size}"
+            f"(at least 32; 64 recommended, e.g. hidden_size 128 with 2 heads). "
+            f"Use {alt}hidden_size={64 * num_heads} for {num_heads} heads"
         )
     return head_dim
 
@@ -198,11 +294,24 @@ def validate_params(
 # --------------------------------------------------------------------------- tokenizer
 
 
+#: Qwen2's pre-tokenizer split (digits one by one). Every family uses the same pipeline
+#: because ``AutoTokenizer`` rebuilds a ``qwen2`` folder's tokenizer as ``Qwen2Tokenizer``
+#: (NFC + this regex + byte-level) from vocab and merges, ignoring ``tokenizer.json``'s
+#: pipeline: training with exactly that pipeline keeps the loaded tokenizer identical.
+PRETOKENIZE_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+
+
 def _train_tokenizer_object(vocab_size: int, seed: int):  # -> tokenizers.Tokenizer
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -250,28 +359,47 @@ def build_tokenizer(
     if len(hf) != vocab_size:  # pragma: no cover - guarded by the sentinel fill above
         raise RuntimeError(f"tokenizer has {len(hf)} ids, expected {vocab_size}")
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        hf.save_pretrained(str(out))
+        _save_tokenizer(hf, Path(out_dir))
     return hf
 
 
+def _save_tokenizer(hf: PreTrainedTokenizerFast, out: Path) -> None:
+    """save_pretrained, naming the class every transformers version knows.
+
+    transformers 5 writes ``TokenizersBackend``, which 4.x cannot resolve; both load
+    ``PreTrainedTokenizerFast`` as the plain fast tokenizer from ``tokenizer.json``.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    hf.save_pretrained(str(out))
+    cfg_path = out / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
 def _set_family_post_processor(hf: PreTrainedTokenizerFast, family: str) -> None:
-    """Mirror the real families: Llama prepends ``<s>``, T5 appends ``</s>``, Qwen2 adds nothing."""
+    """Mirror the real families: Llama prepends ``<s>``, T5 appends ``</s>``, Qwen2 adds nothing.
+
+    The ``add_bos_token``/``add_eos_token`` flags are set first (transformers 5 rebuilds
+    the post-processor from them), then the template is set explicitly, so the saved
+    ``tokenizer.json`` carries it for every transformers version.
+    """
     from tokenizers import processors
 
     bos_id, eos_id = hf.convert_tokens_to_ids(BOS), hf.convert_tokens_to_ids(EOS)
-    backend = hf.backend_tokenizer
+    hf.add_bos_token = family == "llama"
+    hf.add_eos_token = family == "t5"
     if family == "llama":
-        backend.post_processor = processors.TemplateProcessing(
-            single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
+        pp = processors.TemplateProcessing(
+            single=f"{BOS}:0 $A:0", pair=f"{BOS}:0 $A:0 {BOS}:1 $B:1", special_tokens=[(BOS, bos_id)]
         )
     elif family == "t5":
-        backend.post_processor = processors.TemplateProcessing(
-            single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}", special_tokens=[(EOS, eos_id)]
+        pp = processors.TemplateProcessing(
+            single=f"$A:0 {EOS}:0", pair=f"$A:0 {EOS}:0 $B:1 {EOS}:1", special_tokens=[(EOS, eos_id)]
         )
     else:
-        backend.post_processor = processors.ByteLevel(trim_offsets=False)
+        pp = processors.TemplateProcessing(single="$A:0", pair="$A:0 $B:1", special_tokens=[])
+    hf.backend_tokenizer.post_processor = pp
 
 
 # --------------------------------------------------------------------------- models
@@ -350,12 +478,11 @@ def build_tiny_model(
 
     tokenizer = build_tokenizer(vocab_size=vocab_size, seed=0)
     _set_family_post_processor(tokenizer, family)
-    tokenizer.add_bos_token = family == "llama"
-    tokenizer.add_eos_token = family == "t5"
+    tokenizer.chat_template = chat_template(family)
 
     config = _model_config(family, hidden_size, num_layers, num_heads, vocab_size)
     auto = AutoModelForSeq2SeqLM if family == "t5" else AutoModelForCausalLM
-    with torch.random.fork_rng(devices=[]):
+    with _INIT_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = auto.from_config(config, dtype=torch.float32)
     model.eval()
@@ -368,19 +495,53 @@ def build_tiny_model(
         **({"decoder_start_token_id": config.decoder_start_token_id} if family == "t5" else {}),
     )
     model.generation_config = gen
-    model.save_pretrained(str(out), safe_serialization=True)
-    tokenizer.save_pretrained(str(out))
+    with _quiet_progress():
+        model.save_pretrained(str(out), safe_serialization=True)
+    _save_tokenizer(tokenizer, out)
     gen.save_pretrained(str(out))
 
-    params = dict(family=family, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
-                  vocab_size=vocab_size, seed=seed)
-    marker = {"build_version": BUILD_VERSION, "params": params, "key": _params_key(params),
-              "num_parameters": sum(p.numel() for p in model.parameters())}
+    params = _params(family, hidden_size, num_layers, num_heads, vocab_size, seed)
+    marker = {
+        "build_version": BUILD_VERSION,
+        "params": params,
+        "key": _params_key(params),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+    }
     (out / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+    for f in out.iterdir():  # safetensors are written 0600; a shared cache needs 0644
+        if f.is_file():
+            f.chmod(0o644)
     return out
 
 
+@contextlib.contextmanager
+def _quiet_progress():
+    """No "Writing model shards" bar for a 2 MB file; the caller's setting is restored."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 # --------------------------------------------------------------------------- cache
+
+
+def _params(
+    family: str, hidden_size: int, num_layers: int, num_heads: int, vocab_size: int, seed: int
+) -> dict[str, Any]:
+    return {
+        "family": family,
+        "hidden_size": hidden_size,
+        "num_layers": num_layers,
+        "num_heads": num_heads,
+        "vocab_size": vocab_size,
+        "seed": seed,
+    }
 
 
 def _params_key(params: dict[str, Any]) -> str:
@@ -406,12 +567,13 @@ def tiny_model_path(cfg: TinyModelConfig, cache_dir: str | Path | None = None) -
     atomically, so two processes racing on a cold cache both return a complete folder
     (the loser discards its copy).
     """
-    params = dict(family=cfg.family, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-                  num_heads=cfg.num_heads, vocab_size=cfg.vocab_size, seed=cfg.seed)
+    params = _params(cfg.family, cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.vocab_size, cfg.seed)
     validate_params(**params)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    name = (f"{cfg.family}-h{cfg.hidden_size}-l{cfg.num_layers}-a{cfg.num_heads}"
-            f"-v{cfg.vocab_size}-s{cfg.seed}-{_params_key(params)}")
+    name = (
+        f"{cfg.family}-h{cfg.hidden_size}-l{cfg.num_layers}-a{cfg.num_heads}"
+        f"-v{cfg.vocab_size}-s{cfg.seed}-{_params_key(params)}"
+    )
     final = root / name
     if _is_complete(final):
         return final
@@ -421,9 +583,11 @@ def tiny_model_path(cfg: TinyModelConfig, cache_dir: str | Path | None = None) -
         build_tiny_model(out_dir=tmp, **params)
         if final.exists() and not _is_complete(final):
             # Left by something other than this function (we only rename complete
-            # folders); move it aside rather than trust it.
+            # folders): move it aside and delete it rather than trust it.
+            stale = root / f".stale-{name}-{uuid.uuid4().hex[:8]}"
             with contextlib.suppress(OSError):
-                final.rename(root / f".stale-{name}-{uuid.uuid4().hex[:8]}")
+                final.rename(stale)
+                shutil.rmtree(stale, ignore_errors=True)
         try:
             os.rename(tmp, final)  # atomic; fails if another process renamed first
         except OSError:
@@ -449,6 +613,8 @@ def is_seq2seq(path_or_config: Any) -> bool:
     if isinstance(family, str) and not hasattr(obj, "model_type"):
         return family == "t5"
     if isinstance(obj, dict):
+        if "model_type" not in obj and isinstance(obj.get("family"), str):
+            return obj["family"] == "t5"  # a TinyModelConfig dump
         return _seq2seq_from_fields(obj.get("model_type"), obj.get("is_encoder_decoder"))
     if hasattr(obj, "model_type"):
         return _seq2seq_from_fields(obj.model_type, getattr(obj, "is_encoder_decoder", None))
@@ -485,6 +651,7 @@ __all__ = [
     "VLLM_CPU_HEAD_SIZES",
     "build_tiny_model",
     "build_tokenizer",
+    "chat_template",
     "corpus",
     "default_cache_dir",
     "is_seq2seq",
