@@ -232,6 +232,11 @@ class StudentConfig(StrictModel):
     answer_prefix: str = "predict: "
     rationale_prefix: str = Field("explain {teacher}: ", description="'{teacher}' is replaced by the name")
     self_eval_prefix: str = "evaluate: "
+    task_prefix_side: Literal["decoder", "encoder"] = Field(
+        "decoder",
+        description="seq2seq: 'decoder' encodes each question once for all tasks (faster, same loss "
+        "form); 'encoder' is the papers' layout (prefix + question in the encoder)",
+    )
     truncation: Literal["count", "error"] = "count"
     trust_remote_code: bool = False
 
@@ -275,6 +280,7 @@ class TrainConfig(StrictModel):
     grad_accum_steps: int = Field(1, ge=1)
     lr: float = Field(5e-5, gt=0.0, le=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
+    gradient_clipping: float = Field(1.0, ge=0.0, description="0 disables clipping")
     optimizer: Literal["adamw"] = "adamw"
     scheduler: Literal["constant", "linear", "cosine"] = "linear"
     warmup_steps: int = Field(0, ge=0)

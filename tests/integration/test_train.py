@@ -1,0 +1,198 @@
+"""Real Ray Train + real DeepSpeed on CPU (gloo), tiny T5 and tiny Llama students.
+
+Kept tiny for a 2-core machine: 64 synthetic training questions, 2 teachers whose
+"rationales" state the answer (learnable), a handful of optimizer steps per run.
+
+- T5, ZeRO-2, 2 workers: losses fall, validation accuracy is reported with every
+  checkpoint, the best checkpoint is exported in HF format, its weights equal the
+  DeepSpeed state in the same checkpoint (round trip), and ``evaluate_student`` (the
+  ``eval --model PATH --split test`` path) scores it.
+- Llama, ZeRO-3, 2 workers, ``max_failures=1``: rank 1 ``os._exit``s after step 6; the run
+  resumes from the step-4 checkpoint (the next attempt starts at step 5, not 1) and ends.
+- T5, ZeRO-0, 1 worker, bf16, convex loss, Mind's Mirror two-stage schedule.
+- Store problems fail before any worker starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.unit.test_student_tasks import store_row, write_store
+from tinyllm_ray.config import JobConfig, TinyModelConfig
+
+pytestmark = pytest.mark.slow
+
+TEACHERS = ("llama", "qwen")
+
+
+def _job(tmp: Path, model: str, *, teachers=TEACHERS, **sections: Any) -> JobConfig:
+    raw: dict[str, Any] = {
+        "data": {"name": "synthetic", "synthetic": {"train": 64, "validation": 16, "test": 16}},
+        "teachers": [{"name": t, "model": "unused"} for t in teachers],
+        "student": {"model": model, "max_input_length": 96, "max_target_length": 24},
+        "loss": {"alpha": {t: 0.5 for t in teachers}},
+        "train": {"num_workers": 2, "cpus_per_worker": 1, "micro_batch_size": 8, "lr": 3e-3,
+                  "scheduler": "constant", "eval_every_steps": 4, "checkpoint_every_steps": 4,
+                  "eval_max_new_tokens": 6, "eval_limit": 16, "num_checkpoints_to_keep": 2},
+        "eval": {"batch_size": 16, "max_new_tokens": 6},
+        "runtime": {"storage_path": str(tmp), "run_name": "it"},
+    }
+    for k, v in sections.items():
+        raw[k] = {**raw.get(k, {}), **v} if isinstance(v, dict) else v
+    return JobConfig.model_validate(raw)
+
+
+def _store_for(cfg: JobConfig, *, self_eval: bool = False) -> None:
+    from tinyllm_ray.data.loader import load_splits
+
+    train = load_splits(cfg.data).splits["train"]
+    rows = []
+    for r in train:
+        for t in [t.name for t in cfg.teachers]:
+            rows.append(store_row(r, t, rationale=f"The answer is {r.answer} because {t} knows it.",
+                                  parsed=r.answer))
+            if self_eval:
+                rows.append(store_row(r, t, kind="self_eval", eval_idx=0, rationale=f"It is {r.answer}.",
+                                      critique="The reasoning names the right fact.", verdict="correct"))
+    write_store(cfg.runtime.resolved_store_uri, rows)
+
+
+def _model(tiny_cache, family: str) -> str:
+    from tinyllm_ray.tiny import tiny_model_path
+
+    return str(tiny_model_path(TinyModelConfig(family=family), tiny_cache))
+
+
+def _falls(history: list[dict[str, Any]], key: str) -> tuple[float, float]:
+    vals = [h[key] for h in history if key in h]
+    first, last = vals[0], sum(vals[-2:]) / 2
+    return first, last
+
+
+def test_t5_zero2_two_workers_learns_and_exports(ray_session, tiny_cache, tmp_path):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from tinyllm_ray.student.evaluate_model import evaluate_student
+    from tinyllm_ray.student.trainer import run_training
+
+    cfg = _job(tmp_path, _model(tiny_cache, "t5"), train={"zero_stage": 2, "max_steps": 12})
+    _store_for(cfg)
+    res = run_training(cfg)
+
+    assert res.final_step == res.total_steps == 12
+    hist = res.history()
+    assert [h["step"] for h in hist] == list(range(1, 13))
+    assert all(h["attempt_start_step"] == 0 for h in hist)
+    for key in ("loss", "loss_answer", "loss_rationale_llama", "loss_rationale_qwen"):
+        first, last = _falls(hist, key)
+        assert last < 0.8 * first, (key, first, last)
+    assert res.data["rows_per_task"] == {"answer": 64, "rationale:llama": 64, "rationale:qwen": 64}
+    assert res.data["truncated_inputs"] == 0
+    # validation accuracy on every checkpoint; the best one is chosen on it
+    # every report carries val_accuracy (Ray Tune's strict metric check); fresh at checkpoints
+    assert all("val_accuracy" in h for h in hist)
+    assert [h["val_step"] for h in hist] == [0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12]
+    evals = [h for h in hist if h["checkpoint"]]
+    assert [h["step"] for h in evals] == [4, 8, 12]
+    assert res.best_val_accuracy == max(h["val_accuracy"] for h in evals)
+    assert res.best_checkpoint and Path(res.best_checkpoint).is_dir()
+
+    # the exported student is a plain HF folder
+    model = AutoModelForSeq2SeqLM.from_pretrained(res.model_dir)
+    tok = AutoTokenizer.from_pretrained(res.model_dir)
+    assert tok("predict: x")["input_ids"]
+    fmt = json.loads((Path(res.model_dir) / "tinyllm_student.json").read_text())
+    assert fmt["arch"] == "seq2seq" and fmt["prefix_side"] == "decoder"
+
+    # round trip: the DeepSpeed state in the chosen checkpoint holds exactly the exported weights
+    import torch
+
+    ds = torch.load(Path(res.best_checkpoint) / "deepspeed" / "ds" / "mp_rank_00_model_states.pt",
+                    map_location="cpu", weights_only=False)["module"]
+    hf = model.state_dict()
+    shared = [k for k in hf if f"model.{k}" in ds]
+    assert len(shared) >= len(hf) - 2  # tied embeddings may be stored once
+    for k in shared:
+        assert torch.equal(hf[k], ds[f"model.{k}"].to(hf[k].dtype)), k
+
+    # the `eval --model PATH --split test` path
+    ev = evaluate_student(cfg, res.model_dir, "test")
+    assert ev.total == 16 and 0.0 <= ev.accuracy <= 1.0 and ev.split == "test"
+
+
+def test_llama_zero3_resumes_after_a_worker_dies(ray_session, tiny_cache, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tinyllm_ray.student.trainer import run_training
+
+    cfg = _job(tmp_path, _model(tiny_cache, "llama"),
+               train={"zero_stage": 3, "max_steps": 8, "max_failures": 1, "eval_every_steps": 100})
+    _store_for(cfg)
+    flag = tmp_path / "fault.flag"
+    res = run_training(cfg, worker_env={"TINYLLM_FAULT_AT_STEP": "6", "TINYLLM_FAULT_RANK": "1",
+                                        "TINYLLM_FAULT_FLAG": str(flag)})
+
+    assert flag.exists(), "the injected fault never fired"
+    assert res.final_step == 8
+    events = [json.loads(line) for line in Path(res.metrics_file).read_text().splitlines()]
+    failures = [e for e in events if e["event"] == "worker_failure"]
+    assert len(failures) == 1 and 1 in failures[0]["ranks"]
+    reports = [e for e in events if e["event"] == "report"]
+    second = [r for r in reports if r["attempt_start_step"] > 0]
+    # resumed, not restarted: the second attempt starts after the step-4 checkpoint
+    assert {r["attempt_start_step"] for r in second} == {4}
+    assert [r["step"] for r in second] == [5, 6, 7, 8]
+    assert res.ray_result.metrics["attempt_start_step"] == 4
+    first, last = _falls(reports, "loss")
+    assert last < first
+    AutoModelForCausalLM.from_pretrained(res.model_dir)
+    AutoTokenizer.from_pretrained(res.model_dir)
+
+
+def test_two_stage_convex_bf16_single_worker(ray_session, tiny_cache, tmp_path):
+    from transformers import AutoModelForSeq2SeqLM
+
+    from tinyllm_ray.student.trainer import run_training
+
+    cfg = _job(tmp_path, _model(tiny_cache, "t5"), teachers=("llama",),
+               self_eval={"enabled": True},
+               loss={"form": "convex", "convex_alpha": 0.5, "schedule": "two_stage", "alpha": {}},
+               train={"num_workers": 1, "zero_stage": 0, "precision": "bf16", "max_steps": 3,
+                      "eval_every_steps": 3, "checkpoint_every_steps": 3})
+    _store_for(cfg, self_eval=True)
+    res = run_training(cfg)
+    hist = res.history()
+    assert res.total_steps == 6 and res.final_step == 6
+    stage0 = [h for h in hist if h["stage"] == 0]
+    stage1 = [h for h in hist if h["stage"] == 1]
+    assert [h["step"] for h in stage0] == [1, 2, 3] and [h["step"] for h in stage1] == [4, 5, 6]
+    assert all(set(h) & {"loss_self_eval"} and "loss_answer" not in h for h in stage0)
+    assert all("loss_answer" in h and "loss_rationale_llama" in h and "loss_self_eval" not in h for h in stage1)
+    assert res.best_step == 6  # selection among final-stage (CoT) checkpoints
+    AutoModelForSeq2SeqLM.from_pretrained(res.model_dir)
+
+
+def test_store_problems_fail_before_training(ray_session, tiny_cache, tmp_path):
+    from tinyllm_ray.student.tasks import EmptyTargetError, MissingTeacherError
+    from tinyllm_ray.student.trainer import run_training
+
+    cfg = _job(tmp_path, _model(tiny_cache, "t5"))
+    _store_for(cfg.model_copy(update={"teachers": cfg.teachers[:1]}))  # only 'llama' generated
+    with pytest.raises(MissingTeacherError, match="qwen"):
+        run_training(cfg)
+
+    cfg2 = _job(tmp_path / "b", _model(tiny_cache, "t5"), teachers=("llama",))
+    from tinyllm_ray.data.loader import load_splits
+
+    train = load_splits(cfg2.data).splits["train"]
+    rows = [store_row(r, "llama") for r in train]
+    rows[5]["rationale"] = ""
+    write_store(cfg2.runtime.resolved_store_uri, rows)
+    with pytest.raises(EmptyTargetError, match=r"teacher 'llama' kind=rationale: 1 row\(s\), e.g. examples \['syn-tr"):
+        run_training(cfg2)
+    assert not os.path.exists(os.path.join(str(tmp_path / "b"), "it", "train", "checkpoint_manager_snapshot.json"))

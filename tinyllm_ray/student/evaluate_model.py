@@ -1,0 +1,216 @@
+"""Answer-only generation on a split -> normalised exact-match accuracy.
+
+Why answer-only: TinyLLM and Mind's Mirror use rationales only as training signal; at
+test time the student gets the answer prefix and generates the answer text. The input
+layout comes from the student's ``tinyllm_student.json`` (written when it was saved), so
+a student is evaluated exactly as it was trained; scoring is :mod:`tinyllm_ray.evaluate`
+(normalised text, letter forms accepted).
+
+Used in two places: inside training workers (validation accuracy every
+``train.eval_every_steps``; each rank scores a slice and the counts are summed), and by
+``tinyllm-ray eval --model PATH --split test`` through :func:`evaluate_student`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tinyllm_ray.student.collate import CAUSAL_SEPARATOR, PromptEncoder, encode_prompt
+from tinyllm_ray.student.tasks import format_source
+
+if TYPE_CHECKING:
+    from tinyllm_ray.config import JobConfig
+    from tinyllm_ray.data.schema import MCQRecord
+    from tinyllm_ray.student.model import StudentFormat
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EvalResult", "evaluate_records", "evaluate_student", "generate_answers"]
+
+
+@dataclass
+class EvalResult:
+    """Accuracy on ``total`` records plus the raw generations (for error analysis)."""
+
+    accuracy: float
+    correct: int
+    total: int
+    split: str = ""
+    model: str = ""
+    truncated_inputs: int = 0
+    seconds: float = 0.0
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self, with_predictions: bool = False) -> dict[str, Any]:
+        d = {"accuracy": self.accuracy, "correct": self.correct, "total": self.total, "split": self.split,
+             "model": self.model, "truncated_inputs": self.truncated_inputs, "seconds": round(self.seconds, 3)}
+        if with_predictions:
+            d["predictions"] = self.predictions
+        return d
+
+
+def generate_answers(
+    model: Any,
+    tokenizer: Any,
+    records: Sequence[MCQRecord],
+    fmt: StudentFormat,
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    num_batches: int | None = None,
+    synced_gpus: bool = False,
+    device: Any = None,
+) -> tuple[list[str], int]:
+    """Greedy answer-task generations for ``records`` and the number of truncated inputs.
+
+    ``num_batches`` > needed pads with repeats of the last record (their outputs are
+    dropped): under ZeRO-3 every rank must call ``generate`` equally often, since each
+    forward gathers parameters collectively (``synced_gpus`` keeps ranks in step inside
+    one call).
+    """
+    import torch
+
+    penc = PromptEncoder(tokenizer)
+    causal = fmt.arch == "causal"
+    prefix_ids = penc.plain([fmt.answer_prefix])[0]
+    sep_ids = penc.plain([CAUSAL_SEPARATOR])[0] if causal else []
+    enc_prefix = prefix_ids if (causal or fmt.prefix_side == "encoder") else []
+    dec_prefix = [] if enc_prefix else prefix_ids
+    device = device or next(model.parameters()).device
+    start = getattr(model.config, "decoder_start_token_id", None)
+    start = penc.pad_id if start is None else int(start)
+
+    outs: list[str] = []
+    truncated = 0
+    n = len(records)
+    needed = (n + batch_size - 1) // batch_size
+    total_batches = max(needed, num_batches or 0)
+    was_training = model.training
+    model.eval()
+    try:
+        for b in range(total_batches):
+            chunk = list(records[b * batch_size:(b + 1) * batch_size])
+            real = len(chunk)
+            if real == 0:  # padding batch for collective lock-step
+                chunk = [records[-1]] if n else []
+            if not chunk:
+                continue
+            sources = [format_source(r.question, r.choices, r.context) for r in chunk]
+            src_ids = penc.plain(sources)
+            prompts = []
+            for s in src_ids:
+                ids, cut = encode_prompt(penc, enc_prefix, s, fmt.max_input_length, causal=causal, sep_ids=sep_ids)
+                truncated += int(cut > 0) if b < needed else 0
+                prompts.append(ids)
+            width = max(len(p) for p in prompts)
+            pad = penc.pad_id
+            if causal:  # left padding so every prompt ends where generation starts
+                ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+                mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+            else:
+                ids = torch.tensor([p + [pad] * (width - len(p)) for p in prompts])
+                mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in prompts])
+            kwargs: dict[str, Any] = {
+                "input_ids": ids.to(device), "attention_mask": mask.to(device), "max_new_tokens": max_new_tokens,
+                "do_sample": False, "num_beams": 1, "pad_token_id": pad, "eos_token_id": penc.eos_id,
+            }
+            if synced_gpus:
+                kwargs["synced_gpus"] = True
+            if not causal:
+                dec = torch.tensor([[start] + dec_prefix] * len(chunk))
+                kwargs["decoder_input_ids"] = dec.to(device)
+            with torch.no_grad():
+                gen = model.generate(**kwargs)
+            skip = width if causal else 1 + len(dec_prefix)
+            texts = tokenizer.batch_decode(gen[:, skip:].cpu(), skip_special_tokens=True)
+            outs.extend(t.strip() for t in texts[:real])
+    finally:
+        model.train(was_training)
+    return outs[:n], truncated
+
+
+def evaluate_records(
+    model: Any,
+    tokenizer: Any,
+    records: Sequence[MCQRecord],
+    fmt: StudentFormat,
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    num_batches: int | None = None,
+    synced_gpus: bool = False,
+    keep_predictions: int = 0,
+) -> EvalResult:
+    """Generate and score; ``correct``/``total`` can be summed across ranks."""
+    from tinyllm_ray.evaluate import exact_match, extract_prediction
+
+    t0 = time.perf_counter()
+    gens, truncated = generate_answers(model, tokenizer, records, fmt, max_new_tokens=max_new_tokens,
+                                       batch_size=batch_size, num_batches=num_batches, synced_gpus=synced_gpus)
+    correct = 0
+    preds: list[dict[str, Any]] = []
+    for g, r in zip(gens, records):
+        p = extract_prediction(g, r.choices)
+        ok = exact_match(p, r)
+        correct += int(ok)
+        if len(preds) < keep_predictions:
+            preds.append({"id": r.id, "generated": g, "prediction": p, "answer": r.answer, "correct": ok})
+    total = len(records)
+    return EvalResult(accuracy=correct / total if total else 0.0, correct=correct, total=total,
+                      truncated_inputs=truncated, seconds=time.perf_counter() - t0, predictions=preds)
+
+
+def evaluate_student(
+    cfg: JobConfig,
+    model_path: str,
+    split: str | None = None,
+    *,
+    limit: int | None = None,
+    keep_predictions: int = 20,
+) -> EvalResult:
+    """Evaluate a saved student folder on ``split`` (default ``cfg.eval.split``) in-process.
+
+    The layout comes from the folder's ``tinyllm_student.json``; a plain HF folder (no
+    such file) is read with the layout ``cfg.student`` describes. Limits: ``limit`` or
+    ``cfg.eval.limit`` rows (first rows of the split, deterministic).
+    """
+    import torch
+
+    from tinyllm_ray.data.loader import load_splits
+    from tinyllm_ray.student.model import (
+        StudentFormat,
+        detect_arch,
+        load_student,
+        read_student_format,
+        resolve_student_path,
+    )
+
+    split = split or cfg.eval.split
+    path = model_path
+    if model_path == "tiny":
+        path = resolve_student_path(cfg.student)
+    fmt = read_student_format(path)
+    if fmt is None:
+        arch = detect_arch(path, cfg.student.arch, cfg.student.trust_remote_code)
+        fmt = StudentFormat.from_config(cfg, arch)
+        log.info("%s has no tinyllm_student.json; using the layout of cfg.student (%s)", path, arch)
+    data = load_splits(cfg.data)
+    if split not in data.splits:
+        raise ValueError(f"split {split!r} not in the dataset (have {sorted(data.splits)})")
+    records = data.splits[split]
+    n = limit or cfg.eval.limit
+    if n:
+        records = records[:n]
+    if not records:
+        raise ValueError(f"split {split!r} is empty; nothing to evaluate")
+    model, tok = load_student(path, fmt.arch, trust_remote_code=cfg.student.trust_remote_code)
+    if torch.cuda.is_available():
+        model = model.cuda()
+    res = evaluate_records(model, tok, records, fmt, max_new_tokens=cfg.eval.max_new_tokens,
+                           batch_size=cfg.eval.batch_size, keep_predictions=keep_predictions)
+    res.split, res.model = split, str(path)
+    return res

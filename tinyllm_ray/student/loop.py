@@ -1,0 +1,267 @@
+"""The per-worker training loop run by Ray Train (one process per DeepSpeed rank).
+
+Why everything heavy is imported inside :func:`train_loop_per_worker`: DeepSpeed alone
+costs ~16 s to import, and the driver, the tests of pure logic and ``tinyllm-ray --help``
+must not pay it. ``DS_ACCELERATOR=cpu`` is set before that import on CPU runs.
+
+One optimizer step = ``grad_accum_steps`` packed micro-batches through the DeepSpeed
+engine. After every step the per-task losses (token-weighted, summed over micro-batches
+and ranks with one ``all_reduce``) go to ``ray.train.report``. At evaluation steps (every
+``train.eval_every_steps``, every ``train.checkpoint_every_steps`` and the last step of a
+stage) all ranks generate answers for their slice of the validation split and the correct
+counts are summed; the same step saves a checkpoint (DeepSpeed state of every rank, plus
+the Hugging Face export and the loop state from rank 0) reported with a fresh
+``val_accuracy``, so every checkpoint is ranked on validation.
+
+Every report carries ``val_accuracy`` and ``val_step`` (the step it was measured at; 0 is
+a baseline taken before the first update): Ray Tune checks that each result holds the
+metric it optimises, and ``val_step`` says how fresh the value is. Checkpoint selection
+only ever sees fresh values (those reported with a checkpoint).
+
+Resuming: ``ray.train.get_checkpoint()`` (set by Ray Train after a worker failure) restores
+the DeepSpeed engine (weights, optimizer, LR schedule) and the step; the data stream of
+the current epoch is fast-forwarded by the micro-batches already consumed. Every report
+carries ``attempt_start_step`` (0 on a fresh start), which shows a resumed run resumed.
+
+Fault injection for tests (off unless set; via ``run_training(worker_env=...)``):
+``TINYLLM_FAULT_AT_STEP=K``, ``TINYLLM_FAULT_FLAG=/path`` and ``TINYLLM_FAULT_RANK=r``:
+rank ``r`` creates the flag file and ``os._exit(1)`` right after step ``K``, once.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LoopConfig", "metric_name", "train_loop_per_worker"]
+
+STATE_FILE = "train_state.json"
+DS_DIR = "deepspeed"
+DS_TAG = "ds"
+HF_DIR = "hf"
+
+
+def metric_name(task: str) -> str:
+    """``rationale:llama`` -> ``loss_rationale_llama`` (safe for Tune/TensorBoard keys)."""
+    return "loss_" + "".join(c if c.isalnum() else "_" for c in task)
+
+
+@dataclass
+class LoopConfig:
+    """Everything a worker needs, computed once on the driver (JSON-able)."""
+
+    job: dict[str, Any]
+    plan: dict[str, Any]
+    collate: dict[str, Any]
+    student_format: dict[str, Any]
+    model_path: str
+    stage_steps: list[int]
+    micro_per_epoch: list[int]
+    eval_batch_size: int
+
+    @property
+    def total_steps(self) -> int:
+        return int(sum(self.stage_steps))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _is_eval_step(step: int, total: int, eval_every: int, ckpt_every: int) -> bool:
+    return step == total or step % eval_every == 0 or step % ckpt_every == 0
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    t_start = time.perf_counter()
+    lc = LoopConfig(**config)
+    from tinyllm_ray.config import JobConfig
+
+    job = JobConfig.model_validate(lc.job)
+    tcfg = job.train
+    if not tcfg.use_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+    import deepspeed
+    import ray.data
+    import ray.train
+    import torch
+    import torch.distributed as dist
+
+    from tinyllm_ray.data.schema import MCQRecord
+    from tinyllm_ray.student.collate import CollateSpec, TaskCollator
+    from tinyllm_ray.student.deepspeed_config import build_deepspeed_config
+    from tinyllm_ray.student.evaluate_model import evaluate_records
+    from tinyllm_ray.student.model import StudentFormat, load_student, write_student_format
+    from tinyllm_ray.student.packed import PackedStudent, batch_to_device
+    from tinyllm_ray.student.tasks import TaskPlan
+
+    ray.data.DataContext.get_current().enable_progress_bars = False  # one log line per step, not bars
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    plan = TaskPlan.from_dict(lc.plan)
+    spec = CollateSpec.from_dict(lc.collate)
+    fmt = StudentFormat(**{**lc.student_format, "task_names": tuple(lc.student_format.get("task_names", ()))})
+    k_tasks = len(plan.names)
+    total_steps = lc.total_steps
+    zero3 = tcfg.zero_stage == 3
+
+    torch.manual_seed(tcfg.seed)
+    model, tok = load_student(lc.model_path, spec.arch, trust_remote_code=job.student.trust_remote_code)
+    module = PackedStudent(model, spec.arch, k_tasks)
+    ds_config = build_deepspeed_config(tcfg, world, total_steps)
+    if rank == 0:
+        log.info("DeepSpeed config: %s", json.dumps(ds_config))
+    engine, _, _, _ = deepspeed.initialize(
+        model=module,
+        model_parameters=[p for p in module.parameters() if p.requires_grad],
+        config=ds_config,
+        dist_init_required=False,
+    )
+    device = engine.device
+
+    step = 0
+    val_acc: float | None = None
+    val_step = 0
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            engine.load_checkpoint(os.path.join(d, DS_DIR), tag=DS_TAG)
+            with open(os.path.join(d, STATE_FILE)) as f:
+                state = json.load(f)
+        step, val_acc, val_step = int(state["step"]), state.get("val_accuracy"), int(state.get("val_step", 0))
+        log.info("rank %d resumed from step %d", rank, step)
+    attempt_start = step
+
+    # The collator runs in Ray Data's prefetch thread while validation tokenizes in this one;
+    # a Rust tokenizer must not be used from two threads at once, so the collator gets a copy.
+    collator = TaskCollator(copy.deepcopy(tok), spec,
+                            decoder_start_token_id=getattr(model.config, "decoder_start_token_id", None))
+    val_rows = list(ray.train.get_dataset_shard("validation").iter_rows())
+    val_records = [MCQRecord.from_dict(r) for r in val_rows]
+    my_val = val_records[rank::world]
+    per_rank = math.ceil(len(val_records) / world)
+    val_batches = math.ceil(per_rank / lc.eval_batch_size) if per_rank else 0
+    fault_step = int(os.environ.get("TINYLLM_FAULT_AT_STEP", "0") or 0)
+    fault_flag = os.environ.get("TINYLLM_FAULT_FLAG", "")
+    fault_rank = int(os.environ.get("TINYLLM_FAULT_RANK", "0") or 0)
+
+    def all_sum(t: torch.Tensor) -> torch.Tensor:
+        if world > 1:
+            t = t.to(device)
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t.cpu()
+
+    def validate() -> float:
+        engine.eval()
+        res = evaluate_records(engine.module.model, tok, my_val, fmt, max_new_tokens=tcfg.eval_max_new_tokens,
+                               batch_size=lc.eval_batch_size, num_batches=val_batches,
+                               synced_gpus=zero3 and world > 1)
+        engine.train()
+        counts = all_sum(torch.tensor([res.correct, res.total], dtype=torch.float64))
+        return float(counts[0] / counts[1]) if counts[1] > 0 else 0.0
+
+    def save_and_report(metrics: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory(prefix="tinyllm-ckpt-") as tmp:
+            os.makedirs(os.path.join(tmp, DS_DIR, DS_TAG), exist_ok=True)
+            engine.save_checkpoint(os.path.join(tmp, DS_DIR), tag=DS_TAG)
+            state_dict = engine._zero3_consolidated_16bit_state_dict() if zero3 else None
+            if rank == 0:
+                hf = os.path.join(tmp, HF_DIR)
+                if zero3:
+                    engine.module.model.save_pretrained(hf, state_dict=state_dict)
+                else:
+                    engine.module.model.save_pretrained(hf)
+                tok.save_pretrained(hf)
+                write_student_format(hf, fmt)
+                with open(os.path.join(tmp, STATE_FILE), "w") as f:
+                    json.dump({"step": metrics["step"], "stage": metrics["stage"],
+                               "val_accuracy": metrics["val_accuracy"], "val_step": metrics["val_step"]}, f)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                             checkpoint_dir_name=f"checkpoint_step{metrics['step']:07d}")
+
+    if val_acc is None:  # baseline before any update: every report can then carry val_accuracy
+        val_acc, val_step = validate(), 0
+    setup_seconds = time.perf_counter() - t_start
+    log.info("rank %d ready in %.1f s (imports, model, DeepSpeed engine, validation data)", rank, setup_seconds)
+    engine.train()
+    offsets = [sum(lc.stage_steps[:i]) for i in range(len(lc.stage_steps))]
+    mb, ga = tcfg.micro_batch_size, tcfg.grad_accum_steps
+    for stage, (offset, n_steps, micro_per_epoch) in enumerate(zip(offsets, lc.stage_steps, lc.micro_per_epoch)):
+        end = offset + n_steps
+        if step >= end:
+            continue
+        shard = ray.train.get_dataset_shard(f"train_stage{stage}")
+        consumed = (step - offset) * ga
+        epoch, skip = divmod(consumed, micro_per_epoch)
+        acc = torch.zeros(2 * k_tasks + 5, dtype=torch.float64)  # sums, tokens, total, micro, cut_in, cut_t, groups
+        t_step = time.perf_counter()
+        while step < end:
+            seen = 0
+            for batch in shard.iter_torch_batches(batch_size=mb, collate_fn=collator, prefetch_batches=1,
+                                                  local_shuffle_buffer_size=4 * mb,
+                                                  local_shuffle_seed=tcfg.seed * 100003 + stage * 1009 + epoch):
+                seen += 1
+                if skip:
+                    skip -= 1
+                    continue
+                batch = batch_to_device(batch, device)
+                total, task_sum, task_tokens = engine(batch)
+                engine.backward(total)
+                boundary = engine.is_gradient_accumulation_boundary()
+                engine.step()
+                acc[:k_tasks] += task_sum.detach().double().cpu()
+                acc[k_tasks:2 * k_tasks] += task_tokens.detach().double().cpu()
+                acc[2 * k_tasks] += float(total.detach())
+                acc[2 * k_tasks + 1] += 1
+                acc[2 * k_tasks + 2] += float(batch["num_truncated_inputs"])
+                acc[2 * k_tasks + 3] += float(batch["num_truncated_targets"])
+                acc[2 * k_tasks + 4] += float(batch["num_groups"])
+                if not boundary:
+                    continue
+                step += 1
+                g = all_sum(acc.clone())
+                acc.zero_()
+                if fault_step and step == fault_step and rank == fault_rank and fault_flag \
+                        and not os.path.exists(fault_flag):
+                    with open(fault_flag, "w") as f:
+                        f.write(f"rank {rank} exited after step {step}\n")
+                    os._exit(1)
+                metrics: dict[str, Any] = {
+                    "step": step, "stage": stage, "epoch": epoch, "attempt_start_step": attempt_start,
+                    "loss": float(g[2 * k_tasks] / max(g[2 * k_tasks + 1], 1)),
+                    "lr": float(engine.get_lr()[0]),
+                    "truncated_inputs": int(g[2 * k_tasks + 2]), "truncated_targets": int(g[2 * k_tasks + 3]),
+                    "groups": int(g[2 * k_tasks + 4]),
+                    "step_seconds": time.perf_counter() - t_step, "setup_seconds": setup_seconds,
+                }
+                for i, name in enumerate(plan.names):
+                    if g[k_tasks + i] > 0:
+                        metrics[metric_name(name)] = float(g[i] / g[k_tasks + i])
+                        metrics["tokens_" + metric_name(name)[5:]] = int(g[k_tasks + i])
+                evaluate_now = step == end or _is_eval_step(step, total_steps, tcfg.eval_every_steps,
+                                                            tcfg.checkpoint_every_steps)
+                if evaluate_now:
+                    val_acc, val_step = validate(), step
+                metrics["val_accuracy"], metrics["val_step"] = val_acc, val_step
+                if evaluate_now:
+                    save_and_report(metrics)
+                else:
+                    ray.train.report(metrics)
+                t_step = time.perf_counter()
+                if step >= end:
+                    break
+            else:
+                if seen == 0:
+                    raise RuntimeError(f"rank {rank}: training stage {stage} yielded no batches (empty shard)")
+                epoch += 1
+                continue
+            break

@@ -1,0 +1,345 @@
+"""Driver side of student training: build the Ray Train ``TorchTrainer``, fit, pick, export.
+
+Public front door: :func:`run_training` (``tinyllm-ray train``, the ``run`` pipeline and
+each Ray Tune trial call it). What it does, in order:
+
+1. load the dataset splits and resolve the student model (``tiny`` is built locally);
+2. build the per-stage Ray Data datasets from the rationale store, with teacher-coverage,
+   empty-target and length checks (``student/data.py``) — before any worker starts;
+3. compute steps per stage, then a ``TorchTrainer`` with ``ScalingConfig`` (workers, CPUs
+   or GPUs per worker), ``TorchConfig(backend=gloo|nccl)`` from ``train.backend`` /
+   ``train.use_gpu``, ``RunConfig(storage_path, FailureConfig(max_failures),
+   CheckpointConfig(score = val_accuracy))`` and ``DS_ACCELERATOR=cpu`` in the workers'
+   runtime env on CPU;
+4. fit; choose the best checkpoint on **validation** accuracy (never test), from the
+   final training stage when there are two, ties to the later step;
+5. copy that checkpoint's Hugging Face export (model + tokenizer + tinyllm_student.json)
+   to ``<storage>/<run_name>/student`` (or ``output_dir``).
+
+Ray Tune: pass ``callbacks=[TuneReportCallback()]`` and ``run_config_overrides={"name":
+..., "storage_path": ...}``; every checkpoint report carries ``val_accuracy``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tinyllm_ray.student.loop import HF_DIR, LoopConfig, train_loop_per_worker
+
+if TYPE_CHECKING:
+    from tinyllm_ray.config import JobConfig
+    from tinyllm_ray.student.data import StudentData
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "MetricsLogCallback",
+    "TrainerBundle",
+    "TrainingResult",
+    "build_trainer",
+    "export_checkpoint",
+    "run_training",
+]
+
+METRICS_FILE = "metrics.jsonl"
+TRAIN_RUN_NAME = "train"
+STUDENT_DIR = "student"
+#: Controller poll interval during training (see ``_controller_poll_interval``).
+REPORT_POLL_INTERVAL_S = 0.2
+
+
+@dataclass
+class TrainingResult:
+    """What a training run produced; ``ray_result`` is the raw ``ray.train.Result``."""
+
+    model_dir: str | None
+    best_checkpoint: str | None
+    best_step: int | None
+    best_val_accuracy: float | None
+    final_step: int
+    total_steps: int
+    run_dir: str
+    metrics_file: str | None
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    ray_result: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("ray_result", None)
+        return d
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every report (one per optimizer step) from the metrics log, in order."""
+        if not self.metrics_file or not os.path.exists(self.metrics_file):
+            return []
+        with open(self.metrics_file) as f:
+            return [r for r in (json.loads(line) for line in f if line.strip()) if r.get("event") == "report"]
+
+
+@functools.lru_cache(maxsize=1)
+def _metrics_callback_cls() -> type:
+    """Defined on first use: ``ray.train`` is imported only when a trainer is built."""
+    from ray.train import UserCallback
+
+    class MetricsLogCallback(UserCallback):
+        """Append every report (rank-0 metrics) and every worker failure to a JSON-lines file.
+
+        Why: in Ray Train v2 ``Result.metrics`` keeps only metrics reported with a
+        checkpoint; the per-step loss curve lives here. Runs on the Ray Train controller,
+        which writes to a local ``storage_path`` (for a URI it is skipped).
+        """
+
+        def __init__(self, path: str) -> None:
+            self.path = path
+
+        def _write(self, record: dict[str, Any]) -> None:
+            if "://" in self.path:
+                return
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record, default=str) + "\n")
+
+        def after_report(self, run_context, metrics, checkpoint) -> None:
+            m = dict(metrics[0]) if metrics else {}
+            self._write({"event": "report", "time": time.time(), **m,
+                         "checkpoint": checkpoint.path if checkpoint is not None else None})
+
+        def after_exception(self, run_context, worker_exceptions) -> None:
+            self._write({"event": "worker_failure", "time": time.time(),
+                         "ranks": sorted(worker_exceptions),
+                         "errors": {str(k): repr(v)[:500] for k, v in worker_exceptions.items()}})
+
+    return MetricsLogCallback
+
+
+def MetricsLogCallback(path: str):
+    """A :class:`ray.train.UserCallback` logging every report to ``path`` (see above)."""
+    return _metrics_callback_cls()(path)
+
+
+@dataclass
+class TrainerBundle:
+    """A built (not yet fitted) trainer and what :func:`run_training` needs after ``fit``."""
+
+    trainer: Any
+    data: StudentData
+    loop_config: LoopConfig
+    metrics_file: str | None
+
+
+def _train_root(cfg: JobConfig) -> str:
+    return f"{cfg.runtime.storage_path.rstrip('/')}/{cfg.runtime.run_name}"
+
+
+def _local(path: str) -> str:
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+
+
+def build_trainer(
+    cfg: JobConfig,
+    *,
+    data: StudentData | None = None,
+    callbacks: list[Any] | None = None,
+    run_config_overrides: dict[str, Any] | None = None,
+    worker_env: dict[str, str] | None = None,
+    store_uri: str | None = None,
+) -> TrainerBundle:
+    """The configured ``TorchTrainer`` (not started), its data and the workers' loop config."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from tinyllm_ray.data.loader import load_splits
+    from tinyllm_ray.student.collate import CollateSpec, TaskCollator
+    from tinyllm_ray.student.data import prepare_student_data, steps_per_stage
+    from tinyllm_ray.student.model import StudentFormat, detect_arch, prefix_side_for, resolve_student_path
+    from tinyllm_ray.student.tasks import TaskPlan
+
+    tcfg = cfg.train
+    model_path = resolve_student_path(cfg.student)
+    arch = detect_arch(model_path, cfg.student.arch, cfg.student.trust_remote_code)
+    plan = TaskPlan.from_config(cfg)
+    spec = CollateSpec(arch=arch, task_names=plan.names, max_input_length=cfg.student.max_input_length,
+                       max_target_length=cfg.student.max_target_length, truncation=cfg.student.truncation,
+                       prefix_side=prefix_side_for(cfg.student, arch))
+    fmt = StudentFormat.from_config(cfg, arch, plan.names)
+    if data is None:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.student.trust_remote_code)
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        splits = load_splits(cfg.data).splits
+        data = prepare_student_data(cfg, splits["train"], splits["validation"], store_uri=store_uri,
+                                    collator=TaskCollator(tok, spec))
+    world = tcfg.num_workers
+    stage_steps, micro = [], []
+    for stage in data.stages:
+        s, m = steps_per_stage(data.groups[stage], world, tcfg.micro_batch_size, tcfg.grad_accum_steps,
+                               tcfg.epochs, tcfg.max_steps)
+        stage_steps.append(s)
+        micro.append(m)
+    fmt_dict = asdict(fmt)
+    fmt_dict["task_names"] = list(fmt.task_names)
+    loop_cfg = LoopConfig(
+        job=cfg.model_dump(mode="json"), plan=plan.to_dict(), collate=spec.to_dict(), student_format=fmt_dict,
+        model_path=model_path, stage_steps=stage_steps, micro_per_epoch=micro,
+        eval_batch_size=cfg.eval.batch_size,
+    )
+    log.info("student %s (%s, task prefix on the %s side); tasks %s; steps per stage %s; %d worker(s), "
+             "backend %s, ZeRO-%d, %s", model_path, arch, spec.prefix_side, list(plan.names), stage_steps,
+             world, tcfg.resolved_backend, tcfg.zero_stage, tcfg.precision)
+
+    env = {"TOKENIZERS_PARALLELISM": "false", **cfg.runtime.env_vars, **(worker_env or {})}
+    if not tcfg.use_gpu:
+        env.setdefault("DS_ACCELERATOR", "cpu")
+    rc_kwargs: dict[str, Any] = {
+        "name": TRAIN_RUN_NAME,
+        "storage_path": _local(_train_root(cfg)),
+        "failure_config": FailureConfig(max_failures=tcfg.max_failures),
+        "checkpoint_config": CheckpointConfig(num_to_keep=tcfg.num_checkpoints_to_keep,
+                                           checkpoint_score_attribute="val_accuracy",
+                                           checkpoint_score_order="max"),
+        "worker_runtime_env": {"env_vars": env},
+    }
+    rc_kwargs.update(run_config_overrides or {})
+    callbacks = list(callbacks or []) + list(rc_kwargs.get("callbacks") or [])
+    metrics_file = None
+    if "://" not in str(rc_kwargs["storage_path"]) and rc_kwargs.get("storage_filesystem") is None:
+        metrics_file = os.path.join(str(rc_kwargs["storage_path"]), str(rc_kwargs["name"]), METRICS_FILE)
+        callbacks.append(MetricsLogCallback(metrics_file))
+    rc_kwargs["callbacks"] = callbacks
+    run_config = RunConfig(**rc_kwargs)
+    resources = {"CPU": float(tcfg.cpus_per_worker)}
+    if tcfg.use_gpu:
+        resources["GPU"] = 1.0
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_cfg.to_dict(),
+        torch_config=TorchConfig(backend=tcfg.resolved_backend),
+        scaling_config=ScalingConfig(num_workers=world, use_gpu=tcfg.use_gpu, resources_per_worker=resources),
+        run_config=run_config,
+        datasets=data.datasets,
+        dataset_config=DataConfig(datasets_to_split=[n for n in data.datasets if n.startswith("train_stage")]),
+    )
+    return TrainerBundle(trainer=trainer, data=data, loop_config=loop_cfg, metrics_file=metrics_file)
+
+
+@contextlib.contextmanager
+def _controller_poll_interval(seconds: float):
+    """Poll workers every ``seconds`` during ``fit`` unless the user set the interval.
+
+    Why: Ray Train v2 hands each ``ray.train.report`` to the controller through a queue of
+    size one that the controller drains once per health-check poll (2 s by default), so
+    reporting every optimizer step (which we do, for per-task losses) would cap training
+    at one step per poll. The variable is propagated from the driver to the controller.
+    """
+    key = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = str(seconds)
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
+
+
+def _select_best(best_checkpoints: list[tuple[Any, dict[str, Any]]], last_stage: int) -> tuple[Any, dict] | None:
+    """Highest validation accuracy among final-stage checkpoints; ties -> later step."""
+    scored = [(c, m) for c, m in best_checkpoints if m.get("val_accuracy") is not None]
+    final = [(c, m) for c, m in scored if int(m.get("stage", 0)) == last_stage] or scored
+    if not final:
+        return None
+    return max(final, key=lambda cm: (float(cm[1]["val_accuracy"]), int(cm[1].get("step", 0))))
+
+
+def export_checkpoint(ckpt: Any, model_dir: str) -> str:
+    """Copy a checkpoint's Hugging Face export (model + tokenizer + layout) to ``model_dir``.
+
+    Works for local and remote storage alike: the checkpoint is opened with
+    ``as_directory`` (a download when remote), and a URI ``model_dir`` is an upload.
+    """
+    import shutil
+
+    with ckpt.as_directory() as d:
+        src = os.path.join(d, HF_DIR)
+        if not os.path.isdir(src):
+            raise FileNotFoundError(f"checkpoint {ckpt.path} has no {HF_DIR}/ export")
+        if "://" in model_dir:
+            import pyarrow.fs as pafs
+
+            pafs.copy_files(src, model_dir)
+        else:
+            if os.path.exists(model_dir):
+                shutil.rmtree(model_dir)
+            shutil.copytree(src, model_dir)
+    return model_dir
+
+
+def run_training(
+    cfg: JobConfig,
+    *,
+    callbacks: list[Any] | None = None,
+    run_config_overrides: dict[str, Any] | None = None,
+    worker_env: dict[str, str] | None = None,
+    output_dir: str | None = None,
+    data: StudentData | None = None,
+    store_uri: str | None = None,
+) -> TrainingResult:
+    """Train the student described by ``cfg`` on Ray Train + DeepSpeed; export the best one.
+
+    ``callbacks``/``run_config_overrides`` go to ``RunConfig`` (Tune's ``TuneReportCallback``,
+    a trial's ``name``/``storage_path``); ``worker_env`` adds env vars to every worker;
+    ``output_dir`` replaces ``<storage>/<run_name>/student``; ``data`` reuses prepared
+    datasets. Raises ``ray.train.TrainingFailedError`` when workers fail more than
+    ``train.max_failures`` times.
+    """
+    from tinyllm_ray.runtime import init_ray
+
+    t0 = time.perf_counter()
+    init_ray(cfg.runtime)
+    bundle = build_trainer(cfg, data=data, callbacks=callbacks, run_config_overrides=run_config_overrides,
+                           worker_env=worker_env, store_uri=store_uri)
+    data, loop_cfg = bundle.data, bundle.loop_config
+    t_fit = time.perf_counter()
+    log.info("data ready in %.1f s; starting Ray Train", t_fit - t0)
+    with _controller_poll_interval(REPORT_POLL_INTERVAL_S):
+        result = bundle.trainer.fit()
+    log.info("Ray Train finished in %.1f s", time.perf_counter() - t_fit)
+    best_ckpts = list(result.best_checkpoints or [])
+    best = _select_best(best_ckpts, last_stage=len(loop_cfg.stage_steps) - 1)
+    model_dir = None
+    if best is not None:
+        ckpt, metrics = best
+        model_dir = export_checkpoint(ckpt, output_dir or f"{_local(_train_root(cfg))}/{STUDENT_DIR}")
+        log.info("best checkpoint: step %s, val_accuracy %.4f -> %s", metrics.get("step"),
+                 metrics["val_accuracy"], model_dir)
+    latest = result.metrics or {}
+    out = TrainingResult(
+        model_dir=model_dir,
+        best_checkpoint=best[0].path if best else None,
+        best_step=int(best[1]["step"]) if best else None,
+        best_val_accuracy=float(best[1]["val_accuracy"]) if best else None,
+        final_step=int(latest.get("step", 0)),
+        total_steps=loop_cfg.total_steps,
+        run_dir=str(result.path) if getattr(result, "path", None) else "",
+        metrics_file=bundle.metrics_file,
+        checkpoints=[{"path": c.path, **{k: m.get(k) for k in ("step", "stage", "val_accuracy", "loss")}}
+                     for c, m in best_ckpts],
+        data=data.stats,
+        seconds=time.perf_counter() - t0,
+        ray_result=result,
+    )
+    if model_dir and "://" not in model_dir:
+        Path(model_dir, "training_result.json").write_text(json.dumps(out.to_dict(), indent=2, default=str))
+    return out
