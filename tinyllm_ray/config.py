@@ -316,7 +316,9 @@ class TrainConfig(StrictModel):
 class TuneConfig(StrictModel):
     """Ray Tune sweep over loss weights; trials reuse the persisted rationales."""
 
-    search: Literal["grid", "random", "bayesopt"] = "grid"
+    search: Literal["grid", "random", "optuna"] = Field(
+        "grid", description="grid: every combination; random: num_samples draws; optuna: TPE (Bayesian)"
+    )
     alpha_values: list[float] = Field(default_factory=lambda: [0.01, 0.1, 0.5, 1.0, 2.0, 3.0])
     tune_self_eval_weight: bool = False
     self_eval_values: list[float] = Field(default_factory=lambda: [0.1, 0.5, 1.0])
@@ -325,10 +327,18 @@ class TuneConfig(StrictModel):
     num_samples: int = Field(1, ge=1)
     max_concurrent_trials: int = Field(1, ge=1)
     asha: bool = True
-    grace_period: int = Field(1, ge=1)
+    grace_period: int = Field(10, ge=1, description="ASHA: optimizer steps before a trial may be stopped")
     reduction_factor: int = Field(2, ge=2)
+    trial_cpus: float = Field(0.5, ge=0.0, description="CPUs held by each trial's driver (its trainer's workers hold their own)")
     metric: str = "val_accuracy"
     mode: Literal["max", "min"] = "max"
+
+    @model_validator(mode="after")
+    def _lr_range(self) -> TuneConfig:
+        lo, hi = self.lr_range
+        if not 0 < lo < hi:
+            raise ValueError(f"tune.lr_range must be 0 < low < high, got {self.lr_range}")
+        return self
 
     @field_validator("alpha_values", "self_eval_values")
     @classmethod
@@ -358,6 +368,9 @@ class RuntimeConfig(StrictModel):
     storage_path: str = Field("./runs", description="local path or URI (s3://, gs://) for all outputs")
     run_name: str = "tinyllm"
     store_uri: str | None = Field(None, description="rationale store; default <storage_path>/<run_name>/rationales")
+    store_shard_size: int | None = Field(
+        None, ge=1, description="examples per store shard (unit of resume and of streaming); default 64"
+    )
     dashboard_host: str = "127.0.0.1"
     metrics_export_port: int | None = Field(None, ge=1024, le=65535)
     env_vars: dict[str, str] = Field(default_factory=dict)

@@ -104,7 +104,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from tinyllm_ray.student.packed import PackedStudent, batch_to_device
     from tinyllm_ray.student.tasks import TaskPlan
 
+    from tinyllm_ray.observability import TrainMetrics
+
     ray.data.DataContext.get_current().enable_progress_bars = False  # one log line per step, not bars
+    dash = TrainMetrics(trial=os.environ.get("TINYLLM_TRIAL") or job.runtime.run_name)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     plan = TaskPlan.from_dict(lc.plan)
@@ -251,6 +254,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                                             tcfg.checkpoint_every_steps)
                 if evaluate_now:
                     val_acc, val_step = validate(), step
+                if rank == 0:  # dashboard gauges: one series per trial, not per worker
+                    dash.record_step({name: metrics[metric_name(name)] for name in plan.names
+                                      if metric_name(name) in metrics} | {"total": metrics["loss"]},
+                                     samples_per_s=metrics["groups"] / max(metrics["step_seconds"], 1e-9))
+                    if evaluate_now:
+                        dash.record_eval(val_acc)
                 metrics["val_accuracy"], metrics["val_step"] = val_acc, val_step
                 if evaluate_now:
                     save_and_report(metrics)
