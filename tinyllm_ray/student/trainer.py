@@ -219,7 +219,7 @@ def build_trainer(
         callbacks.append(MetricsLogCallback(metrics_file))
     rc_kwargs["callbacks"] = callbacks
     run_config = RunConfig(**rc_kwargs)
-    resources = {"CPU": float(tcfg.cpus_per_worker)}
+    resources = {"CPU": float(tcfg.cpus_per_worker), **{k: float(v) for k, v in tcfg.worker_resources.items()}}
     if tcfg.use_gpu:
         resources["GPU"] = 1.0
     trainer = TorchTrainer(
