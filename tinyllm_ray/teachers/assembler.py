@@ -1,0 +1,63 @@
+"""Regroup the stream of teacher outputs into complete shards.
+
+Why: Ray Data returns outputs in whatever order and grouping the actors finish them;
+a shard may only be written once *all* its outputs are in. A shard is complete when it
+has ``n`` rationale rows per example and, for every rationale row, the ``n_evals``
+self-evaluation rows the engine announced for it. Pure: no Ray, no vLLM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+class AssemblyError(RuntimeError):
+    """More outputs arrived for a shard than it can have (a pipeline bug)."""
+
+
+class ShardAssembler:
+    """Buffer rows per shard and report shards as they become complete."""
+
+    def __init__(self, expected_rationales: Mapping[int, int]) -> None:
+        self._expected = dict(expected_rationales)
+        self._rows: dict[int, list[dict[str, Any]]] = {s: [] for s in self._expected}
+        self._rat: dict[int, int] = dict.fromkeys(self._expected, 0)
+        self._se: dict[int, int] = dict.fromkeys(self._expected, 0)
+        self._se_expected: dict[int, int] = dict.fromkeys(self._expected, 0)
+        self._done: set[int] = set()
+
+    @property
+    def pending(self) -> list[int]:
+        """Shards not yet complete."""
+        return sorted(s for s in self._expected if s not in self._done)
+
+    def add(self, rows: Iterable[Mapping[str, Any]]) -> list[int]:
+        """Add rows; return the shards this completed (in order)."""
+        touched = set()
+        for r in rows:
+            s = int(r["shard"])
+            if s not in self._expected or s in self._done:
+                raise AssemblyError(f"output for shard {s}, which is unknown or already complete")
+            self._rows[s].append(dict(r))
+            if r["kind"] == "rationale":
+                self._rat[s] += 1
+                self._se_expected[s] += int(r.get("n_evals") or 0)
+            else:
+                self._se[s] += 1
+            touched.add(s)
+        completed = []
+        for s in sorted(touched):
+            if self._rat[s] > self._expected[s] or self._se[s] > self._se_expected[s] and self._rat[s] == self._expected[s]:
+                raise AssemblyError(
+                    f"shard {s}: {self._rat[s]} rationale rows (expected {self._expected[s]}), "
+                    f"{self._se[s]} self-evaluation rows (expected {self._se_expected[s]})"
+                )
+            if self._rat[s] == self._expected[s] and self._se[s] == self._se_expected[s]:
+                completed.append(s)
+        return completed
+
+    def take(self, shard: int) -> list[dict[str, Any]]:
+        """Hand over a complete shard's rows and forget them."""
+        self._done.add(shard)
+        return self._rows.pop(shard)

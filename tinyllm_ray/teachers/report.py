@@ -1,0 +1,87 @@
+"""What a generation run hands back: each persisted shard, the final report, the error.
+
+Kept apart from the pipeline so that consumers (the CLI, a trainer streaming shards)
+import these plain types without the machinery that produces them. Pure: no Ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tinyllm_ray.teachers.stats import TeacherStats, format_table
+
+
+class GenerationError(RuntimeError):
+    """The generation job failed; the message names the teacher and the cause."""
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class ShardWritten:
+    """One shard persisted in the store (what the streaming iterator yields)."""
+
+    teacher: str
+    shard: int
+    path: str
+    rationales: int
+    self_evals: int
+    stats: TeacherStats
+
+
+@dataclass
+class GenerationReport:
+    """Outcome of :func:`run_generation`.
+
+    ``teachers`` are totals over the whole store (this run and earlier ones);
+    ``run_*`` fields describe this run only.
+    """
+
+    store_uri: str
+    split: str
+    shard_size: int
+    num_shards: int
+    teachers: dict[str, TeacherStats]
+    shards_written: dict[str, int]
+    shards_skipped: dict[str, int]
+    run_output_tokens: dict[str, int]
+    wall_seconds: float
+    accelerator: str = "cpu"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def run_tokens_per_s(self) -> float:
+        """Generated tokens of this run per wall-clock second (all teachers)."""
+        tok = sum(self.run_output_tokens.values())
+        return tok / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        head = (
+            f"rationale store: {self.store_uri}\n"
+            f"split {self.split}: {self.num_shards} shards of <= {self.shard_size} examples per teacher; "
+            f"this run wrote {sum(self.shards_written.values())} shards, skipped "
+            f"{sum(self.shards_skipped.values())} finished ones, {sum(self.run_output_tokens.values())} tokens "
+            f"in {self.wall_seconds:.1f}s ({self.run_tokens_per_s:.0f} tok/s wall)"
+        )
+        lines = [head, format_table(self.teachers.values())]
+        for name, st in self.teachers.items():
+            dropped = sum(st.dropped.values())
+            if st.outputs and (st.kept == 0 or dropped * 2 >= st.outputs):
+                top = max(st.dropped, key=lambda r: st.dropped[r])
+                lines.append(
+                    f"WARNING teacher {name}: {dropped}/{st.outputs} outputs dropped (mostly {top}); "
+                    f"examples in stats/{name}.json under drop_examples"
+                )
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "store_uri": self.store_uri, "split": self.split, "shard_size": self.shard_size,
+            "num_shards": self.num_shards, "accelerator": self.accelerator,
+            "teachers": {k: v.to_dict() for k, v in self.teachers.items()},
+            "shards_written": self.shards_written, "shards_skipped": self.shards_skipped,
+            "run_output_tokens": self.run_output_tokens, "wall_seconds": round(self.wall_seconds, 3),
+            "run_tokens_per_s": round(self.run_tokens_per_s, 3), "notes": list(self.notes),
+        }
