@@ -135,3 +135,17 @@ def test_check_fits_warns_when_teachers_must_queue():
     plans = [plan_teacher(teacher(name=n, replicas=2), "gpu") for n in ("a", "b")]
     warnings = check_fits(plans, nodes)
     assert len(warnings) == 1 and "wait" in warnings[0]
+
+
+def test_custom_resources_pin_replicas_to_nodes() -> None:
+    from tinyllm_ray.config import load_config
+    from tinyllm_ray.teachers.placement import plan_teacher
+
+    cfg = load_config("demo_cpu", ["teachers.0.resources={teacher_node: 1}", "teachers.0.replicas=2"])
+    plan = plan_teacher(cfg.teachers[0], "cpu", model_path="/m", self_eval=cfg.self_eval)
+    assert plan.actor_options()["resources"] == {"teacher_node": 1.0}
+    assert plan.replica_resources == {"CPU": 1.0, "teacher_node": 1.0}
+    assert plan.total_resources == {"CPU": 2.0, "teacher_node": 2.0}
+    gpu = plan_teacher(cfg.teachers[0].model_copy(update={"tensor_parallel_size": 2}), "gpu",
+                       model_path="/m", self_eval=cfg.self_eval)
+    assert gpu.bundles[0]["teacher_node"] == 1.0 and "teacher_node" not in gpu.bundles[1]

@@ -69,6 +69,7 @@ class TeacherPlan:
     num_gpus: float
     bundles: tuple[dict[str, float], ...] = ()
     strategy: str | None = None
+    resources: dict[str, float] = field(default_factory=dict)
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     env_defaults: dict[str, str] = field(default_factory=dict)
@@ -87,7 +88,7 @@ class TeacherPlan:
         out = {"CPU": float(self.num_cpus)}
         if self.num_gpus:
             out["GPU"] = float(self.num_gpus)
-        return out
+        return {**out, **self.resources}
 
     @property
     def total_resources(self) -> dict[str, float]:
@@ -104,6 +105,8 @@ class TeacherPlan:
         opts: dict[str, Any] = {"num_cpus": self.num_cpus, "max_restarts": 0}
         if self.num_gpus:
             opts["num_gpus"] = self.num_gpus
+        if self.resources:  # custom node resources (teacher.resources) pin replicas to nodes
+            opts["resources"] = dict(self.resources)
         if self.bundles:
             opts["ray_remote_args_fn"] = PlacementGroupFactory(self.bundles, self.strategy or "PACK", self.replicas)
         return opts
@@ -257,6 +260,11 @@ def plan_teacher(
     kwargs.update(teacher.engine_kwargs)
     if overridden:
         why.append(f"engine_kwargs override {overridden}")
+    extra = {k: float(v) for k, v in teacher.resources.items()}
+    if bundles and extra:  # the actor sits in bundle 0, so its custom resources live there
+        bundles = ({**bundles[0], **extra},) + tuple(bundles[1:])
+    if extra:
+        why.append(f"extra Ray resources per replica {extra} (teacher.resources)")
     return TeacherPlan(
         teacher=teacher.name,
         model=model,
@@ -267,6 +275,7 @@ def plan_teacher(
         num_gpus=num_gpus,
         bundles=bundles,
         strategy=strategy,
+        resources=extra,
         engine_kwargs=kwargs,
         env=env,
         env_defaults=env_defaults,

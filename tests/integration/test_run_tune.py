@@ -1,0 +1,89 @@
+"""`run` and `tune` on one persisted store, with real vLLM teachers, Ray Train + DeepSpeed
+students and Ray Tune.
+
+One store is generated once for the module; then
+- `tune` sweeps alpha over 2 trials and must leave the store byte-for-byte untouched
+  (trials reuse the rationales; no vLLM engine is started by a trial);
+- `run` on the same store skips every shard (a second run reuses the store), trains,
+  evaluates and writes its report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tinyllm_ray.config import TinyModelConfig, load_config, validate_config
+from tinyllm_ray.tiny import tiny_model_path
+
+pytestmark = pytest.mark.slow
+
+
+def make_cfg(root: Path, tiny_cache: Path) -> dict:
+    llama = tiny_model_path(TinyModelConfig(family="llama"), tiny_cache)
+    return {
+        "data": {"name": "synthetic", "synthetic": {"train": 24, "validation": 4, "test": 4}},
+        "teachers": [{"name": "llama", "model": str(llama), "dtype": "float32", "max_model_len": 1024,
+                      "kv_cache_space_gib": 0.25, "num_cpus": 1, "batch_size": 8,
+                      "sampling": {"temperature": 0.0, "max_tokens": 12, "seed": 0}}],
+        "filter": {"drop_unparsable": False},
+        "student": {"model": "tiny", "tiny": {"family": "t5"}, "max_input_length": 192, "max_target_length": 24},
+        "train": {"micro_batch_size": 8, "lr": 1e-3, "scheduler": "constant", "max_steps": 4,
+                  "eval_every_steps": 2, "checkpoint_every_steps": 2, "eval_max_new_tokens": 6},
+        "tune": {"alpha_values": [0.1, 2.0], "grace_period": 2, "max_concurrent_trials": 1},
+        "eval": {"split": "test", "max_new_tokens": 6},
+        "runtime": {"storage_path": str(root / "runs"), "run_name": "rt", "store_shard_size": 8},
+    }
+
+
+def snapshot(store: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(store)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in store.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def stored(ray_session, tiny_cache, tmp_path_factory):
+    from tinyllm_ray.jobs import generate
+
+    root = tmp_path_factory.mktemp("runtune")
+    cfg = validate_config(make_cfg(root, tiny_cache))
+    report = generate(cfg)
+    assert sum(report["shards_written"].values()) == 3
+    return cfg, Path(cfg.runtime.resolved_store_uri)
+
+
+def test_tune_reuses_the_store_and_writes_its_outputs(stored):
+    from tinyllm_ray.tune import run_tune
+
+    cfg, store = stored
+    before = snapshot(store)
+    out = run_tune(cfg)
+    assert snapshot(store) == before, "a trial touched the rationale store"
+    assert out["generation"]["shards_written"] == 0 and out["generation"]["shards_skipped"] == 3
+    assert out["trials"] == 2 and not out["errors"]
+    assert {r for r in (0.1, 2.0)} == {float(line.split("|")[2]) for line in
+                                       Path(out["results_md"]).read_text().splitlines()[2:]}
+    assert Path(out["plot"]).read_bytes()[:4] == b"\x89PNG"
+    assert Path(out["results_csv"]).read_text().startswith("trial,alpha/llama,best_val_accuracy")
+    best = load_config(out["best_config"])  # what `tinyllm-ray train --config` accepts
+    assert best.alpha_for("llama") == out["best"]["alpha/llama"]
+    assert yaml.safe_load(Path(out["best_config"]).read_text())["loss"]["alpha"]["llama"] in (0.1, 2.0)
+
+
+def test_second_run_reuses_the_store_and_reports(stored):
+    from tinyllm_ray.pipeline_run import run_pipeline
+
+    cfg, store = stored
+    before = snapshot(store)
+    report = run_pipeline(cfg)
+    assert snapshot(store) == before
+    assert report["generation"]["shards_written"] == {"llama": 0}
+    assert report["generation"]["shards_skipped"] == {"llama": 3}
+    assert report["teachers"]["llama"]["kept"] == 24
+    assert report["training"]["final_step"] == 4 and report["training"]["best_step"] in (2, 4)
+    assert set(report["evaluation"]) == {"validation", "test"}
+    assert "loss_answer" in report["training"]["task_losses"]
+    assert Path(report["report_files"]["markdown"]).read_text().startswith("# tinyllm-ray run `rt`")
+    assert Path(report["student"], "config.json").is_file()
