@@ -146,23 +146,37 @@ def plot_results(rows: list[dict[str, Any]], params: list[str], path: str | Path
 # ----------------------------------------------------------------------------- Ray parts
 
 
-def _trial_driver(params: dict[str, Any], job: dict[str, Any], trials_root: str) -> None:
-    """One trial: build and fit this project's TorchTrainer with the trial's weights."""
-    from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
+def _fit_trial(cfg_json: dict[str, Any], trial: str, trials_root: str, callback: Any) -> None:
     from tinyllm_ray.student.trainer import run_training
 
-    base = validate_config(job, source="tune job")
-    cfg = apply_trial_params(base, params)
-    trial = tune.get_context().get_trial_name()
     run_training(
-        cfg,
-        callbacks=[TuneReportCallback()],
+        validate_config(cfg_json, source="tune trial"),
+        callbacks=[callback],
         run_config_overrides={"name": trial, "storage_path": trials_root},
         worker_env={"TINYLLM_TRIAL": trial},
         output_dir=os.path.join(trials_root, trial, "student") if "://" not in trials_root else None,
     )
+
+
+def _trial_driver(params: dict[str, Any], job: dict[str, Any], trials_root: str) -> None:
+    """One trial: build and fit this project's TorchTrainer with the trial's weights.
+
+    The fit runs in a task *outside* the trial's placement group: Tune captures child
+    tasks into the trial's small bundle, where the student's Ray Data preparation
+    (shuffle, groupby) and the Train controller would not fit. The trainer's workers
+    reserve their own resources, as in a plain ``tinyllm-ray train``.
+    """
+    import ray
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    cfg = apply_trial_params(validate_config(job, source="tune job"), params)
+    trial = tune.get_context().get_trial_name()
+    fit = ray.remote(num_cpus=0, max_retries=0)(_fit_trial).options(
+        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None)
+    )
+    ray.get(fit.remote(cfg.model_dump(mode="json"), trial, trials_root, TuneReportCallback()))
 
 
 def ensure_store(cfg: JobConfig) -> dict[str, Any]:

@@ -268,8 +268,17 @@ class RationaleStore:
 
     # ------------------------------------------------------------------ stats
     def write_stats(self, stats: TeacherStats) -> str:
+        """Write ``stats/<teacher>.json``, unless it already says exactly this.
+
+        A rerun over a finished store recomputes the same totals; leaving the file
+        alone keeps a finished store byte- and timestamp-identical (readers such as
+        Tune trials can then check nothing was redone).
+        """
         path = self.stats_path(stats.teacher)
-        self._write_json(path, stats.to_dict())
+        new = stats.to_dict()
+        if self._exists(path) and self._read_json(path) == json.loads(json.dumps(new)):
+            return path
+        self._write_json(path, new)
         return path
 
     def read_stats(self, teacher: str) -> TeacherStats:
