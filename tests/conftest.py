@@ -33,7 +33,8 @@ def ray_session():
         ray.init(
             address="local",
             num_cpus=8,
-            include_dashboard=False,
+            # Keep the dashboard: with it off, Ray Train 2.60's placement-group cleaner can
+            # judge a live controller dead and kill its workers.
             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "DS_ACCELERATOR": "cpu",
                                       "VLLM_CPU_KVCACHE_SPACE": "1"}},
         )

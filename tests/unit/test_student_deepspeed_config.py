@@ -67,3 +67,14 @@ def test_steps_per_stage():
         steps_per_stage(1, 2, 2, 1, 1, None)
     with pytest.raises(ValueError, match="grad_accum_steps"):
         steps_per_stage(4, 1, 4, 8, 1, None)
+
+
+def test_one_worker_runs_zero_1_2_as_stage_0_and_keeps_stage_3() -> None:
+    from tinyllm_ray.config import TrainConfig
+    from tinyllm_ray.student.deepspeed_config import build_deepspeed_config, effective_zero_stage
+
+    assert [effective_zero_stage(s, 1) for s in (0, 1, 2, 3)] == [0, 0, 0, 3]
+    assert [effective_zero_stage(s, 2) for s in (0, 1, 2, 3)] == [0, 1, 2, 3]
+    cfg = TrainConfig(zero_stage=2)
+    assert build_deepspeed_config(cfg, 1, 10)["zero_optimization"]["stage"] == 0
+    assert build_deepspeed_config(cfg, 2, 10)["zero_optimization"]["stage"] == 2

@@ -198,6 +198,12 @@ def build_trainer(
     log.info("student %s (%s, task prefix on the %s side); tasks %s; steps per stage %s; %d worker(s), "
              "backend %s, ZeRO-%d, %s", model_path, arch, spec.prefix_side, list(plan.names), stage_steps,
              world, tcfg.resolved_backend, tcfg.zero_stage, tcfg.precision)
+    from tinyllm_ray.student.deepspeed_config import effective_zero_stage
+
+    if effective_zero_stage(tcfg.zero_stage, world) != tcfg.zero_stage:
+        log.info("one worker: ZeRO-%d would partition nothing and costs ~10%% per step, so DeepSpeed runs "
+                 "stage 0 (measured in benchmarks/student_throughput.py); ZeRO-%d applies with 2+ workers",
+                 tcfg.zero_stage, tcfg.zero_stage)
 
     env = {"TOKENIZERS_PARALLELISM": "false", **cfg.runtime.env_vars, **(worker_env or {})}
     if not tcfg.use_gpu:
