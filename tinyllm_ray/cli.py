@@ -124,18 +124,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return fn(cfg, args)
     except _user_errors() as exc:
+        log.debug("user error", exc_info=True)
         print(f"tinyllm-ray {args.command}: {exc}", file=sys.stderr)
         return 2
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's input: a one-line message, not a traceback."""
-    errors: list[Any] = [ConfigError, FileNotFoundError]
+    from tinyllm_ray.jobs import UsageError
+
+    errors: list[Any] = [ConfigError, UsageError]
     try:
         from tinyllm_ray.data.loader import DataLoadError
         from tinyllm_ray.data.schema import MalformedRowError
 
-        errors += [MalformedRowError, DataLoadError]
+        from tinyllm_ray.teachers.store import StoreMismatchError
+
+        errors += [MalformedRowError, DataLoadError, StoreMismatchError]
     except ImportError:  # pragma: no cover - data package always ships
         pass
     return tuple(errors)

@@ -20,6 +20,10 @@ from tinyllm_ray.runtime import init_ray
 log = logging.getLogger(__name__)
 
 
+class UsageError(RuntimeError):
+    """A command was used out of order (e.g. ``eval`` before anything was trained)."""
+
+
 def run_dir(cfg: JobConfig) -> str:
     """``<storage_path>/<run_name>``: every artifact of one job lives below it."""
     return f"{cfg.runtime.storage_path.rstrip('/')}/{cfg.runtime.run_name}"
@@ -59,7 +63,7 @@ def evaluate(
 
     path = model or student_dir(cfg)
     if model is None and not os.path.isdir(path):
-        raise FileNotFoundError(f"no trained student at {path}; run `tinyllm-ray train` first or pass --model PATH")
+        raise UsageError(f"no trained student at {path}; run `tinyllm-ray train` first or pass --model PATH")
     return evaluate_student(cfg, path, split=split).to_dict(with_predictions=False)
 
 

@@ -30,17 +30,17 @@ def init_ray(runtime: RuntimeConfig, **extra: Any) -> dict[str, Any]:
 
     if ray.is_initialized():
         return ray.cluster_resources()
-    env = {**_BASE_ENV, **runtime.env_vars}
-    kwargs: dict[str, Any] = {
-        "runtime_env": {"env_vars": env},
-        "log_to_driver": True,
-        "ignore_reinit_error": True,
-    }
+    kwargs: dict[str, Any] = {"log_to_driver": True, "ignore_reinit_error": True}
     address = runtime.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
         kwargs["address"] = address
+        if runtime.env_vars:
+            kwargs["runtime_env"] = {"env_vars": dict(runtime.env_vars)}
+            # Inside `ray job submit` the job already has a runtime_env; merge, don't refuse.
+            os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
         log.info("joining Ray cluster at %s", address)
     else:
+        kwargs["runtime_env"] = {"env_vars": {**_BASE_ENV, **runtime.env_vars}}
         kwargs["address"] = "local"
         if runtime.num_cpus is not None:
             kwargs["num_cpus"] = runtime.num_cpus

@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -49,8 +50,23 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _ray(env: dict, *args: str, timeout: float = 180, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=timeout,
-                          check=check)
+    out = subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=timeout)
+    if check and out.returncode != 0:
+        raise AssertionError(f"ray {' '.join(args[:3])} failed ({out.returncode}):\n{out.stdout[-3000:]}\n"
+                             f"{out.stderr[-3000:]}")
+    return out
+
+
+def _wait_jobs_api(env: dict, dash: str) -> None:
+    """The Jobs API answers only once the head's dashboard is up (after the node is)."""
+    code = f"from ray.job_submission import JobSubmissionClient as C\nC({dash!r}).list_jobs()\nprint('ok')"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        if out.stdout.strip().endswith("ok"):
+            return
+        time.sleep(2)
+    raise AssertionError(f"Jobs API at {dash} not ready: {out.stderr[-2000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -59,22 +75,58 @@ def cluster(tiny_cache):
     # job finds them through TINYLLM_CACHE.
     for fam in ("llama", "qwen2", "t5"):
         tiny_model_path(TinyModelConfig(family=fam), tiny_cache)
-    gcs, dash, metrics_head, metrics_worker = _free_ports(4)
+    gcs, dash, metrics_head, metrics_worker, *agent_ports = _free_ports(10)
+    # Two nodes on one host: every per-node port must differ (Ray's defaults would collide).
+    node_ports = [["--dashboard-agent-listen-port", str(agent_ports[3 * i]),
+                   "--dashboard-agent-grpc-port", str(agent_ports[3 * i + 1]),
+                   "--runtime-env-agent-port", str(agent_ports[3 * i + 2])] for i in range(2)]
     temp = tempfile.mkdtemp(prefix="rjs", dir="/tmp")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
                 "PATH": f"{BIN}:{env.get('PATH', '')}", "TINYLLM_CACHE": str(tiny_cache)})
-    common = ["--node-ip-address", "127.0.0.1", "--temp-dir", temp, "--disable-usage-stats"]
-    _ray(env, "start", "--head", "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port",
-         str(dash), "--num-cpus", "4", "--resources", json.dumps({"trainer_node": 4}),
-         "--metrics-export-port", str(metrics_head), *common)
+    common = ["--node-ip-address", "127.0.0.1", "--temp-dir", temp, "--disable-usage-stats", "--block"]
+    nodes: list[subprocess.Popen] = []
+
+    def start(*args: str) -> None:
+        # `--block` keeps each node under a process group of our own, so teardown stops
+        # exactly this cluster (`ray stop` would stop every Ray on the machine, including
+        # the test session's).
+        nodes.append(subprocess.Popen([str(BIN / "ray"), "start", *args, *common], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True))
+
+    def wait_nodes(n: int) -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            st = _ray(env, "status", "--address", f"127.0.0.1:{gcs}", check=False, timeout=60)
+            if (st.stdout + st.stderr).count(" node_") >= n:
+                return
+            time.sleep(2)
+        raise RuntimeError(f"cluster did not reach {n} nodes: {st.stdout}{st.stderr}")
+
     try:
-        _ray(env, "start", "--address", f"127.0.0.1:{gcs}", "--num-cpus", "4",
-             "--resources", json.dumps({"teacher_node": 4}), "--metrics-export-port", str(metrics_worker), *common)
+        start("--head", "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
+              "--num-cpus", "4", "--resources", json.dumps({"trainer_node": 4}),
+              "--metrics-export-port", str(metrics_head), *node_ports[0])
+        wait_nodes(1)
+        start("--address", f"127.0.0.1:{gcs}", "--num-cpus", "4", "--resources", json.dumps({"teacher_node": 4}),
+              "--metrics-export-port", str(metrics_worker), *node_ports[1])
+        wait_nodes(2)
+        _wait_jobs_api(env, f"http://127.0.0.1:{dash}")
         yield {"env": env, "dashboard": f"http://127.0.0.1:{dash}", "metrics_ports": (metrics_head, metrics_worker),
                "temp": temp}
     finally:
-        _ray(env, "stop", "--force", timeout=120, check=False)
+        for proc in reversed(nodes):
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(timeout=30)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
         shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -97,6 +149,14 @@ def job_config(storage: Path) -> dict:
     }
 
 
+def _job_status(env: dict, dash: str, sub_id: str) -> str:
+    """The job's status through the Jobs SDK (token from ``env``), e.g. ``SUCCEEDED``."""
+    code = ("from ray.job_submission import JobSubmissionClient as C\n"
+            f"print(C({dash!r}).get_job_status({sub_id!r}).value)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    return (out.stdout.strip().splitlines() or [out.stderr[-300:]])[-1]
+
+
 def _scrape(ports) -> str:
     text = ""
     for port in ports:
@@ -116,9 +176,14 @@ def test_ray_job_submit_two_nodes(cluster, tmp_path):
     runtime_env = {"excludes": [".venv", ".git", "runs", ".cache", "*.egg-info"],
                    "env_vars": {"TINYLLM_CACHE": env["TINYLLM_CACHE"], "TOKENIZERS_PARALLELISM": "false"}}
     sub_id = f"tinyllm-{secrets.token_hex(4)}"
-    _ray(env, "job", "submit", "--address", dash, "--working-dir", str(REPO), "--submission-id", sub_id,
-         "--runtime-env-json", json.dumps(runtime_env), "--no-wait", "--",
-         "tinyllm-ray", "run", "--config", str(cfg_path))
+    for attempt in range(30):  # the head's job agent comes up a little after the Jobs API
+        sub = _ray(env, "job", "submit", "--address", dash, "--working-dir", str(REPO), "--submission-id", sub_id,
+                   "--runtime-env-json", json.dumps(runtime_env), "--no-wait", "--",
+                   "tinyllm-ray", "run", "--config", str(cfg_path), check=False)
+        if sub.returncode == 0 or "No available agent" not in sub.stderr:
+            break
+        time.sleep(3)
+    assert sub.returncode == 0, sub.stderr[-3000:]
 
     seen: set[str] = set()
     wanted = {"ray_tinyllm_rationales_generated_total", "ray_tinyllm_rationales_kept_total",
@@ -130,7 +195,7 @@ def test_ray_job_submit_two_nodes(cluster, tmp_path):
             name = line.split("{", 1)[0].split(" ", 1)[0]
             if name in wanted and ('teacher="' in line or 'trial="' in line):
                 seen.add(name)
-        status = _ray(env, "job", "status", "--address", dash, sub_id, check=False).stdout
+        status = _job_status(env, dash, sub_id)
         if any(s in status for s in ("SUCCEEDED", "FAILED", "STOPPED")):
             break
         time.sleep(3)
