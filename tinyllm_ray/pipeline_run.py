@@ -114,7 +114,20 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
     from tinyllm_ray.student.streaming import clear_generation_failed, streaming_student_data
     from tinyllm_ray.student.trainer import run_training
 
+    import os
+
+    import transformers  # noqa: F401  (imported while the cwd still exists; see below)
+
+    from tinyllm_ray.tune import absolute_paths
+
     t0 = time.time()
+    # Under `ray job submit --working-dir`, the driver's cwd is Ray's copy of the working
+    # dir, which Ray may garbage-collect once the job's other workers are gone (seen with
+    # two nodes on one host). Pin outputs to absolute paths and leave that directory.
+    cfg = absolute_paths(cfg)
+    if "://" not in run_dir(cfg):
+        os.makedirs(run_dir(cfg), exist_ok=True)
+        os.chdir(run_dir(cfg))
     init_ray(cfg.runtime)
     loaded = load_splits(cfg.data)
     train, val = loaded.require("train"), loaded.require("validation")
