@@ -55,7 +55,10 @@ Measured per run:
   included (what the pipeline's own statistics report as tok/s);
 - CPU time per token of the generating process over the steady-state batches
   (``getrusage``: the worker for a/c, the actor for b, where vLLM's engine core runs):
-  robust to the machine's load, because waiting for a core is not CPU time.
+  robust to the machine's load, because waiting for a core is not CPU time. For (b) also
+  the CPU of every process the pipeline runs (driver, GCS, raylet, agents, actor: the
+  process tree of its driver, sampled from ``/proc`` every 0.5 s, :class:`TreeCpu`), i.e.
+  what Ray costs on the machine's other cores.
 
 Order: rounds ``a b c``, repeated ``--rounds`` times; (c) is slow and its ratio is not
 the target, so it runs in the first ``--c-rounds`` rounds only. Each round's b/a uses
@@ -749,7 +752,8 @@ def markdown(res: dict[str, Any]) -> str:
         "the gaps in which the actor waits for Ray Data. Engine-busy: the sum of the `LLM.generate` calls "
         "including the cold first batch (what the pipeline's statistics report as tok/s). CPU ms/token: CPU time "
         "(getrusage) of the generating process over the steady-state batches; for (b) the actor, where vLLM's "
-        "engine core runs."),
+        "engine core runs; 'all pipeline processes' adds the driver and Ray's daemons (the driver's process "
+        "tree, sampled from /proc every 0.5 s)."),
         "",
         (f"Same work: generated tokens a/b/c = {ch['tokens_a_b_c']}; requests with the same token count a vs b "
         f"{ch['requests_same_token_count_a_b']:.1%}, a vs c {ch['requests_same_token_count_a_c']:.1%}; identical "

@@ -121,7 +121,9 @@ def streaming_student_data(
         raise StreamingError("the train split is empty; nothing to distil")
     n_shards = -(-len(train_records) // shard_size)
     train: ray.data.Dataset = ray.data.range(n_shards, override_num_blocks=n_shards).map_batches(
-        _load_slice, batch_size=1, batch_format="numpy", num_cpus=0.1,
+        # Slice readers mostly wait for the store: few at a time, little CPU each, so they
+        # never hold the CPUs the teachers' engines still need to start.
+        _load_slice, batch_size=1, batch_format="numpy", num_cpus=0.05, concurrency=2,
         fn_kwargs={"cfg_json": cfg.model_dump(mode="json"), "records": [r.to_dict() for r in train_records],
                    "shard_size": shard_size, "poll_s": poll_s, "timeout_s": timeout_s},
     )
