@@ -40,53 +40,30 @@ def _cmd_config(cfg: JobConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_generate(cfg: JobConfig, args: argparse.Namespace) -> int:
-    from tinyllm_ray.jobs import generate
+def _job(name: str) -> Callable[[JobConfig, argparse.Namespace], int]:
+    """A subcommand that runs ``tinyllm_ray.jobs.<name>(cfg)`` and prints its JSON report.
 
-    report = generate(cfg)
-    print(json.dumps(report, indent=2, default=str))
-    return 0
+    The jobs module is imported only when the command runs (it pulls in Ray).
+    """
 
+    def cmd(cfg: JobConfig, args: argparse.Namespace) -> int:
+        from tinyllm_ray import jobs
 
-def _cmd_train(cfg: JobConfig, args: argparse.Namespace) -> int:
-    from tinyllm_ray.jobs import train
+        fn = getattr(jobs, name)
+        report = fn(cfg, model=args.model, split=args.split, teacher=args.teacher) if name == "evaluate" else fn(cfg)
+        print(json.dumps(report, indent=2, default=str))
+        return 0
 
-    report = train(cfg)
-    print(json.dumps(report, indent=2, default=str))
-    return 0
-
-
-def _cmd_eval(cfg: JobConfig, args: argparse.Namespace) -> int:
-    from tinyllm_ray.jobs import evaluate
-
-    report = evaluate(cfg, model=args.model, split=args.split, teacher=args.teacher)
-    print(json.dumps(report, indent=2, default=str))
-    return 0
-
-
-def _cmd_run(cfg: JobConfig, args: argparse.Namespace) -> int:
-    from tinyllm_ray.jobs import run
-
-    report = run(cfg)
-    print(json.dumps(report, indent=2, default=str))
-    return 0
-
-
-def _cmd_tune(cfg: JobConfig, args: argparse.Namespace) -> int:
-    from tinyllm_ray.jobs import tune
-
-    report = tune(cfg)
-    print(json.dumps(report, indent=2, default=str))
-    return 0
+    return cmd
 
 
 COMMANDS: dict[str, tuple[str, Callable[[JobConfig, argparse.Namespace], int]]] = {
-    "run": ("generate -> train -> evaluate as one Ray job", _cmd_run),
-    "demo": ("the CPU demo: `run` on demo_cpu", _cmd_run),
-    "generate": ("teacher rationales into the rationale store (resumable)", _cmd_generate),
-    "train": ("train the student on the rationale store (Ray Train + DeepSpeed)", _cmd_train),
-    "tune": ("Ray Tune sweep of the loss weights over the stored rationales", _cmd_tune),
-    "eval": ("answer-only accuracy of a student folder or a teacher", _cmd_eval),
+    "run": ("generate -> train -> evaluate as one Ray job", _job("run")),
+    "demo": ("the CPU demo: `run` on demo_cpu", _job("run")),
+    "generate": ("teacher rationales into the rationale store (resumable)", _job("generate")),
+    "train": ("train the student on the rationale store (Ray Train + DeepSpeed)", _job("train")),
+    "tune": ("Ray Tune sweep of the loss weights over the stored rationales", _job("tune")),
+    "eval": ("answer-only accuracy of a student folder or a teacher", _job("evaluate")),
     "config": ("print the validated config with every default filled in", _cmd_config),
 }
 

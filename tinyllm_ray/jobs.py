@@ -62,6 +62,8 @@ def evaluate(
     from tinyllm_ray.student.evaluate_model import evaluate_student
 
     path = model or student_dir(cfg)
+    if model is not None and model.startswith(("/", ".", "~")) and not os.path.isdir(os.path.expanduser(model)):
+        raise UsageError(f"--model {model}: no such folder (a Hugging Face model folder, e.g. <run>/student)")
     if model is None and not os.path.isdir(path):
         raise UsageError(f"no trained student at {path}; run `tinyllm-ray train` first or pass --model PATH")
     return evaluate_student(cfg, path, split=split).to_dict(with_predictions=False)
