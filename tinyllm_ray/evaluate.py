@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from tinyllm_ray.prompts import LETTERS, normalize_number, parse_answer
@@ -136,3 +136,19 @@ def accuracy(preds: Sequence[str | None], records: Sequence[MCQRecord]) -> float
     if not records:
         raise ValueError("accuracy of zero records is undefined; check eval.limit and the split")
     return sum(exact_match(p, r) for p, r in zip(preds, records)) / len(records)
+
+
+def select_eval_records(splits: Mapping[str, Sequence[MCQRecord]], split: str, limit: int | None) -> list[MCQRecord]:
+    """The first ``limit`` rows of ``split`` (all when None): what student and teacher evals score.
+
+    One function for both, so a teacher row and a student row of a results table are
+    always computed on the same examples.
+    """
+    if split not in splits:
+        raise ValueError(f"split {split!r} not in the dataset (have {sorted(splits)})")
+    records = list(splits[split])
+    if limit:
+        records = records[:limit]
+    if not records:
+        raise ValueError(f"split {split!r} is empty; nothing to evaluate")
+    return records

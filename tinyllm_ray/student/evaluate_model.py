@@ -199,14 +199,9 @@ def evaluate_student(
         fmt = StudentFormat.from_config(cfg, arch)
         log.info("%s has no tinyllm_student.json; using the layout of cfg.student (%s)", path, arch)
     data = load_splits(cfg.data)
-    if split not in data.splits:
-        raise ValueError(f"split {split!r} not in the dataset (have {sorted(data.splits)})")
-    records = data.splits[split]
-    n = limit or cfg.eval.limit
-    if n:
-        records = records[:n]
-    if not records:
-        raise ValueError(f"split {split!r} is empty; nothing to evaluate")
+    from tinyllm_ray.evaluate import select_eval_records
+
+    records = select_eval_records(data.splits, split, limit or cfg.eval.limit)
     model, tok = load_student(path, fmt.arch, trust_remote_code=cfg.student.trust_remote_code)
     if torch.cuda.is_available():
         model = model.cuda()

@@ -265,14 +265,9 @@ def evaluate_teacher(
     tcfg = eval_teacher_config(cfg.teacher(teacher), cfg.eval.max_new_tokens)
 
     data = load_splits(cfg.data)
-    if split not in data.splits:
-        raise ValueError(f"split {split!r} not in the dataset (have {sorted(data.splits)})")
-    records = data.splits[split]
-    n = limit or cfg.eval.limit
-    if n:
-        records = records[:n]
-    if not records:
-        raise ValueError(f"split {split!r} is empty; nothing to evaluate")
+    from tinyllm_ray.evaluate import select_eval_records
+
+    records = select_eval_records(data.splits, split, limit or cfg.eval.limit)
     pool = data.splits.get("train") or []
     if cfg.prompts.icl_strategy == "random" and cfg.prompts.icl_k and not pool:
         log.warning("no train split: teacher %s is evaluated zero-shot (in-context examples come from train only)",
