@@ -114,7 +114,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     try:
         from tinyllm_ray.data.loader import DataLoadError
         from tinyllm_ray.data.schema import MalformedRowError
-
         from tinyllm_ray.teachers.store import StoreMismatchError
 
         errors += [MalformedRowError, DataLoadError, StoreMismatchError]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +90,3 @@ def write_report(report: dict[str, Any], out_dir: str | Path, markdown: str) -> 
     (out / "report.md").write_text(markdown)
     return {"json": str(out / "report.json"), "markdown": str(out / "report.md")}
 
-
-def timed(fn, *args, **kwargs) -> tuple[Any, float]:
-    """(result, seconds) — stage timings for the run report."""
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t0

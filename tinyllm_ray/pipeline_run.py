@@ -107,17 +107,16 @@ def task_losses(history: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
     """Generate (streaming) + train + evaluate; write and return the run report."""
+    import os
+
+    import transformers  # noqa: F401  (imported while the cwd still exists; see below)
+
     from tinyllm_ray.data.loader import load_splits
     from tinyllm_ray.jobs import run_dir, write_report
     from tinyllm_ray.runtime import init_ray
     from tinyllm_ray.student.evaluate_model import evaluate_student
     from tinyllm_ray.student.streaming import clear_generation_failed, streaming_student_data
     from tinyllm_ray.student.trainer import run_training
-
-    import os
-
-    import transformers  # noqa: F401  (imported while the cwd still exists; see below)
-
     from tinyllm_ray.tune import absolute_paths
 
     t0 = time.time()

@@ -281,5 +281,12 @@ def _collect(grid: Any, params: list[str], cfg: JobConfig) -> list[dict[str, Any
     return rows
 
 
-__all__ = ["apply_trial_params", "absolute_paths", "ensure_store", "plot_results", "results_table",
-           "run_tune", "search_space"]
+__all__ = [
+    "absolute_paths",
+    "apply_trial_params",
+    "ensure_store",
+    "plot_results",
+    "results_table",
+    "run_tune",
+    "search_space",
+]

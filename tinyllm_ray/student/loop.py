@@ -97,14 +97,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import torch.distributed as dist
 
     from tinyllm_ray.data.schema import MCQRecord
+    from tinyllm_ray.observability import TrainMetrics
     from tinyllm_ray.student.collate import CollateSpec, TaskCollator
     from tinyllm_ray.student.deepspeed_config import build_deepspeed_config
     from tinyllm_ray.student.evaluate_model import evaluate_records
     from tinyllm_ray.student.model import StudentFormat, load_student, write_student_format
     from tinyllm_ray.student.packed import PackedStudent, batch_to_device
     from tinyllm_ray.student.tasks import TaskPlan
-
-    from tinyllm_ray.observability import TrainMetrics
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # one log line per step, not bars
     dash = TrainMetrics(trial=os.environ.get("TINYLLM_TRIAL") or job.runtime.run_name)
