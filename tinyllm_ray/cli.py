@@ -13,11 +13,11 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import yaml
 
-from tinyllm_ray.config import ConfigError, JobConfig, list_shipped_configs, load_config
+from tinyllm_ray.config import JobConfig, list_shipped_configs, load_config
+from tinyllm_ray.errors import ConfigError, UserError
 
 log = logging.getLogger("tinyllm_ray")
 
@@ -100,26 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _, fn = COMMANDS[args.command]
     try:
         return fn(cfg, args)
-    except _user_errors() as exc:
+    except UserError as exc:
         log.debug("user error", exc_info=True)
         print(f"tinyllm-ray {args.command}: {exc}", file=sys.stderr)
         return 2
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by the user's input: a one-line message, not a traceback."""
-    from tinyllm_ray.jobs import UsageError
-
-    errors: list[Any] = [ConfigError, UsageError]
-    try:
-        from tinyllm_ray.data.loader import DataLoadError
-        from tinyllm_ray.data.schema import MalformedRowError
-        from tinyllm_ray.teachers.store import StoreMismatchError
-
-        errors += [MalformedRowError, DataLoadError, StoreMismatchError]
-    except ImportError:  # pragma: no cover - data package always ships
-        pass
-    return tuple(errors)
 
 
 if __name__ == "__main__":  # vLLM spawns processes: keep the entry point guarded

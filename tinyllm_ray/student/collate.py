@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from tinyllm_ray.errors import TruncationError
+
 __all__ = [
     "CAUSAL_SEPARATOR",
     "IGNORE_INDEX",
@@ -46,10 +48,6 @@ __all__ = [
 IGNORE_INDEX = -100
 #: Between a causal prompt and its target: marks where the answer starts for every task.
 CAUSAL_SEPARATOR = "\nOutput: "
-
-
-class TruncationError(ValueError):
-    """A row is longer than the configured maximum and ``student.truncation`` is ``error``."""
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from tinyllm_ray.errors import StreamingError
+
 if TYPE_CHECKING:
     import ray.data
 
@@ -30,10 +32,6 @@ if TYPE_CHECKING:
     from tinyllm_ray.student.data import StudentData
 
 FAILED_MARKER = "GENERATION_FAILED"
-
-
-class StreamingError(RuntimeError):
-    """Streaming cannot proceed (generation failed, or a shard never arrived)."""
 
 
 def slice_group_counts(records: Sequence[MCQRecord], shard_size: int) -> int:

@@ -43,6 +43,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tinyllm_ray.errors import EmptyTargetError, MissingTeacherError, TaskDataError
+
 if TYPE_CHECKING:
     from tinyllm_ray.config import JobConfig
     from tinyllm_ray.data.schema import MCQRecord
@@ -75,18 +77,6 @@ STORE_COLUMNS: tuple[str, ...] = (
     "kind", "teacher", "example_id", "sample_idx", "eval_idx", "question", "context", "choices",
     "answer", "rationale", "parsed_answer", "verdict", "critique",
 )
-
-
-class TaskDataError(ValueError):
-    """The store or the dataset cannot become student task rows; the message says the fix."""
-
-
-class MissingTeacherError(TaskDataError):
-    """A configured teacher has no rows (of a needed kind) in the rationale store."""
-
-
-class EmptyTargetError(TaskDataError):
-    """A task row would have an empty target (the student would learn to say nothing)."""
 
 
 def rationale_task(teacher: str) -> str:

@@ -29,13 +29,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from tinyllm_ray.errors import TeacherStartupError
 from tinyllm_ray.teachers.prompt_rows import request_seed
 
 log = logging.getLogger(__name__)
-
-
-class TeacherStartupError(RuntimeError):
-    """A teacher's vLLM engine could not start; the message names the teacher and the cause."""
 
 
 @dataclass(frozen=True)

@@ -40,15 +40,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tinyllm_ray.config import JobConfig, SelfEvalConfig, TeacherConfig
+from tinyllm_ray.errors import PlacementError
 
 log = logging.getLogger(__name__)
 
 Accelerator = Literal["cpu", "gpu"]
 GIB = 1 << 30
-
-
-class PlacementError(ValueError):
-    """A teacher can never be scheduled on this cluster; the message names it and the fix."""
 
 
 @dataclass(frozen=True)

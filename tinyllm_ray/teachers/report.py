@@ -9,12 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tinyllm_ray.errors import GenerationError  # noqa: F401 (re-exported)
 from tinyllm_ray.teachers.stats import TeacherStats, format_table
-
-
-class GenerationError(RuntimeError):
-    """The generation job failed; the message names the teacher and the cause."""
-
 
 # ----------------------------------------------------------------------------- results
 

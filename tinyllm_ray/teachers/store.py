@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from tinyllm_ray.errors import StoreMismatchError
 from tinyllm_ray.teachers.records import RECORD_COLUMNS
 from tinyllm_ray.teachers.stats import TeacherStats
 
@@ -70,10 +71,6 @@ RECORD_SCHEMA = pa.schema([
     ("finish_reason", pa.string()),
 ])
 assert tuple(RECORD_SCHEMA.names) == RECORD_COLUMNS
-
-
-class StoreMismatchError(RuntimeError):
-    """The store was written by a different generation config or dataset."""
 
 
 def resolve_filesystem(uri: str) -> tuple[pafs.FileSystem, str, bool]:
