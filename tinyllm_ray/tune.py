@@ -196,7 +196,7 @@ def run_tune(cfg: JobConfig) -> dict[str, Any]:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from tinyllm_ray.jobs import run_dir
+    from tinyllm_ray.jobs.stages import run_dir
     from tinyllm_ray.runtime import init_ray
 
     t0 = time.perf_counter()

@@ -73,7 +73,7 @@ def test_tune_reuses_the_store_and_writes_its_outputs(stored):
 
 
 def test_second_run_reuses_the_store_and_reports(stored):
-    from tinyllm_ray.pipeline_run import run_pipeline
+    from tinyllm_ray.jobs.run import run_pipeline
 
     cfg, store = stored
     before = snapshot(store)

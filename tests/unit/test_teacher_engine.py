@@ -194,7 +194,7 @@ def test_batches_tile_shards():
 
 def test_report_summary_warns_when_a_teacher_loses_most_outputs():
     from tinyllm_ray.teachers.report import GenerationReport
-    from tinyllm_ray.teachers.stats import KindStats, TeacherStats
+    from tinyllm_ray.store.stats import KindStats, TeacherStats
 
     good = TeacherStats("good", generation_seconds=1.0)
     good.kinds["rationale"] = KindStats(prompts=4, outputs=4, kept=4, output_tokens=40)

@@ -8,7 +8,7 @@ from tinyllm_ray.config import FilterConfig
 from tinyllm_ray.data.schema import MCQRecord
 from tinyllm_ray.teachers.assembler import AssemblyError, ShardAssembler
 from tinyllm_ray.teachers.records import RECORD_COLUMNS, build_shard_records, judged_wrong, wrong_verdict
-from tinyllm_ray.teachers.stats import DROP_REASONS
+from tinyllm_ray.store.stats import DROP_REASONS
 
 VERDICTS = ["correct", "wrong", "uncertain"]
 EX = {

@@ -8,9 +8,9 @@ import pytest
 
 from tinyllm_ray.config import JobConfig, TeacherConfig
 from tinyllm_ray.data.schema import MCQRecord
-from tinyllm_ray.teachers.manifest import build_manifest, data_fingerprint
-from tinyllm_ray.teachers.stats import KindStats, TeacherStats, format_table, total
-from tinyllm_ray.teachers.store import (
+from tinyllm_ray.store.manifest import build_manifest, data_fingerprint
+from tinyllm_ray.store.stats import KindStats, TeacherStats, format_table, total
+from tinyllm_ray.store.store import (
     RECORD_SCHEMA,
     RationaleStore,
     StoreMismatchError,

@@ -49,7 +49,7 @@ def slice_group_counts(records: Sequence[MCQRecord], shard_size: int) -> int:
 
 
 def _wait_for_shard(store_uri: str, teachers: Sequence[str], shard: int, poll_s: float, timeout_s: float) -> dict:
-    from tinyllm_ray.teachers.store import RationaleStore
+    from tinyllm_ray.store.store import RationaleStore
 
     store = RationaleStore(store_uri)
     deadline = time.monotonic() + timeout_s
@@ -73,9 +73,9 @@ def _load_slice(batch: dict[str, Any], *, cfg_json: dict, records: list[dict], s
 
     from tinyllm_ray.config import JobConfig
     from tinyllm_ray.data.schema import MCQRecord
+    from tinyllm_ray.store.store import RationaleStore
     from tinyllm_ray.student.data import _group_schema
     from tinyllm_ray.student.tasks import TaskPlan, answer_task_rows, group_task_rows, store_rows_to_task_rows
-    from tinyllm_ray.teachers.store import RationaleStore
 
     cfg = JobConfig.model_validate(cfg_json)
     plan = TaskPlan.from_config(cfg)
@@ -142,12 +142,12 @@ def streaming_student_data(
 
 def mark_generation_failed(store_uri: str, message: str) -> None:
     """Tell waiting slice readers to stop waiting (they raise instead of timing out)."""
-    from tinyllm_ray.teachers.store import RationaleStore
+    from tinyllm_ray.store.store import RationaleStore
 
     RationaleStore(store_uri).write_marker(FAILED_MARKER, message)
 
 
 def clear_generation_failed(store_uri: str) -> None:
-    from tinyllm_ray.teachers.store import RationaleStore
+    from tinyllm_ray.store.store import RationaleStore
 
     RationaleStore(store_uri).remove_marker(FAILED_MARKER)

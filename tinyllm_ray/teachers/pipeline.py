@@ -48,9 +48,11 @@ from typing import Any
 
 from tinyllm_ray.config import JobConfig, TeacherConfig
 from tinyllm_ray.data.schema import MCQRecord
+from tinyllm_ray.store.manifest import build_manifest
+from tinyllm_ray.store.stats import TeacherStats, total
+from tinyllm_ray.store.store import RationaleStore
 from tinyllm_ray.teachers.assembler import ShardAssembler
 from tinyllm_ray.teachers.engine import EngineSpec, root_cause_from_log
-from tinyllm_ray.teachers.manifest import build_manifest
 from tinyllm_ray.teachers.models import precheck_model, resolve_model
 from tinyllm_ray.teachers.placement import (
     PlacementError,
@@ -62,8 +64,6 @@ from tinyllm_ray.teachers.placement import (
 from tinyllm_ray.teachers.prompt_rows import aligned_batch_size, default_shard_size, num_shards, prompt_rows
 from tinyllm_ray.teachers.records import build_shard_records
 from tinyllm_ray.teachers.report import GenerationError, GenerationReport, ShardWritten
-from tinyllm_ray.teachers.stats import TeacherStats, total
-from tinyllm_ray.teachers.store import RationaleStore
 
 log = logging.getLogger(__name__)
 

@@ -35,14 +35,8 @@ from tinyllm_ray.config import FilterConfig
 from tinyllm_ray.data.schema import MCQRecord
 from tinyllm_ray.evaluate import normalize_answer
 from tinyllm_ray.prompts import parse_answer, parse_verdict
-from tinyllm_ray.teachers.stats import TeacherStats
-
-#: Store columns, in order (docs/internals.md, "Rationale store").
-RECORD_COLUMNS: tuple[str, ...] = (
-    "kind", "teacher", "example_id", "split", "sample_idx", "eval_idx", "prompt_hash",
-    "question", "context", "choices", "answer", "rationale", "parsed_answer", "answer_match",
-    "verdict", "critique", "prompt_tokens", "output_tokens", "finish_reason",
-)
+from tinyllm_ray.store.schema import RECORD_COLUMNS  # noqa: F401 (the store owns the columns)
+from tinyllm_ray.store.stats import TeacherStats
 
 #: Columns the engine returns for every generated output (see ``engine.py``).
 RAW_COLUMNS: tuple[str, ...] = (

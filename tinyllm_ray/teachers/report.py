@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tinyllm_ray.errors import GenerationError  # noqa: F401 (re-exported)
-from tinyllm_ray.teachers.stats import TeacherStats, format_table
+from tinyllm_ray.store.stats import TeacherStats, format_table
 
 # ----------------------------------------------------------------------------- results
 

@@ -68,9 +68,9 @@ class _GenerationThread:
 
 def resolve_shard_size(cfg: JobConfig) -> int:
     """The store's shard size: config, else the existing store's, else the pipeline default."""
+    from tinyllm_ray.store.store import RationaleStore
     from tinyllm_ray.teachers.pipeline import DEFAULT_SHARD_SIZE
     from tinyllm_ray.teachers.prompt_rows import default_shard_size
-    from tinyllm_ray.teachers.store import RationaleStore
 
     if cfg.runtime.store_shard_size:
         return cfg.runtime.store_shard_size
@@ -112,7 +112,7 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
     import transformers  # noqa: F401  (imported while the cwd still exists; see below)
 
     from tinyllm_ray.data.loader import load_splits
-    from tinyllm_ray.jobs import run_dir, write_report
+    from tinyllm_ray.jobs.stages import run_dir, write_report
     from tinyllm_ray.runtime import init_ray
     from tinyllm_ray.student.evaluate_model import evaluate_student
     from tinyllm_ray.student.streaming import clear_generation_failed, streaming_student_data

@@ -67,7 +67,7 @@ def evaluate(
 
 def run(cfg: JobConfig) -> dict[str, Any]:
     """generate -> train -> evaluate as one job; writes report.json and report.md."""
-    from tinyllm_ray.pipeline_run import run_pipeline
+    from tinyllm_ray.jobs.run import run_pipeline
 
     return run_pipeline(cfg)
 

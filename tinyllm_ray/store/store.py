@@ -40,37 +40,12 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from tinyllm_ray.errors import StoreMismatchError
-from tinyllm_ray.teachers.records import RECORD_COLUMNS
-from tinyllm_ray.teachers.stats import TeacherStats
+from tinyllm_ray.store.schema import KINDS, RECORD_COLUMNS, RECORD_SCHEMA, STATS_METADATA_KEY  # noqa: F401
+from tinyllm_ray.store.stats import TeacherStats
 
-KINDS: tuple[str, ...] = ("rationale", "self_eval")
-STATS_METADATA_KEY = b"tinyllm_ray.shard_stats"
 _SHARD_RE = re.compile(r"^shard-(\d{5,})\.parquet$")
 _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss", "r2"}
 
-#: Arrow schema of every shard file (column order = RECORD_COLUMNS).
-RECORD_SCHEMA = pa.schema([
-    ("kind", pa.string()),
-    ("teacher", pa.string()),
-    ("example_id", pa.string()),
-    ("split", pa.string()),
-    ("sample_idx", pa.int32()),
-    ("eval_idx", pa.int32()),
-    ("prompt_hash", pa.string()),
-    ("question", pa.string()),
-    ("context", pa.string()),
-    ("choices", pa.list_(pa.string())),
-    ("answer", pa.string()),
-    ("rationale", pa.string()),
-    ("parsed_answer", pa.string()),
-    ("answer_match", pa.bool_()),
-    ("verdict", pa.string()),
-    ("critique", pa.string()),
-    ("prompt_tokens", pa.int32()),
-    ("output_tokens", pa.int32()),
-    ("finish_reason", pa.string()),
-])
-assert tuple(RECORD_SCHEMA.names) == RECORD_COLUMNS
 
 
 def resolve_filesystem(uri: str) -> tuple[pafs.FileSystem, str, bool]:
