@@ -41,8 +41,9 @@ def records(n: int = 3) -> list[MCQRecord]:
 def store_row(rec: MCQRecord, teacher: str, kind: str = "rationale", sample_idx: int = 0, eval_idx: int = -1,
               rationale: str | None = None, parsed: str | None = None, verdict: str | None = None,
               critique: str | None = None) -> dict[str, Any]:
-    """One store row of ``rec`` by ``teacher`` (every column of the store's RECORD_SCHEMA)."""
-    row = {
+    """One store row of ``rec`` by ``teacher``: every column of the store's RECORD_SCHEMA (None
+    where this helper has no value, e.g. provenance columns)."""
+    return {c: None for c in RECORD_COLUMNS} | {
         "kind": kind, "teacher": teacher, "example_id": rec.id, "split": "train", "sample_idx": sample_idx,
         "eval_idx": eval_idx, "prompt_hash": "0" * 16, "question": rec.question, "context": rec.context,
         "choices": list(rec.choices), "answer": rec.answer,
@@ -51,8 +52,6 @@ def store_row(rec: MCQRecord, teacher: str, kind: str = "rationale", sample_idx:
         "verdict": verdict, "critique": critique, "prompt_tokens": 10, "output_tokens": 5,
         "finish_reason": "stop",
     }
-    assert tuple(row) == RECORD_COLUMNS
-    return row
 
 
 def write_store(root: str | Path, rows: list[dict[str, Any]], *, records: Sequence[MCQRecord] | None = None,
