@@ -143,3 +143,39 @@ def test_streaming_group_counts_are_per_slice():
     recs[3] = type(recs[0])(id="dup", question=recs[0].question, choices=recs[0].choices, answer=recs[0].answer)
     assert slice_group_counts(recs, 2) == 4  # the duplicate is in another slice: its own group
     assert slice_group_counts(recs, 4) == 3
+
+
+def _udf(store_uri, recs, plan, shard_size, ids, **kw):
+    from tinyllm_ray.student.data import _load_slices
+
+    return _load_slices({"id": ids}, plan=plan.to_dict(), store_uri=store_uri, records=[r.to_dict() for r in recs],
+                        shard_size=shard_size, wait=kw.get("wait"), fingerprint=kw.get("fingerprint"))
+
+
+def test_slice_udf_yields_group_tables(tmp_path):
+    from tinyllm_ray.student.tasks import GROUP_SCHEMA
+
+    recs = records(5)
+    write_store(tmp_path, both(recs), records=recs, shard_size=2)
+    table = _udf(str(tmp_path), recs, plan_of(), 2, [0, 2])
+    assert table.schema == GROUP_SCHEMA and table.num_rows == 3
+    assert sorted(table.column("example_id").to_pylist()) == ["ex0", "ex1", "ex4"]
+    assert _udf(None, recs, plan_of(teachers=[], loss={"alpha": {}}), 2, [1]).num_rows == 2
+
+
+def test_streaming_slice_udf_waits_and_stops(tmp_path):
+    from tinyllm_ray.store.manifest import data_fingerprint
+
+    recs = records(4)
+    store = write_store(tmp_path, both(recs), records=recs, shard_size=2)
+    os.remove(store.shard_path("qwen", "rationale", 1))
+    wait = {"poll_s": 0.01, "timeout_s": 0.05}
+    ok = _udf(str(tmp_path), recs, plan_of(), 2, [0], wait=wait, fingerprint=data_fingerprint(recs))
+    assert ok.num_rows == 2
+    with pytest.raises(StreamingError, match=r"shard 1 of teacher\(s\) \['qwen'\] not written"):
+        _udf(str(tmp_path), recs, plan_of(), 2, [1], wait=wait)
+    store.mark_generation_failed("GenerationError: teacher 'qwen' ran out of memory")
+    with pytest.raises(StreamingError, match="ran out of memory"):
+        _udf(str(tmp_path), recs, plan_of(), 2, [1], wait={"poll_s": 0.01, "timeout_s": 60})
+    with pytest.raises(StoreMismatchError, match="dataset changed"):
+        _udf(str(tmp_path), recs, plan_of(), 2, [0], wait=wait, fingerprint="0" * 16)
