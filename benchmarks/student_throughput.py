@@ -114,7 +114,7 @@ def log(msg: str) -> None:
 
 def model_path(spec: dict[str, Any]) -> str:
     from tinyllm_ray.config import TinyModelConfig
-    from tinyllm_ray.tiny import tiny_model_path
+    from tinyllm_ray.models.tiny import tiny_model_path
 
     return str(tiny_model_path(TinyModelConfig(**spec)))
 
@@ -129,7 +129,7 @@ class TextMaker:
     def __init__(self, tokenizer: Any, seed: int) -> None:
         import re
 
-        from tinyllm_ray.tiny import corpus
+        from tinyllm_ray.models.tiny import corpus
 
         words = sorted({w for line in corpus(0) for w in re.findall(r"[a-z]{3,}", line.lower())})
         self.cost = {w: len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) for w in words}

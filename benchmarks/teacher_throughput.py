@@ -20,7 +20,7 @@ run, not the benchmark. Results are saved after every run (``*.partial.json``).
 
 What is the same for all three (so the ratios measure the machinery, not the setup):
 
-- the model: a tiny random Llama from ``tinyllm_ray.tiny`` (``--hidden``/``--layers``, heads
+- the model: a tiny random Llama from ``tinyllm_ray.models.tiny`` (``--hidden``/``--layers``, heads
   of 64, vocab 2000, float32), big enough that the forward pass, not Python, dominates;
 - the prompts: the pipeline's own teacher-forcing prompts (``prompt_rows.build_prompt``,
   2 in-context train examples) for the synthetic task's first ``--n`` train questions
@@ -457,7 +457,7 @@ def build_inputs(args: argparse.Namespace) -> dict[str, Any]:
     from tinyllm_ray.data.loader import load_splits
     from tinyllm_ray.teachers.placement import plan_teacher
     from tinyllm_ray.teachers.prompt_rows import build_prompt
-    from tinyllm_ray.tiny import tiny_model_path
+    from tinyllm_ray.models.tiny import tiny_model_path
 
     tiny = TinyModelConfig(family="llama", hidden_size=args.hidden, num_layers=args.layers,
                            num_heads=args.hidden // 64, vocab_size=2000, seed=0)

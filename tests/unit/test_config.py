@@ -230,3 +230,14 @@ def test_prompt_defaults_come_from_the_prompts_package() -> None:
     assert SamplingConfig().stop == list(DEFAULT_STOPS)
     assert PromptConfig().cot_trigger == DEFAULT_COT_TRIGGER
     assert SelfEvalConfig().verdicts == list(DEFAULT_VERDICTS)
+
+
+def test_importing_the_config_imports_no_heavy_module() -> None:
+    """Workers import the config to receive their section; merging overrides is the driver's job."""
+    import subprocess
+    import sys
+
+    code = ("import sys, tinyllm_ray.config; "
+            "print(sorted(m for m in ('omegaconf', 'ray', 'torch', 'vllm', 'datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

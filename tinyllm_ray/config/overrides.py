@@ -24,13 +24,14 @@ override replaces the value it names, as ``key=value`` reads.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from tinyllm_ray.errors import ConfigError
+
+if TYPE_CHECKING:  # omegaconf is imported on use: workers import the config, never merge it
+    from omegaconf import DictConfig
 
 __all__ = ["apply_overrides", "parse_override_value", "split_override"]
 
@@ -73,6 +74,9 @@ def to_omegaconf(raw: Mapping[str, Any], source: str = "config") -> DictConfig:
     OmegaConf rejects what it cannot hold (a YAML date, a string with an unbalanced
     ``${``); that is reported as a ConfigError naming the key.
     """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
         return OmegaConf.create(dict(raw))
     except OmegaConfBaseException as exc:
@@ -84,6 +88,9 @@ def to_omegaconf(raw: Mapping[str, Any], source: str = "config") -> DictConfig:
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str], source: str = "config") -> dict[str, Any]:
     """``raw`` with each ``field.path=value`` applied in order, as plain unresolved data."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     cfg = to_omegaconf(raw, source)
     for item in overrides:
         key, value = split_override(item)
