@@ -24,8 +24,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import pytest
 
-from tinyllm_ray.models import tiny
 from tinyllm_ray.config import TinyModelConfig
+from tinyllm_ray.models import tiny
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import pytest
 
-from tinyllm_ray.models import tiny
 from tinyllm_ray.config import TinyModelConfig
+from tinyllm_ray.models import tiny
 
 MC_TEXT = (
     "Question: Which is a mammal?\nAnswer Choices: (a) shark (b) whale (c) trout\n"

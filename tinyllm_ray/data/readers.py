@@ -53,6 +53,7 @@ class RawPart:
 
 
 def read_sources(cfg: DataConfig, adapter: DatasetAdapter) -> dict[str, list[RawPart]]:
+    """Raw rows per split from the configured source (see the module docstring for the order)."""
     if cfg.files:
         files = resolve_files(cfg)
     elif cfg.path is not None and Path(cfg.path).expanduser().exists():
