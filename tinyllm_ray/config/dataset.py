@@ -12,7 +12,7 @@ from typing import Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
-from tinyllm_ray.config.base import Split, StrictModel
+from tinyllm_ray.config.base import Split, StrictModel, each_at_least
 
 DatasetName = Literal[
     "synthetic",
@@ -75,10 +75,7 @@ class DataConfig(StrictModel):
     @field_validator("limit")
     @classmethod
     def _positive_limits(cls, v: dict[str, int]) -> dict[str, int]:
-        for split, n in v.items():
-            if n < 1:
-                raise ValueError(f"limit for split {split!r} must be >= 1, got {n}")
-        return v
+        return each_at_least(v, 1, "limit for split")
 
     @model_validator(mode="after")
     def _source_present(self) -> DataConfig:

@@ -26,16 +26,6 @@ from tinyllm_ray.config.job import JobConfig
 from tinyllm_ray.config.overrides import apply_overrides
 from tinyllm_ray.errors import ConfigError
 
-__all__ = [
-    "dump_config",
-    "format_validation_error",
-    "list_shipped_configs",
-    "load_config",
-    "load_raw",
-    "shipped_config_path",
-    "validate_config",
-]
-
 _SUFFIX = ".yaml"
 
 

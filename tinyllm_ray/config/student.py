@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tinyllm_ray.config.base import StrictModel
+from tinyllm_ray.config.base import StrictModel, each_at_least
 
 
 class TinyModelConfig(StrictModel):
@@ -64,10 +64,7 @@ class LossConfig(StrictModel):
     @field_validator("alpha")
     @classmethod
     def _nonneg(cls, v: dict[str, float]) -> dict[str, float]:
-        for k, a in v.items():
-            if a < 0:
-                raise ValueError(f"alpha for teacher {k!r} must be >= 0, got {a}")
-        return v
+        return each_at_least(v, 0, "alpha for teacher")
 
 
 class TrainConfig(StrictModel):
