@@ -52,6 +52,7 @@ from typing import Any
 
 from tinyllm_ray.errors import PretrainedModelError
 from tinyllm_ray.models.cache import default_cache_root
+from tinyllm_ray.prompts import DEFAULT_COT_TRIGGER
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +344,7 @@ def _smoke(dtype: str = DEFAULT_DTYPE, kv_gib: int = 1) -> None:
     prompts = [tok.apply_chat_template([{"role": "user", "content": c}], tokenize=False,
                                        add_generation_prompt=True) for c in chats]
     prompts.append("Question: Which gas do plants absorb from the air?\nAnswer: carbon dioxide\n"
-                   "Rationale: Let's think step by step.")
+                   f"Rationale: {DEFAULT_COT_TRIGGER}")
     params = SamplingParams(temperature=0.0, max_tokens=64)
     t2 = time.perf_counter()
     outs = llm.generate(prompts, params, use_tqdm=False)
