@@ -150,6 +150,8 @@ def test_a_prefix_ending_in_a_colon_stays_a_string() -> None:
     cfg = load_config("demo_cpu", ["student.answer_prefix=explain:", "student.self_eval_prefix="])
     assert cfg.student.answer_prefix == "explain:"
     assert cfg.student.self_eval_prefix == ""
+    assert load_config("demo_cpu", ["runtime.run_name=r2024-01-01", "runtime.storage_path=2024-01-01"]
+                       ).runtime.storage_path == "2024-01-01"
 
 
 def test_overrides_create_missing_sections() -> None:

@@ -10,7 +10,8 @@ keeps only the two rules that are ours:
   validates it like any other string.
 * **A value that only looks like block YAML stays a string.** ``student.answer_prefix=explain:``
   is a prefix ending in a colon, far more likely on a command line than a nested mapping;
-  flow collections (``[0.1, 1, 3]``, ``{}``) are still collections.
+  flow collections (``[0.1, 1, 3]``, ``{}``) are still collections. Likewise a date
+  (``run_name=2024-01-01``) stays the text typed: no config field holds a date.
 
 Why ``OmegaConf.update(..., merge=False)`` per override rather than
 ``OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))`` (torchtune's recipe):
@@ -23,6 +24,7 @@ override replaces the value it names, as ``key=value`` reads.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +55,8 @@ def parse_override_value(text: str) -> Any:
     except yaml.YAMLError as exc:
         raise ConfigError(f"override value {text!r} is not valid YAML: {' '.join(str(exc).split())}") from None
     if isinstance(value, dict | list) and text.lstrip()[:1] not in ("[", "{"):
+        return text
+    if isinstance(value, datetime.date):  # YAML reads 2024-01-01 as a date; configs hold text
         return text
     return value
 
