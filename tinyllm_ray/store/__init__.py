@@ -15,10 +15,19 @@ from tinyllm_ray.errors import StoreMismatchError
 from tinyllm_ray.store.manifest import build_manifest
 from tinyllm_ray.store.schema import KINDS, RECORD_COLUMNS, RECORD_SCHEMA
 from tinyllm_ray.store.stats import DROP_REASONS, TeacherStats
-from tinyllm_ray.store.store import RationaleStore, resolve_filesystem
+from tinyllm_ray.store.store import (
+    DEFAULT_SHARD_SIZE,
+    GENERATION_FAILED,
+    RationaleStore,
+    is_uri,
+    resolve_filesystem,
+    resolve_shard_size,
+)
 
 __all__ = [
+    "DEFAULT_SHARD_SIZE",
     "DROP_REASONS",
+    "GENERATION_FAILED",
     "KINDS",
     "RECORD_COLUMNS",
     "RECORD_SCHEMA",
@@ -26,5 +35,7 @@ __all__ = [
     "StoreMismatchError",
     "TeacherStats",
     "build_manifest",
+    "is_uri",
     "resolve_filesystem",
+    "resolve_shard_size",
 ]

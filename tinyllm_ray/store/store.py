@@ -28,10 +28,12 @@ Why these rules:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
@@ -39,12 +41,38 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from tinyllm_ray.errors import StoreMismatchError
+from tinyllm_ray.errors import StoreMismatchError, StreamingError
 from tinyllm_ray.store.schema import KINDS, RECORD_COLUMNS, RECORD_SCHEMA, STATS_METADATA_KEY  # noqa: F401
 from tinyllm_ray.store.stats import TeacherStats
 
+log = logging.getLogger(__name__)
 _SHARD_RE = re.compile(r"^shard-(\d{5,})\.parquet$")
 _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss", "r2"}
+
+#: Examples per shard when not configured: small enough that a killed job loses little,
+#: large enough that the store does not drown in tiny files (a few hundred KB per shard).
+DEFAULT_SHARD_SIZE = 64
+#: Marker left by a streaming ``run`` whose generation failed (readers stop waiting).
+GENERATION_FAILED = "GENERATION_FAILED"
+
+
+def is_uri(path: str) -> bool:
+    """Whether ``path`` is a URI (``scheme://...``) rather than a local path: the one such test."""
+    return "://" in str(path)
+
+
+def resolve_shard_size(configured: int | None, stored: int | None, batch_sizes: Sequence[int]) -> tuple[int, str]:
+    """The store's shard size and why: config, else the existing store's, else the default.
+
+    The default is :data:`DEFAULT_SHARD_SIZE`, or the largest teacher batch if bigger (a
+    batch never straddles shards). Pure.
+    """
+    if configured:
+        return int(configured), "runtime.store_shard_size"
+    if stored:
+        return int(stored), "from the existing store"
+    size = max([DEFAULT_SHARD_SIZE, *batch_sizes])
+    return size, f"default: {DEFAULT_SHARD_SIZE}, or the largest teacher batch_size if bigger"
 
 
 
@@ -55,7 +83,7 @@ def resolve_filesystem(uri: str) -> tuple[pafs.FileSystem, str, bool]:
     ``abfs://``; anything else goes through fsspec (``memory://``, ``az://`` ...) wrapped
     as a pyarrow filesystem so the rest of the module has one code path.
     """
-    scheme = urlparse(uri).scheme if "://" in uri else ""
+    scheme = urlparse(uri).scheme if is_uri(uri) else ""
     if not scheme:
         path = os.path.abspath(os.path.expanduser(uri))
         return pafs.LocalFileSystem(), path, False
@@ -276,6 +304,92 @@ class RationaleStore:
         if not tables:
             return RECORD_SCHEMA.empty_table()
         return pa.concat_tables(tables)
+
+    def exists(self) -> bool:
+        """Whether a generation has opened this store (its manifest exists)."""
+        return self._exists(self.manifest_path)
+
+    def row_counts(self, teachers: Iterable[str] | None = None,
+                   kinds: Sequence[str] = KINDS) -> dict[tuple[str, str], int]:
+        """Committed rows per (teacher, kind) from Parquet footers only (no column data read).
+
+        ``teachers=None`` counts every teacher in the store, so readers can report rows
+        of teachers they were not configured with.
+        """
+        names = list(teachers) if teachers is not None else self.teachers()
+        counts: dict[tuple[str, str], int] = {}
+        for t in names:
+            for k in kinds:
+                n = 0
+                for path in self.shard_files(t, k).values():
+                    with self.fs.open_input_file(path) as f:
+                        n += pq.ParquetFile(f).metadata.num_rows
+                counts[(t, k)] = n
+        return counts
+
+    def read_shard(self, teacher: str, kind: str, shard: int, columns: Sequence[str] | None = None) -> pa.Table:
+        """One committed shard file (empty table when that kind has no file for the shard)."""
+        path = self.shard_path(teacher, kind, shard)
+        if not self._exists(path):
+            return RECORD_SCHEMA.empty_table() if columns is None else RECORD_SCHEMA.empty_table().select(
+                [c for c in columns if c in RECORD_SCHEMA.names])
+        with self.fs.open_input_file(path) as f:
+            table = pq.read_table(f, columns=list(columns) if columns is not None else None)
+        return table.replace_schema_metadata(None)
+
+    def iter_batches(self, teacher: str, kind: str, columns: Sequence[str], batch_size: int = 8192) -> Iterator[pa.RecordBatch]:
+        """Stream ``columns`` of every committed shard of (teacher, kind), one record batch at a time."""
+        for path in self.shard_files(teacher, kind).values():
+            with self.fs.open_input_file(path) as f:
+                pf = pq.ParquetFile(f)
+                use = [c for c in columns if c in pf.schema_arrow.names]
+                yield from pf.iter_batches(batch_size=batch_size, columns=use)
+
+    # ------------------------------------------------------------------ readiness
+    def shard_ready(self, teachers: Iterable[str], shard: int) -> dict[str, bool]:
+        """Whether shard ``shard`` is committed (its rationale file exists) for each teacher."""
+        return {t: self._exists(self.shard_path(t, "rationale", shard)) for t in teachers}
+
+    def wait_for_shard(self, teachers: Sequence[str], shard: int, *, poll_s: float = 1.0,
+                       timeout_s: float = 3600.0, log_every_s: float = 60.0) -> None:
+        """Block until ``shard`` is committed for every teacher (streaming readers).
+
+        Stops at once, with the generation's own error, when the failure marker appears;
+        after ``timeout_s`` raises :class:`StreamingError` naming the missing teachers.
+        Logs what it waits on every ``log_every_s`` seconds, so a wait is never silent.
+        """
+        start = time.monotonic()
+        next_log = start + log_every_s
+        while True:
+            ready = self.shard_ready(teachers, shard)
+            if all(ready.values()):
+                return
+            missing = [t for t, ok in ready.items() if not ok]
+            failure = self.generation_failure()
+            if failure is not None:
+                raise StreamingError(f"generation failed before shard {shard} was written: {failure}")
+            now = time.monotonic()
+            if now - start > timeout_s:
+                raise StreamingError(
+                    f"shard {shard} of teacher(s) {missing} not written after {timeout_s:.0f} s in {self.uri}; "
+                    "check the teachers' progress in the job log, or raise the streaming timeout"
+                )
+            if now >= next_log:
+                log.info("waiting for shard %d of teacher(s) %s in %s (%.0f s so far)", shard, missing, self.uri,
+                         now - start)
+                next_log = now + log_every_s
+            time.sleep(poll_s)
+
+    def mark_generation_failed(self, message: str) -> None:
+        """Tell waiting readers that generation failed, and why (they raise instead of timing out)."""
+        self.write_marker(GENERATION_FAILED, message)
+
+    def clear_generation_failed(self) -> None:
+        self.remove_marker(GENERATION_FAILED)
+
+    def generation_failure(self) -> str | None:
+        """The saved message of a failed generation, or None."""
+        return self.read_marker(GENERATION_FAILED)
 
 
 def _parquet_bytes(rows: Sequence[Mapping[str, Any]], metadata: Mapping[bytes, bytes] | None = None) -> bytes:
