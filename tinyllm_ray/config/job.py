@@ -72,7 +72,10 @@ class RuntimeConfig(StrictModel):
     run_name: str = "tinyllm"
     store_uri: str | None = Field(None, description="rationale store; default <storage_path>/<run_name>/rationales")
     store_shard_size: int | None = Field(
-        None, ge=1, description="examples per store shard (unit of resume and of streaming); default 64"
+        None,
+        ge=1,
+        description="examples per store shard (unit of resume and of streaming); "
+        "default: the store's DEFAULT_SHARD_SIZE (defined there only)",
     )
     dashboard_host: str = "127.0.0.1"
     metrics_export_port: int | None = Field(None, ge=1024, le=65535)
