@@ -176,8 +176,16 @@ def test_unbalanced_interpolation_is_a_config_error(tmp_path) -> None:
     """Library-defined: OmegaConf cannot hold a string with an unbalanced ``${``."""
     p = tmp_path / "bad.yaml"
     p.write_text("runtime: {storage_path: 'cost ${'}\n")
-    with pytest.raises(ConfigError, match=r"runtime.storage_path: .*never evaluated"):
+    with pytest.raises(ConfigError, match=r"runtime.storage_path: .*must be balanced.*never evaluated"):
         load_config(p)
+
+
+def test_a_yaml_date_in_a_file_is_a_config_error_naming_the_key(tmp_path) -> None:
+    p = tmp_path / "date.yaml"
+    p.write_text("runtime: {storage_path: 2024-01-01}\n")
+    with pytest.raises(ConfigError, match=r"runtime.storage_path: .*date") as exc:
+        load_config(p)
+    assert "balanced" not in str(exc.value)
 
 
 def test_bad_override_value_is_one_line() -> None:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from tinyllm_ray.errors import ConfigError
+from tinyllm_ray.errors import ConfigError, InternalError
 
 if TYPE_CHECKING:  # omegaconf is imported on use: workers import the config, never merge it
     from omegaconf import DictConfig
@@ -79,15 +79,17 @@ def to_omegaconf(raw: Mapping[str, Any], source: str = "config") -> DictConfig:
     ``${``); that is reported as a ConfigError naming the key.
     """
     from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+    from omegaconf.errors import GrammarParseError, OmegaConfBaseException
 
     try:
         return OmegaConf.create(dict(raw))
     except OmegaConfBaseException as exc:
-        raise ConfigError(
-            f"{source}: {_one_line(exc)} (config values are plain data; a literal '${{' must be "
-            "balanced, as in '${{name}}', and is never evaluated)"
-        ) from None
+        hint = (
+            " (a '${' in a value must be balanced, as in '${name}'; it is kept as text, never evaluated)"
+            if isinstance(exc, GrammarParseError)
+            else ""
+        )
+        raise ConfigError(f"{source}: {_one_line(exc)}{hint}") from None
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str], source: str = "config") -> dict[str, Any]:
@@ -103,5 +105,6 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str], source: st
         except (OmegaConfBaseException, TypeError, ValueError, KeyError, IndexError) as exc:
             raise ConfigError(f"override {item!r}: {_one_line(exc)}") from None
     out = OmegaConf.to_container(cfg, resolve=False)
-    assert isinstance(out, dict)  # a DictConfig always converts to a dict
+    if not isinstance(out, dict):  # a DictConfig always converts to a dict
+        raise InternalError(f"OmegaConf turned a mapping into a {type(out).__name__}")
     return out
