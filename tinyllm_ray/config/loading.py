@@ -15,9 +15,8 @@ than a silent substitution of the shipped file with the same name.
 from __future__ import annotations
 
 from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -25,6 +24,9 @@ from pydantic import BaseModel, ValidationError
 from tinyllm_ray.config.job import JobConfig
 from tinyllm_ray.config.overrides import apply_overrides
 from tinyllm_ray.errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only: importlib.resources.abc is Python >= 3.11
+    from importlib.resources.abc import Traversable
 
 _SUFFIX = ".yaml"
 
