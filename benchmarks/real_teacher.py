@@ -170,6 +170,7 @@ def _quote(text: str) -> str:
 def render_markdown(res: dict[str, Any]) -> str:
     s, gen, conv = res["stats"], res["generation"], res["conversion"]
     d = s["dropped"]
+    cpu = res["machine"].get("cpu_model", res["machine"].get("cpu"))  # "cpu" in results before _common
     lines = [
         "# Real teacher: SmolLM2-135M-Instruct on ARC-Challenge",
         "",
@@ -180,7 +181,7 @@ def render_markdown(res: dict[str, Any]) -> str:
         "parse/filter -> Parquet store). Prompts: teacher forcing (gold answer shown), "
         f"{res['config']['icl_k']} in-context train examples, greedy, max_tokens {res['config']['max_tokens']}."),
         "",
-        (f"Machine: {res['machine']['nproc']} cores ({res['machine'].get('cpu_model', res['machine'].get('cpu'))}), shared; load average "
+        (f"Machine: {res['machine']['nproc']} cores ({cpu}), shared; load average "
         f"{res['load_avg_start'][0]:.1f} at start, {res['load_avg_end'][0]:.1f} at end "
         "(throughput depends on it)."),
         "",
