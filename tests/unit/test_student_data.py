@@ -141,8 +141,8 @@ def test_user_errors_are_recovered_from_ray_wrappers():
 def test_streaming_group_counts_are_per_slice():
     recs = records(4)
     recs[3] = type(recs[0])(id="dup", question=recs[0].question, choices=recs[0].choices, answer=recs[0].answer)
-    assert slice_group_counts(recs, 2) == 4  # the duplicate is in another slice: its own group
-    assert slice_group_counts(recs, 4) == 3
+    assert slice_group_counts(recs, 2, plan_of()) == 4  # the duplicate is in another slice: its own group
+    assert slice_group_counts(recs, 4, plan_of()) == 3
 
 
 def _udf(store_uri, recs, plan, shard_size, ids, **kw):

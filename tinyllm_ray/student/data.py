@@ -48,6 +48,7 @@ __all__ = [
     "length_preflight",
     "load_slice",
     "prepare_student_data",
+    "report_ignored",
     "slice_dataset",
     "steps_per_stage",
     "validation_dataset",

@@ -27,22 +27,23 @@ if TYPE_CHECKING:
     from tinyllm_ray.config import JobConfig
     from tinyllm_ray.data.schema import MCQRecord
     from tinyllm_ray.student.data import StudentData
+    from tinyllm_ray.student.tasks import TaskPlan
 
 __all__ = ["clear_generation_failed", "mark_generation_failed", "slice_group_counts", "streaming_student_data"]
 
 
-def slice_group_counts(records: Sequence[MCQRecord], shard_size: int) -> int:
-    """Groups the streaming dataset will yield: distinct question sources per slice.
+def slice_group_counts(records: Sequence[MCQRecord], shard_size: int, plan: TaskPlan) -> int:
+    """Groups the streaming dataset will yield, known before any rationale exists.
 
-    Groups are built per slice, so a question repeated in two slices is two groups,
-    exactly as the trainer will see them.
+    Groups are built per slice by the one builder, so a question repeated in two slices
+    is two groups, exactly as the trainer will see them. Rationale rows join their
+    question's group; self-evaluation groups (one per judged CoT) cannot be known up
+    front and are not counted.
     """
-    from tinyllm_ray.student.tasks import format_source
+    from tinyllm_ray.student.tasks import build_task_groups
 
-    total = 0
-    for start in range(0, len(records), shard_size):
-        total += len({format_source(r.question, r.choices, r.context) for r in records[start:start + shard_size]})
-    return total
+    return sum(len(build_task_groups(records[start:start + shard_size], [], plan).groups)
+               for start in range(0, len(records), shard_size))
 
 
 def streaming_student_data(
@@ -70,7 +71,7 @@ def streaming_student_data(
     train = slice_dataset(plan, train_records, shard_size, uri, wait={"poll_s": poll_s, "timeout_s": timeout_s},
                           fingerprint=data_fingerprint(train_records))
     val, n_val = validation_dataset(cfg, validation_records)
-    groups = slice_group_counts(train_records, shard_size)
+    groups = slice_group_counts(train_records, shard_size, plan)
     stats = {"streaming": True, "slices": -(-len(train_records) // shard_size), "shard_size": shard_size,
              "groups_per_stage": {0: groups}, "validation_rows": n_val, "store_uri": uri}
     if uri is not None:  # rows already in the store that this run leaves out (e.g. a dropped teacher)
