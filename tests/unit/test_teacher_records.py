@@ -6,9 +6,11 @@ import pytest
 
 from tinyllm_ray.config import FilterConfig
 from tinyllm_ray.data.schema import MCQRecord
-from tinyllm_ray.teachers.assembler import AssemblyError, ShardAssembler
-from tinyllm_ray.teachers.records import RECORD_COLUMNS, build_shard_records, judged_wrong, wrong_verdict
+from tinyllm_ray.store.keys import KeyContext
+from tinyllm_ray.store.schema import RECORD_COLUMNS
 from tinyllm_ray.store.stats import DROP_REASONS
+from tinyllm_ray.teachers.assembler import AssemblyError, ShardAssembler
+from tinyllm_ray.teachers.records import build_shard_records, judged_wrong, wrong_verdict
 
 VERDICTS = ["correct", "wrong", "uncertain"]
 EX = {
@@ -102,6 +104,21 @@ def test_self_evaluation_verdicts_drop_wrong_cots_but_keep_their_evaluations():
     assert judged_bad[0]["answer_match"] is False and judged_bad[0]["critique"] == "Sharks are fish."
     assert st.outputs == 6 and st.outputs == st.kept + sum(st.dropped.values())
     assert set(st.dropped) == set(DROP_REASONS)
+
+
+def test_every_stored_row_carries_its_record_key_and_provenance():
+    ctx = KeyContext("t", "tiny:llama", "sha256:" + "0" * 32, "v1", '{"seed":0}', '{"temperature":0}')
+    raw = [rat("q1", 0, "Thus, the answer is (b) whale.", n_evals=1), rat("q1", 1, "Thus, the answer is (a) shark."),
+           se("q1", 0, 0, "Verdict: correct")]
+    out = build_shard_records(raw, EX, "t", FilterConfig(), VERDICTS, key=ctx)
+    rows = out.rationale + out.self_eval
+    assert len(rows) == 3
+    for r in rows:
+        assert r["record_key"] == ctx.record_key(r["prompt_hash"], r["kind"], r["sample_idx"], r["eval_idx"])
+        assert (r["model"], r["model_revision"], r["template_version"]) == ("tiny:llama", ctx.model_revision, "v1")
+    assert len({r["record_key"] for r in rows}) == 3
+    plain = build_shard_records(raw, EX, "t", FilterConfig(), VERDICTS)  # no context: provenance stays null
+    assert all(r["record_key"] is None and r["model"] is None for r in plain.rationale)
 
 
 def test_assembler_completes_shards_only_when_all_outputs_arrived():

@@ -12,6 +12,7 @@ Importing this package imports neither Ray nor vLLM.
 """
 
 from tinyllm_ray.errors import StoreMismatchError
+from tinyllm_ray.store.keys import KeyContext, key_context_for, model_revision
 from tinyllm_ray.store.manifest import build_manifest
 from tinyllm_ray.store.schema import KINDS, RECORD_COLUMNS, RECORD_SCHEMA
 from tinyllm_ray.store.stats import DROP_REASONS, TeacherStats
@@ -31,11 +32,14 @@ __all__ = [
     "KINDS",
     "RECORD_COLUMNS",
     "RECORD_SCHEMA",
+    "KeyContext",
     "RationaleStore",
     "StoreMismatchError",
     "TeacherStats",
     "build_manifest",
     "is_uri",
+    "key_context_for",
+    "model_revision",
     "resolve_filesystem",
     "resolve_shard_size",
 ]

@@ -34,5 +34,10 @@ RECORD_SCHEMA = pa.schema([
     ("prompt_tokens", pa.int32()),
     ("output_tokens", pa.int32()),
     ("finish_reason", pa.string()),
+    # provenance (store/keys.py): what produced the row, content-addressed
+    ("record_key", pa.string()),
+    ("model", pa.string()),
+    ("model_revision", pa.string()),
+    ("template_version", pa.string()),
 ])
 RECORD_COLUMNS: tuple[str, ...] = tuple(RECORD_SCHEMA.names)

@@ -27,6 +27,7 @@ Why these rules:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -41,7 +42,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from tinyllm_ray.errors import StoreMismatchError, StreamingError
+from tinyllm_ray.errors import StoreMismatchError, StreamingError, UsageError
 from tinyllm_ray.store.schema import KINDS, RECORD_COLUMNS, RECORD_SCHEMA, STATS_METADATA_KEY  # noqa: F401
 from tinyllm_ray.store.stats import TeacherStats
 
@@ -54,6 +55,8 @@ _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss",
 DEFAULT_SHARD_SIZE = 64
 #: Marker left by a streaming ``run`` whose generation failed (readers stop waiting).
 GENERATION_FAILED = "GENERATION_FAILED"
+#: Lock file of the one writer of a local store (hidden: pyarrow and Ray Data ignore it).
+WRITER_LOCK = ".writer.lock"
 
 
 def is_uri(path: str) -> bool:
@@ -226,6 +229,36 @@ class RationaleStore:
     def finished_shards(self, teacher: str) -> set[int]:
         """Shards whose commit file (the rationale file) exists."""
         return set(self.shard_files(teacher, "rationale"))
+
+    @contextlib.contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """Hold the store's one-writer lock for the duration of a generation.
+
+        Why: two generations writing one store would race on the same shard names and
+        stats files (and one's cleanup of temporary files would delete the other's).
+        Local/POSIX stores take ``<root>/.writer.lock`` with ``filelock`` (released by the
+        OS if the process dies); a second writer fails at once with :class:`UsageError`.
+        Object and in-memory stores have no portable lock: one writer is by convention.
+        """
+        if not isinstance(self.fs, pafs.LocalFileSystem):
+            log.info("store %s: one writer at a time by convention (no lock on this filesystem)", self.uri)
+            yield
+            return
+        from filelock import FileLock, Timeout
+
+        os.makedirs(self.root, exist_ok=True)
+        lock = FileLock(os.path.join(self.root, WRITER_LOCK), timeout=0, thread_local=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise UsageError(
+                f"rationale store {self.uri} is being written by another generation (lock {lock.lock_file} is "
+                "held); wait for it to finish, or write to another store (runtime.run_name or runtime.store_uri)"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def remove_temporary_files(self, teacher: str) -> int:
         """Delete leftovers of a killed writer (one writer per store at a time)."""

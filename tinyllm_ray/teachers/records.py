@@ -35,7 +35,7 @@ from tinyllm_ray.config import FilterConfig
 from tinyllm_ray.data.schema import MCQRecord
 from tinyllm_ray.evaluate import normalize_answer
 from tinyllm_ray.prompts import parse_answer, parse_verdict
-from tinyllm_ray.store.schema import RECORD_COLUMNS  # noqa: F401 (the store owns the columns)
+from tinyllm_ray.store.keys import KeyContext
 from tinyllm_ray.store.stats import TeacherStats
 
 #: Columns the engine returns for every generated output (see ``engine.py``).
@@ -84,13 +84,17 @@ def build_shard_records(
     filt: FilterConfig,
     verdicts: Sequence[str],
     *,
+    key: KeyContext | None = None,
     self_eval_prompts: int | None = None,
 ) -> ShardRecords:
     """Parse, filter and count one shard's raw outputs.
 
     ``examples`` maps example id -> record (the gold answer never travels through the
-    engine). ``self_eval_prompts`` defaults to the number of CoTs that asked for
-    self-evaluations (one request with ``n = evals_per_cot`` each).
+    engine). ``key`` (from ``store.keys.key_context_for``) fills every row's provenance
+    columns (``record_key``, ``model``, ``model_revision``, ``template_version``); without
+    it they stay null (callers that know no model, e.g. unit tests of the filters).
+    ``self_eval_prompts`` defaults to the number of CoTs that asked for self-evaluations
+    (one request with ``n = evals_per_cot`` each).
     """
     stats = TeacherStats(teacher=teacher, shards=1)
     out = ShardRecords(stats=stats)
@@ -119,8 +123,8 @@ def build_shard_records(
         parsed = parse_answer(text, ex.choices) if text else None
         parsed_text = parsed.text if parsed else None
         match = _answers_match(parsed_text, ex.answer)
-        key = (r["example_id"], int(r["sample_idx"]))
-        cot_info[key] = (text, parsed_text, match)
+        cot = (r["example_id"], int(r["sample_idx"]))
+        cot_info[cot] = (text, parsed_text, match)
         reason = None
         if len(text) < min_chars and filt.drop_empty:
             reason = "empty"
@@ -128,7 +132,7 @@ def build_shard_records(
             reason = "unparsable"
         elif filt.require_answer_match and match is not True:
             reason = "answer_mismatch"
-        elif filt.drop_verdict_wrong and judged_wrong(votes.get(key, []), wrong):
+        elif filt.drop_verdict_wrong and judged_wrong(votes.get(cot, []), wrong):
             reason = "verdict_wrong"
         _count(rs, r)
         if reason:
@@ -136,7 +140,7 @@ def build_shard_records(
             stats.note_drop(f"rationale:{reason}", text)
             continue
         rs.kept += 1
-        out.rationale.append(_record(r, teacher, ex, rationale=text, parsed=parsed_text, match=match))
+        out.rationale.append(_record(r, teacher, ex, key, rationale=text, parsed=parsed_text, match=match))
 
     # --- self-evaluations
     ss = stats.kind("self_eval")
@@ -160,7 +164,7 @@ def build_shard_records(
         ex = examples[r["example_id"]]
         cot, parsed_text, match = cot_info.get((r["example_id"], int(r["sample_idx"])), ("", None, None))
         out.self_eval.append(_record(
-            r, teacher, ex, rationale=cot, parsed=parsed_text, match=match,
+            r, teacher, ex, key, rationale=cot, parsed=parsed_text, match=match,
             verdict=verdict, critique=critique if critique is not None else text,
         ))
     stats.generation_seconds = float(sum(float(r.get("gen_seconds") or 0.0) for r in raw))
@@ -183,6 +187,7 @@ def _record(
     r: Mapping[str, Any],
     teacher: str,
     ex: MCQRecord,
+    key: KeyContext | None,
     *,
     rationale: str,
     parsed: str | None,
@@ -210,4 +215,7 @@ def _record(
         "prompt_tokens": int(r["prompt_tokens"]),
         "output_tokens": int(r["output_tokens"]),
         "finish_reason": r["finish_reason"],
+        "record_key": (key.record_key(r["prompt_hash"], r["kind"], int(r["sample_idx"]), int(r["eval_idx"]))
+                       if key is not None else None),
+        **(key.columns() if key is not None else dict.fromkeys(("model", "model_revision", "template_version"))),
     }
