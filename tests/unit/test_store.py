@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import json
 
+import pyarrow.fs as pafs
 import pytest
 
 from tinyllm_ray.config import JobConfig, TeacherConfig
 from tinyllm_ray.data.schema import MCQRecord
-from tinyllm_ray.store.manifest import build_manifest, data_fingerprint
-from tinyllm_ray.store.stats import KindStats, TeacherStats, format_table, total
-from tinyllm_ray.store.store import (
-    RECORD_SCHEMA,
-    RationaleStore,
-    StoreMismatchError,
+from tinyllm_ray.errors import InternalError, StoreMismatchError, StreamingError
+from tinyllm_ray.store import FAILED_SCHEMA, RECORD_SCHEMA, STORED_KINDS, RationaleStore, resolve_filesystem
+from tinyllm_ray.store.layout import StoreLayout, is_temporary, shard_index, temporary_path
+from tinyllm_ray.store.manifest import (
+    MANIFEST_VERSION,
+    RESOURCE_FIELDS,
+    build_manifest,
+    data_fingerprint,
     manifest_conflicts,
-    resolve_filesystem,
 )
+from tinyllm_ray.store.stats import KindStats, StatsError, TeacherStats, format_table, total
 
 
 def row(ex: str, kind: str = "rationale", s: int = 0, e: int = -1) -> dict:
@@ -159,3 +162,153 @@ def test_markers_and_has_file_for_readers_of_a_growing_store(tmp_path):
     assert not store.has_marker("GENERATION_FAILED")
     with pytest.raises(ValueError):
         store.marker_path("../escape")
+
+
+# --------------------------------------------------------------------------- failed generations
+
+
+def failed_row(ex: str, s: int = 0, e: int = -1, error: str = "engine died") -> dict:
+    return row(ex, "failed", s, e) | {"rationale": None, "error": error}
+
+
+def shard_stats_with_failures(kept: int, failed: int) -> TeacherStats:
+    st = shard_stats(kept)
+    st.kinds["rationale"].failed = failed
+    return st
+
+
+def test_failed_rows_have_their_own_partition_stats_and_reader(tmp_path):
+    store = RationaleStore(str(tmp_path))
+    store.write_shard("llama", 0, [row("q1")], None, shard_stats_with_failures(1, 2),
+                      failed=[failed_row("q2", 0), failed_row("q2", 1, error="timeout")])
+    store.write_shard("llama", 1, [row("q3")], None, shard_stats(1))
+    assert (tmp_path / "records/teacher=llama/kind=failed/shard-00000.parquet").is_file()
+    failed = store.failed_rows("llama")
+    assert failed.schema == FAILED_SCHEMA and failed.num_rows == 2
+    assert failed.column("error").to_pylist() == ["engine died", "timeout"]
+    assert set(failed.column("kind").to_pylist()) == {"failed"}
+    # student readers never see them
+    assert store.read_table("rationale").num_rows == 2
+    assert store.row_counts() == {("llama", "rationale"): 2, ("llama", "self_eval"): 0}
+    assert store.row_counts(kinds=STORED_KINDS)[("llama", "failed")] == 2
+    assert store.read_shard("llama", "failed", 1).num_rows == 0
+    agg = total("llama", store.shard_stats("llama").values())
+    assert agg.failed == 2 and agg.to_dict()["failed"] == 2 and agg.outputs == agg.kept + sum(agg.dropped.values())
+    assert "failed" in format_table([agg]).splitlines()[0]
+    assert failed_rows_ok(store.failed_rows("nobody"))
+
+
+def failed_rows_ok(table) -> bool:
+    return table.num_rows == 0 and table.schema == FAILED_SCHEMA
+
+
+def test_failed_rows_must_match_the_statistics_and_a_rewrite_clears_them(tmp_path):
+    store = RationaleStore(str(tmp_path))
+    with pytest.raises(StatsError, match="1 failed rows but the statistics count 0") as e:
+        store.write_shard("t", 0, [row("q1")], None, shard_stats(1), failed=[failed_row("q2")])
+    assert isinstance(e.value, InternalError) and not store.finished_shards("t")
+    store.write_shard("t", 0, [row("q1")], None, shard_stats_with_failures(1, 1), failed=[failed_row("q2")])
+    store.write_shard("t", 0, [row("q1"), row("q2")], None, shard_stats(2))  # a retry that succeeded
+    assert store.failed_rows("t").num_rows == 0 and store.read_table().num_rows == 2
+    (tmp_path / "records/teacher=t/kind=failed").mkdir(exist_ok=True)
+    (tmp_path / "records/teacher=t/kind=failed/.shard-00003.parquet.x.tmp").write_bytes(b"partial")
+    assert store.remove_temporary_files("t") == 1
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+@pytest.mark.parametrize("change", [
+    {"resources": {"teacher_node": 1.0}}, {"replicas": 3}, {"num_cpus": 4}, {"batch_size": 5},
+    {"gpu_memory_utilization": 0.5}, {"kv_cache_space_gib": 8}, {"tensor_parallel_size": 2},
+])
+def test_output_neutral_teacher_fields_never_cause_a_mismatch(tmp_path, change):
+    store = RationaleStore(str(tmp_path))
+    store.open_manifest(build_manifest(cfg(), "train", RECS, 2))
+    store.open_manifest(build_manifest(cfg(**change), "train", RECS, 2))
+    assert set(change) <= RESOURCE_FIELDS
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"dtype": "bfloat16"}, "dtype"), ({"model": "/m/other"}, "model"), ({"prompt_style": "cot"}, "prompt_style"),
+    ({"sampling": {"seed": 7}}, "sampling.seed"), ({"engine_kwargs": {"enforce_eager": True}}, "engine_kwargs"),
+])
+def test_output_changing_teacher_fields_are_named_in_the_mismatch(tmp_path, change, field):
+    store = RationaleStore(str(tmp_path))
+    store.open_manifest(build_manifest(cfg(), "train", RECS, 2))
+    with pytest.raises(StoreMismatchError, match=rf"teacher 'llama' changed \({field}"):
+        store.open_manifest(build_manifest(cfg(**change), "train", RECS, 2))
+
+
+def test_a_store_of_another_format_version_is_refused(tmp_path):
+    store = RationaleStore(str(tmp_path))
+    old = build_manifest(cfg(), "train", RECS, 2) | {"version": 1}
+    store.write_manifest(old)
+    assert MANIFEST_VERSION == 2
+    with pytest.raises(StoreMismatchError, match="store format version 1 != 2.*delete the store"):
+        store.open_manifest(build_manifest(cfg(), "train", RECS, 2))
+
+
+# --------------------------------------------------------------------------- one code path for every URI
+
+
+@pytest.fixture(params=["memory", "file"])
+def uri(request, tmp_path):
+    if request.param == "memory":
+        return f"memory://tinyllm-store-test/{tmp_path.name}/store"
+    return f"file://{tmp_path}/store"
+
+
+def test_local_and_fsspec_uris_share_one_code_path(uri):
+    store = RationaleStore(uri)
+    assert not store.object_store and not store.exists()
+    assert isinstance(store.fs, pafs.PyFileSystem if uri.startswith("memory") else pafs.LocalFileSystem)
+    with store.writer_lock():
+        store.open_manifest(build_manifest(cfg(), "train", RECS, 2))
+        store.remove_temporary_files("llama")
+        store.write_shard("llama", 0, [row("q0"), row("q1")], [row("q0", "self_eval", 0, 0)],
+                          shard_stats_with_failures(2, 1), failed=[failed_row("q1", 1)])
+        store.write_shard("llama", 2, [row("q4")], [], shard_stats(1))
+        store.write_stats(total("llama", store.shard_stats("llama").values()))
+    again = RationaleStore(uri)  # a reader in the same process, e.g. the trainer
+    assert again.exists() and again.read_manifest()["version"] == MANIFEST_VERSION
+    assert again.teachers() == ["llama"] and again.finished_shards("llama") == {0, 2}
+    assert sorted(again.shard_files("llama")) == [0, 2]
+    assert again.row_counts(["llama"]) == {("llama", "rationale"): 3, ("llama", "self_eval"): 1}
+    assert again.read_table().column("example_id").to_pylist() == ["q0", "q1", "q4"]
+    assert again.read_shard("llama", "rationale", 2, ["example_id"]).to_pylist() == [{"example_id": "q4"}]
+    batches = list(again.iter_batches("llama", "rationale", ["example_id", "record_key", "nope"]))
+    assert sum(b.num_rows for b in batches) == 3 and batches[0].schema.names == ["example_id", "record_key"]
+    assert again.failed_rows("llama").column("example_id").to_pylist() == ["q1"]
+    assert again.read_stats("llama").failed == 1 and again.read_stats("llama").kept == 3
+    assert again.shard_ready(["llama"], 2) == {"llama": True} and again.shard_ready(["llama"], 1) == {"llama": False}
+    again.wait_for_shard(["llama"], 0, poll_s=0.01, timeout_s=1)
+    again.mark_generation_failed("teacher 'llama' failed: boom")
+    with pytest.raises(StreamingError, match="boom"):
+        again.wait_for_shard(["llama"], 1, poll_s=0.01, timeout_s=5)
+    again.clear_generation_failed()
+    with pytest.raises(StreamingError, match=r"shard 1 of teacher\(s\) \['llama'\] not written"):
+        again.wait_for_shard(["llama"], 1, poll_s=0.01, timeout_s=0.05)
+
+
+def test_store_contracts_are_defined_once():
+    from tinyllm_ray import store as pkg
+    from tinyllm_ray.store import layout, schema, stats
+
+    assert stats.KINDS is schema.KINDS and pkg.KINDS is schema.KINDS
+    assert pkg.DEFAULT_SHARD_SIZE == layout.DEFAULT_SHARD_SIZE
+    assert pkg.resolve_shard_size(None, None, [100]) == (100, pkg.resolve_shard_size(None, None, [1])[1])
+    assert schema.schema_for("failed") is FAILED_SCHEMA and schema.schema_for("rationale") is RECORD_SCHEMA
+    with pytest.raises(ValueError, match="unknown record kind"):
+        schema.schema_for("dropped")
+
+
+def test_layout_paths_and_names():
+    lay = StoreLayout("/r")
+    assert lay.shard_path("t", "failed", 7) == "/r/records/teacher=t/kind=failed/shard-00007.parquet"
+    assert lay.stats_path("t") == "/r/stats/t.json" and lay.manifest_path == "/r/manifest.json"
+    assert lay.writer_lock_path == "/r/.writer.lock" and StoreLayout("/").join("a") == "/a"
+    assert shard_index("shard-00012.parquet") == 12 and shard_index(".shard-00012.parquet.ab.tmp") is None
+    tmp = temporary_path("/r/x/shard-00001.parquet")
+    assert tmp.startswith("/r/x/.shard-00001.parquet.") and is_temporary(tmp.rsplit("/", 1)[1])
+    assert StoreLayout.teacher_of("teacher=a=b") == "a=b" and StoreLayout.teacher_of("other") is None

@@ -137,3 +137,31 @@ def test_assembler_rejects_too_many_rationales():
     a = ShardAssembler({0: 1})
     with pytest.raises(AssemblyError):
         a.add([rat("q1", 0, "x") | {"shard": 0}, rat("q1", 1, "y") | {"shard": 0}])
+
+
+def test_failed_generations_are_counted_and_become_failed_rows():
+    ctx = KeyContext("t", "tiny:llama", "sha256:" + "1" * 32, "v1", "{}", "{}")
+    ok = "Thus, the answer is (b) whale."
+    raw = [
+        rat("q1", 0, ok, n_evals=2),
+        rat("q1", 1, "") | {"error": "engine died: OOM", "output_tokens": None, "finish_reason": None},
+        rat("q2", 0, "3 plus 4 is 7. Thus, the answer is 7."),
+        se("q1", 0, 0, "Verdict: correct"),
+        se("q1", 0, 1, "") | {"error": "timeout"},
+    ]
+    out = build_shard_records(raw, EX, "t", FilterConfig(), VERDICTS, key=ctx)
+    st = out.stats
+    r, s = st.kinds["rationale"], st.kinds["self_eval"]
+    assert (r.prompts, r.outputs, r.kept, r.failed) == (2, 2, 2, 1)
+    assert (s.prompts, s.outputs, s.kept, s.failed) == (1, 1, 1, 1)
+    assert st.failed == 2 and st.outputs == st.kept + sum(st.dropped.values())
+    assert st.to_dict()["failed"] == 2 and st.to_dict()["by_kind"]["rationale"]["failed"] == 1
+    by_eval = {x["eval_idx"]: x for x in out.failed}
+    assert set(by_eval) == {-1, 1} and all(x["kind"] == "failed" for x in out.failed)
+    cot_fail, se_fail = by_eval[-1], by_eval[1]
+    assert cot_fail["error"] == "engine died: OOM" and cot_fail["rationale"] is None
+    assert cot_fail["output_tokens"] == 0 and cot_fail["sample_idx"] == 1
+    # the key of the generation that failed: a successful retry gets the same key
+    assert cot_fail["record_key"] == ctx.record_key("hq1", "rationale", 1, -1)
+    assert se_fail["rationale"] == ok and se_fail["record_key"] == ctx.record_key("seq1", "self_eval", 0, 1)
+    assert tuple(cot_fail)[:-1] == RECORD_COLUMNS and tuple(cot_fail)[-1] == "error"

@@ -18,6 +18,10 @@ self_eval rows
     ``empty``            no critique text at all (drop_empty)
     ``unparsable``       ``parse_verdict`` finds no configured verdict (drop_unparsable)
 
+failed rows (a raw row with a non-empty ``error``: the engine could not generate it)
+    not an output: counted under ``failed`` of its kind and stored as a ``failed`` row
+    (with the error, and the record key of the generation that failed) for a retry
+
 Self-evaluations are kept independently of their CoT: a wrong CoT correctly judged
 "wrong" is exactly the training signal Mind's Mirror's self-evaluation stage needs.
 For ``self_eval`` rows ``rationale``/``parsed_answer``/``answer_match`` describe the CoT
@@ -36,9 +40,11 @@ from tinyllm_ray.data.schema import MCQRecord
 from tinyllm_ray.evaluate import normalize_answer
 from tinyllm_ray.prompts import parse_answer, parse_verdict
 from tinyllm_ray.store.keys import KeyContext
+from tinyllm_ray.store.schema import FAILED_KIND
 from tinyllm_ray.store.stats import TeacherStats
 
-#: Columns the engine returns for every generated output (see ``engine.py``).
+#: Columns the engine returns for every generated output (see ``engine.py``); an optional
+#: ``error`` column (non-empty: the generation failed) makes that row a ``failed`` record.
 RAW_COLUMNS: tuple[str, ...] = (
     "kind", "example_id", "split", "shard", "sample_idx", "eval_idx", "prompt_hash", "text",
     "prompt_tokens", "output_tokens", "finish_reason", "gen_seconds", "n_evals",
@@ -64,10 +70,11 @@ def judged_wrong(votes: Sequence[str], wrong: str) -> bool:
 
 @dataclass
 class ShardRecords:
-    """What one shard contributes to the store: kept rows per kind and the statistics."""
+    """What one shard contributes to the store: kept rows per kind, failed rows and the statistics."""
 
     rationale: list[dict[str, Any]] = field(default_factory=list)
     self_eval: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
     stats: TeacherStats | None = None
 
 
@@ -101,8 +108,8 @@ def build_shard_records(
     wrong = wrong_verdict(verdicts)
     min_chars = max(1, filt.min_rationale_chars)
 
-    rat_rows = [r for r in raw if r["kind"] == "rationale"]
-    se_rows = [r for r in raw if r["kind"] == "self_eval"]
+    rat_rows = [r for r in raw if r["kind"] == "rationale" and not r.get("error")]
+    se_rows = [r for r in raw if r["kind"] == "self_eval" and not r.get("error")]
 
     # --- self-evaluations first: their verdicts feed the rationale filter.
     votes: dict[tuple[str, int], list[str]] = {}
@@ -116,7 +123,7 @@ def build_shard_records(
     # --- rationales
     cot_info: dict[tuple[str, int], tuple[str, str | None, bool | None]] = {}
     rs = stats.kind("rationale")
-    rs.prompts = len({r["example_id"] for r in rat_rows})
+    rs.prompts = len({r["example_id"] for r in raw if r["kind"] == "rationale"})
     for r in rat_rows:
         ex = examples[r["example_id"]]
         text: str = r["text"] or ""
@@ -167,6 +174,15 @@ def build_shard_records(
             r, teacher, ex, key, rationale=cot, parsed=parsed_text, match=match,
             verdict=verdict, critique=critique if critique is not None else text,
         ))
+    # --- generations that failed: no output, one row each for a later retry
+    for r in raw:
+        if r.get("error"):
+            stats.kind(r["kind"]).failed += 1
+            cot, parsed_text, match = cot_info.get((r["example_id"], int(r["sample_idx"])), (None, None, None))
+            if r["kind"] == "rationale":
+                cot, parsed_text, match = None, None, None
+            row = _record(r, teacher, examples[r["example_id"]], key, rationale=cot, parsed=parsed_text, match=match)
+            out.failed.append({**row, "kind": FAILED_KIND, "error": str(r["error"])})
     stats.generation_seconds = float(sum(float(r.get("gen_seconds") or 0.0) for r in raw))
     stats.check()
     return out
@@ -189,7 +205,7 @@ def _record(
     ex: MCQRecord,
     key: KeyContext | None,
     *,
-    rationale: str,
+    rationale: str | None,
     parsed: str | None,
     match: bool | None,
     verdict: str | None = None,
@@ -212,9 +228,9 @@ def _record(
         "answer_match": match,
         "verdict": verdict,
         "critique": critique,
-        "prompt_tokens": int(r["prompt_tokens"]),
-        "output_tokens": int(r["output_tokens"]),
-        "finish_reason": r["finish_reason"],
+        "prompt_tokens": int(r.get("prompt_tokens") or 0),
+        "output_tokens": int(r.get("output_tokens") or 0),
+        "finish_reason": r.get("finish_reason"),
         "record_key": (key.record_key(r["prompt_hash"], r["kind"], int(r["sample_idx"]), int(r["eval_idx"]))
                        if key is not None else None),
         **(key.columns() if key is not None else dict.fromkeys(("model", "model_revision", "template_version"))),
