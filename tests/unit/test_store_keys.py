@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tinyllm_ray.config import JobConfig, TeacherConfig
 from tinyllm_ray.errors import UsageError, UserError
 from tinyllm_ray.store import keys
-from tinyllm_ray.store.keys import KeyContext, key_context_for, model_revision
+from tinyllm_ray.store.keys import KeyContext, canonical_json, key_context_for, model_revision
 from tinyllm_ray.store.store import RationaleStore
 
 
@@ -98,3 +100,18 @@ def test_writer_lock_is_by_convention_on_object_like_stores(caplog):
     with RationaleStore("memory://lock-test/s").writer_lock(), RationaleStore("memory://lock-test/s").writer_lock():
         pass
     assert "by convention" in caplog.text
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=5), st.integers() | st.floats(allow_nan=False) | st.text(),
+                       max_size=5))
+def test_canonical_json_ignores_key_order(d):
+    assert canonical_json(d) == canonical_json(dict(reversed(list(d.items()))))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.text(max_size=8), st.sampled_from(["rationale", "self_eval"]),
+                          st.integers(0, 3), st.integers(-1, 3)), min_size=2, max_size=8, unique=True))
+def test_distinct_outputs_get_distinct_keys(outputs):
+    ctx = KeyContext("t", "m", "hub:m", "v1", "{}", "{}")
+    assert len({ctx.record_key(*o) for o in outputs}) == len(outputs)

@@ -41,7 +41,7 @@ from tinyllm_ray.evaluate import normalize_answer
 from tinyllm_ray.prompts import parse_answer, parse_verdict
 from tinyllm_ray.store.keys import KeyContext
 from tinyllm_ray.store.schema import FAILED_KIND
-from tinyllm_ray.store.stats import TeacherStats
+from tinyllm_ray.store.stats import KindStats, TeacherStats
 
 #: Columns the engine returns for every generated output (see ``engine.py``); an optional
 #: ``error`` column (non-empty: the generation failed) makes that row a ``failed`` record.
@@ -188,7 +188,7 @@ def build_shard_records(
     return out
 
 
-def _count(k, r: Mapping[str, Any]) -> None:
+def _count(k: KindStats, r: Mapping[str, Any]) -> None:
     k.outputs += 1
     k.output_tokens += int(r["output_tokens"])
     # a request with n samples is one prompt: count its prompt tokens once (sample 0 / eval 0)
