@@ -18,9 +18,15 @@ module (read it for the *why*):
 
 from __future__ import annotations
 
-from tinyllm_ray.store.manifest import StoreManifest
-from tinyllm_ray.store.markers import StoreMarkers
+# Re-exported (defined in their own modules) for code written against the one-module store;
+# new code imports them from ``tinyllm_ray.store``.
+from tinyllm_ray.errors import StoreMismatchError
+from tinyllm_ray.store.fs import is_uri, resolve_filesystem
+from tinyllm_ray.store.layout import DEFAULT_SHARD_SIZE, resolve_shard_size
+from tinyllm_ray.store.manifest import StoreManifest, manifest_conflicts
+from tinyllm_ray.store.markers import GENERATION_FAILED, StoreMarkers
 from tinyllm_ray.store.reader import StoreReader
+from tinyllm_ray.store.schema import KINDS, RECORD_COLUMNS, RECORD_SCHEMA
 from tinyllm_ray.store.writer import StoreWriter
 
 
@@ -33,4 +39,16 @@ class RationaleStore(StoreReader, StoreWriter, StoreMarkers, StoreManifest):
     """
 
 
-__all__ = ["RationaleStore"]
+__all__ = [
+    "DEFAULT_SHARD_SIZE",
+    "GENERATION_FAILED",
+    "KINDS",
+    "RECORD_COLUMNS",
+    "RECORD_SCHEMA",
+    "RationaleStore",
+    "StoreMismatchError",
+    "is_uri",
+    "manifest_conflicts",
+    "resolve_filesystem",
+    "resolve_shard_size",
+]
