@@ -11,8 +11,8 @@ Front door (everything else is internals with its own module docstring)::
 Importing this package imports neither Ray nor vLLM.
 """
 
+from tinyllm_ray.store import RECORD_SCHEMA, RationaleStore, StoreMismatchError
 from tinyllm_ray.store.stats import DROP_REASONS, TeacherStats
-from tinyllm_ray.store.store import RECORD_SCHEMA, RationaleStore, StoreMismatchError
 from tinyllm_ray.teachers.engine import EngineSpec, TeacherEngine, TeacherStartupError
 from tinyllm_ray.teachers.pipeline import DEFAULT_SHARD_SIZE, GenerationRun, committed_stats, run_generation
 from tinyllm_ray.teachers.placement import (
