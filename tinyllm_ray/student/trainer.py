@@ -162,8 +162,11 @@ def build_trainer(
     from tinyllm_ray.student.collate import CollateSpec, TaskCollator
     from tinyllm_ray.student.data import prepare_student_data, steps_per_stage
     from tinyllm_ray.student.model import StudentFormat, detect_arch, prefix_side_for, resolve_student_path
+    from tinyllm_ray.student.store_checks import check_store_ready
     from tinyllm_ray.student.tasks import TaskPlan
 
+    if data is None:  # a store that cannot feed this config fails before the model and tokenizer load
+        check_store_ready(cfg, store_uri=store_uri)
     tcfg = cfg.train
     model_path = resolve_student_path(cfg.student)
     arch = detect_arch(model_path, cfg.student.arch, cfg.student.trust_remote_code)
