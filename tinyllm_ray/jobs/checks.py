@@ -53,29 +53,28 @@ def check_store(cfg: JobConfig, paths: RunPaths) -> None:
 
 def check_eval(cfg: JobConfig, paths: RunPaths, *, model: str | None, split: str | None,
                teacher: str | None) -> str:
-    """What ``eval`` will score, checked: the teacher exists, the split exists, the model folder exists.
+    """What ``eval`` will score, checked: the teacher, the split, the student folder exist.
 
     Returns the split to evaluate. Loads the dataset's splits (cheap next to a model
     load, and needed to name the available ones).
     """
     from tinyllm_ray.data.loader import load_splits
 
-    if teacher is not None:
-        names = [t.name for t in cfg.teachers]
-        if teacher not in names:
-            raise UsageError(f"--teacher {teacher}: no such teacher in this config; teachers are "
-                             f"{', '.join(names) or 'none'} (or add it under teachers:)")
-    elif model is not None:
-        if _names_local_folder(model) and not os.path.isdir(os.path.expanduser(model)):
-            raise UsageError(f"--model {model}: no such folder (a Hugging Face model folder, e.g. <run>/student)")
-    elif not os.path.isdir(paths.student):
-        raise UsageError(f"no trained student at {paths.student}; run `tinyllm-ray train` first or pass "
-                         "--model PATH")
+    names = [t.name for t in cfg.teachers]
+    if teacher is not None and teacher not in names:
+        raise UsageError(f"--teacher {teacher}: no such teacher in this config; teachers are "
+                         f"{', '.join(names) or 'none'} (or add it under teachers:)")
     split = split or cfg.eval.split
-    available = load_splits(cfg.data).splits
+    available = list(load_splits(cfg.data).splits)
     if split not in available:
         raise UsageError(f"the dataset has no {split!r} split (available: {', '.join(available) or 'none'}); "
                          f"pass --split {' or --split '.join(available)}, or add data.files.{split}")
+    if teacher is None and model is not None:
+        if _names_local_folder(model) and not os.path.isdir(os.path.expanduser(model)):
+            raise UsageError(f"--model {model}: no such folder (a Hugging Face model folder, e.g. <run>/student)")
+    elif teacher is None and not os.path.isdir(paths.student):
+        raise UsageError(f"no trained student at {paths.student}; run `tinyllm-ray train` first or pass "
+                         "--model PATH")
     return split
 
 

@@ -190,6 +190,7 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
 
     A config streaming cannot train is refused before anything starts (``check_runnable``).
     """
+    check_runnable(cfg)
     # transformers resolves a path against the working directory while it is imported
     # (transformers/utils/auto_docstring.py). Under `ray job submit --working-dir` that
     # directory is Ray's copy, which Ray may garbage-collect while the job still runs
@@ -204,7 +205,6 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
     from tinyllm_ray.student.evaluate_model import evaluate_student
 
     t0 = time.time()
-    check_runnable(cfg)
     paths = RunPaths.of(cfg)
     cfg = paths.pin(cfg)
     init_ray(cfg.runtime)
