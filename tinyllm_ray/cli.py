@@ -54,7 +54,9 @@ def _job(name: str) -> Callable[[JobConfig, argparse.Namespace], int]:
 
         fn = getattr(jobs, name)
         report = fn(cfg, model=args.model, split=args.split, teacher=args.teacher) if name == "evaluate" else fn(cfg)
-        print(json.dumps(report, indent=2, default=str))
+        print(json.dumps(report, indent=2, default=str), flush=True)
+        for what, where in (report.get("paths") or {}).items():  # the job's last lines: where to look
+            log.info("%s: %s", what, where)
         return 0
 
     return cmd

@@ -13,7 +13,7 @@ from typing import Any
 
 from tinyllm_ray.paths import RunPaths
 
-__all__ = ["render_markdown", "where_lines", "write_report"]
+__all__ = ["render_markdown", "write_report"]
 
 
 def write_report(report: dict[str, Any], paths: RunPaths, markdown: str) -> dict[str, str]:
@@ -35,11 +35,6 @@ def write_report(report: dict[str, Any], paths: RunPaths, markdown: str) -> dict
             with fs.open_output_stream(path) as f:
                 f.write(text.encode())
     return {"json": paths.report_json, "markdown": paths.report_md}
-
-
-def where_lines(paths: RunPaths) -> list[str]:
-    """The lines that end a job's log: where the student, the store and the report are."""
-    return [f"{what}: {where}" for what, where in paths.describe().items()]
 
 
 def render_markdown(r: dict[str, Any]) -> str:

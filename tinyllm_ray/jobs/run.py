@@ -28,7 +28,7 @@ from typing import Any
 from tinyllm_ray.config import JobConfig
 from tinyllm_ray.errors import StreamingError, UserError
 from tinyllm_ray.jobs.checks import check_runnable
-from tinyllm_ray.jobs.report import render_markdown, where_lines, write_report
+from tinyllm_ray.jobs.report import render_markdown, write_report
 from tinyllm_ray.paths import RunPaths
 
 __all__ = ["first_step_time", "one_line", "run_failure", "run_pipeline", "task_losses"]
@@ -264,6 +264,4 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
         "overlap": overlap,
     }
     report["report_files"] = write_report(report, paths, render_markdown(report))
-    for line in where_lines(paths):
-        log.info("%s", line)
     return report

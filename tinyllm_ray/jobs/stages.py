@@ -9,19 +9,15 @@ pre-flight checks (``checks.py``) before Ray starts.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from tinyllm_ray.config import JobConfig
 from tinyllm_ray.jobs.checks import check_eval, check_store
-from tinyllm_ray.jobs.report import where_lines
 from tinyllm_ray.jobs.run import run_pipeline
 from tinyllm_ray.paths import RunPaths
 from tinyllm_ray.runtime import init_ray
 
 __all__ = ["evaluate", "generate", "run", "train", "tune"]
-
-log = logging.getLogger(__name__)
 
 
 def generate(cfg: JobConfig) -> dict[str, Any]:
@@ -32,7 +28,7 @@ def generate(cfg: JobConfig) -> dict[str, Any]:
     cfg = paths.pin(cfg)
     init_ray(cfg.runtime)
     report = run_generation(cfg, shard_size=cfg.runtime.store_shard_size).to_dict()
-    log.info("store: %s", paths.store)
+    report["paths"] = {"store": paths.store}
     return report
 
 
@@ -45,8 +41,7 @@ def train(cfg: JobConfig) -> dict[str, Any]:
     cfg = paths.pin(cfg)
     init_ray(cfg.runtime)
     report = run_training(cfg).to_dict()
-    for line in where_lines(paths)[:2]:
-        log.info("%s", line)
+    report["paths"] = {"student": report["model_dir"] or paths.student, "store": paths.store}
     return report
 
 
