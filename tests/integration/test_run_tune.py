@@ -87,3 +87,23 @@ def test_second_run_reuses_the_store_and_reports(stored):
     assert "loss_answer" in report["training"]["task_losses"]
     assert Path(report["report_files"]["markdown"]).read_text().startswith("# tinyllm-ray run `rt`")
     assert Path(report["student"], "config.json").is_file()
+
+
+def test_run_shows_the_saved_generation_failure(stored, tmp_path):
+    """A teacher that cannot start: the run fails with the generation's own message (the one
+    saved in the store's marker, which also stopped the waiting slice readers), not with a
+    slice timeout or Ray Train's wrapped traceback."""
+    from tinyllm_ray.errors import StreamingError
+    from tinyllm_ray.jobs.run import run_pipeline
+    from tinyllm_ray.store import RationaleStore
+
+    cfg, _ = stored
+    raw = cfg.model_dump(mode="json")
+    raw["teachers"][0]["model"] = str(tmp_path / "no-such-model")
+    raw["runtime"].update({"storage_path": str(tmp_path / "runs"), "run_name": "fails", "store_uri": None})
+    bad = validate_config(raw)
+    with pytest.raises(StreamingError) as info:
+        run_pipeline(bad)
+    saved = RationaleStore(bad.runtime.resolved_store_uri).generation_failure()
+    assert saved is not None and "no-such-model" in saved and "does not exist" in saved
+    assert str(info.value).startswith(f"generation failed: {saved}")

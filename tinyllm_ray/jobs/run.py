@@ -66,6 +66,8 @@ class _GenerationThread:
         self.started = time.time()
         try:
             self._gen = GenerationRun(self.cfg, shard_size=self.shard_size)
+            if self._cancelled.is_set():  # training failed before generation got going
+                return
             for _ in self._gen:
                 self.shard_times.append(time.time())
                 if self._cancelled.is_set():
