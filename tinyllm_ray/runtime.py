@@ -20,6 +20,33 @@ log = logging.getLogger(__name__)
 _BASE_ENV = {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
 
 
+def import_package_now() -> int:
+    """Import every module of tinyllm_ray (and transformers) now; returns how many.
+
+    Why, before joining a cluster: under ``ray job submit --working-dir`` the driver runs
+    from Ray's copy of the working dir, and Ray may delete and re-extract that copy while
+    the job runs (seen right after ``ray.init`` with two nodes on one host, which share
+    the copy). A module imported lazily in that window fails (``FileNotFoundError`` or
+    ``No module named tinyllm_ray.student.loop``), and so does ``import transformers``
+    once the directory is gone (it resolves a path against the working directory). The
+    package's own modules import nothing heavy at module level (vLLM and DeepSpeed load
+    in actors and workers), so this costs the driver about the torch + transformers
+    import it pays anyway. Every output path is absolute (``tinyllm_ray.paths``), so
+    nothing else depends on the working directory.
+    """
+    import importlib
+    import pkgutil
+
+    import transformers  # noqa: F401
+
+    import tinyllm_ray
+
+    names = [m.name for m in pkgutil.walk_packages(tinyllm_ray.__path__, "tinyllm_ray.")]
+    for name in names:
+        importlib.import_module(name)
+    return len(names)
+
+
 def init_ray(runtime: RuntimeConfig, **extra: Any) -> dict[str, Any]:
     """Connect to ``runtime.ray_address`` or start a local Ray bound to loopback.
 
@@ -33,6 +60,7 @@ def init_ray(runtime: RuntimeConfig, **extra: Any) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"log_to_driver": True, "ignore_reinit_error": True}
     address = runtime.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
+        import_package_now()
         kwargs["address"] = address
         if runtime.env_vars:
             kwargs["runtime_env"] = {"env_vars": dict(runtime.env_vars)}

@@ -193,14 +193,6 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
     A config streaming cannot train is refused before anything starts (``check_runnable``).
     """
     check_runnable(cfg)
-    # transformers resolves a path against the working directory while it is imported
-    # (transformers/utils/auto_docstring.py). Under `ray job submit --working-dir` that
-    # directory is Ray's copy, which Ray may garbage-collect while the job still runs
-    # (seen with two nodes on one host); import it now, while the directory exists, so
-    # the evaluation stage's lazy import cannot fail later. Every path we use is absolute
-    # (RunPaths), so nothing else of ours depends on the working directory.
-    import transformers  # noqa: F401
-
     from tinyllm_ray.data.loader import load_splits
     from tinyllm_ray.runtime import init_ray
     from tinyllm_ray.store import RationaleStore, resolve_shard_size
