@@ -21,23 +21,25 @@ _BASE_ENV = {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore::Depre
 
 
 def import_package_now() -> int:
-    """Import every module of tinyllm_ray (and transformers) now; returns how many.
+    """Import every module of tinyllm_ray, and the transformers classes the driver uses, now.
 
-    Why, before joining a cluster: under ``ray job submit --working-dir`` the driver runs
-    from Ray's copy of the working dir, and Ray may delete and re-extract that copy while
-    the job runs (seen right after ``ray.init`` with two nodes on one host, which share
-    the copy). A module imported lazily in that window fails (``FileNotFoundError`` or
-    ``No module named tinyllm_ray.student.loop``), and so does ``import transformers``
-    once the directory is gone (it resolves a path against the working directory). The
-    package's own modules import nothing heavy at module level (vLLM and DeepSpeed load
-    in actors and workers), so this costs the driver about the torch + transformers
-    import it pays anyway. Every output path is absolute (``tinyllm_ray.paths``), so
-    nothing else depends on the working directory.
+    Why, before joining a cluster: under ``ray job submit --working-dir`` the driver's
+    code *and its working directory* are Ray's copy of the working dir, and Ray may delete
+    (and re-extract) that copy while the job runs: seen right after ``ray.init`` and again
+    once the job's workers are gone, with two nodes on one host sharing the copy. Then a
+    lazily imported module of ours fails (``FileNotFoundError``, ``No module named
+    tinyllm_ray.student.loop``), and so do imports that read the working directory:
+    ``transformers`` itself (``utils/auto_docstring.py``) and the first use of its Auto
+    classes (which imports ``torch._dynamo``, whose config calls ``os.getcwd()``). Imported
+    here, while the directory exists, they are never imported again; every path we write
+    is absolute (``tinyllm_ray.paths``), so nothing of ours reads the working directory.
+    Costs about the torch + transformers import the driver pays anyway (vLLM and
+    DeepSpeed load only in actors and workers). Returns the number of package modules.
     """
     import importlib
     import pkgutil
 
-    import transformers  # noqa: F401
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer  # noqa: F401
 
     import tinyllm_ray
 
