@@ -49,11 +49,6 @@ def aligned_batch_size(shard_size: int, batch_size: int) -> int:
     return 1  # pragma: no cover - 1 always divides
 
 
-def default_shard_size(batch_sizes: Sequence[int], minimum: int) -> int:
-    """``minimum`` examples, or more when a teacher's batch is bigger (a batch never exceeds a shard)."""
-    return max([minimum, *batch_sizes])
-
-
 def shard_slice(records: Sequence[MCQRecord], shard: int, shard_size: int) -> Sequence[MCQRecord]:
     """The examples of shard ``shard``."""
     return records[shard * shard_size:(shard + 1) * shard_size]
