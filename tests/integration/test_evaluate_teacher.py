@@ -13,8 +13,8 @@ import pytest
 from tinyllm_ray.config import TinyModelConfig, validate_config
 from tinyllm_ray.data.loader import load_splits
 from tinyllm_ray.evaluate import EvalResult, exact_match
+from tinyllm_ray.models.tiny import tiny_model_path
 from tinyllm_ray.teachers.evaluate_teacher import evaluate_teacher, read_answer
-from tinyllm_ray.tiny import tiny_model_path
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from tinyllm_ray.config import TinyModelConfig, dump_config, validate_config
+from tinyllm_ray.models.tiny import tiny_model_path
 from tinyllm_ray.teachers import GenerationError, GenerationRun, RationaleStore, run_generation
-from tinyllm_ray.tiny import tiny_model_path
 
 pytestmark = pytest.mark.slow
 

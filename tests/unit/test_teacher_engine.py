@@ -209,7 +209,7 @@ def test_report_summary_warns_when_a_teacher_loses_most_outputs():
 
 
 def test_resolve_tiny_model_spec(monkeypatch):
-    from tinyllm_ray import tiny
+    from tinyllm_ray.models import tiny
 
     seen = []
     monkeypatch.setattr(tiny, "tiny_model_path", lambda cfg, cache_dir=None: seen.append(cfg) or f"/cache/{cfg.family}")

@@ -49,7 +49,7 @@ from tinyllm_ray.errors import ConfigError, GenerationError
 from tinyllm_ray.evaluate import EvalResult, extract_prediction, score_generations, select_eval_records
 
 # The teacher prompts' own block renderers: the answer-only prompt must keep their layout.
-from tinyllm_ray.prompts import _example_block, _question_block, prompt_hash, sample_icl_examples
+from tinyllm_ray.prompts import example_block, prompt_hash, question_block, sample_icl_examples
 
 if TYPE_CHECKING:
     from tinyllm_ray.data.schema import MCQRecord
@@ -78,7 +78,7 @@ def answer_only_prompt(record: MCQRecord, examples: Sequence[MCQRecord]) -> str:
     answer is withheld: the prompt ends with ``"Answer:"``.
     """
     header = MCQ_INSTRUCTION if record.choices else FREE_FORM_INSTRUCTION
-    blocks = [header, *(_example_block(e) for e in examples), f"{_question_block(record)}\nAnswer:"]
+    blocks = [header, *(example_block(e) for e in examples), f"{question_block(record)}\nAnswer:"]
     return "\n\n".join(blocks)
 
 
