@@ -14,8 +14,8 @@ The rationale store itself is :mod:`tinyllm_ray.store` (re-exported here for con
 Importing this package imports neither Ray nor vLLM.
 """
 
+from tinyllm_ray.store import RECORD_SCHEMA, RationaleStore, StoreMismatchError
 from tinyllm_ray.store.stats import DROP_REASONS, TeacherStats
-from tinyllm_ray.store.store import RECORD_SCHEMA, RationaleStore, StoreMismatchError
 from tinyllm_ray.teachers.engine import EngineSpec, TeacherEngine, TeacherStartupError
 from tinyllm_ray.teachers.pipeline import GenerationRun, committed_stats, run_generation
 from tinyllm_ray.teachers.placement import (
