@@ -185,3 +185,21 @@ def test_a_failing_teacher_stops_the_others_and_keeps_its_own_error(monkeypatch,
     with pytest.raises(KeyError, match="a bug in the engine"):  # a bug keeps its type and traceback
         list(GenerationRun(job(tmp_path)))
     assert served.released == ["llama"]
+
+
+def test_generation_holds_the_writer_lock_and_keys_every_row(monkeypatch, tmp_path):
+    from tinyllm_ray.errors import UsageError
+    from tinyllm_ray.teachers.prompt_rows import TEMPLATE_VERSION
+
+    fake_serving(monkeypatch)
+    cfg = job(tmp_path)
+    it = iter(GenerationRun(cfg, shard_size=4))
+    next(it)  # mid-generation: the store has a writer
+    with pytest.raises(UsageError, match="being written by another generation"):
+        list(GenerationRun(cfg))
+    assert len(list(it)) == 1  # the first run finishes (and releases the lock)
+    rows = RationaleStore(cfg.runtime.resolved_store_uri).read_table("rationale").to_pylist()
+    assert len(rows) == 8 and len({r["record_key"] for r in rows}) == 8
+    assert {(r["model"], r["model_revision"], r["template_version"]) for r in rows} == {
+        ("org/llama", "hub:org/llama", TEMPLATE_VERSION)}
+    list(GenerationRun(cfg))  # lock released: a rerun (nothing left to do) may open the store

@@ -50,13 +50,13 @@ from typing import Any
 
 from tinyllm_ray.config import JobConfig
 from tinyllm_ray.data.schema import MCQRecord
-from tinyllm_ray.store import RationaleStore, build_manifest, resolve_shard_size
+from tinyllm_ray.store import KeyContext, RationaleStore, build_manifest, key_context_for, resolve_shard_size
 from tinyllm_ray.store.stats import TeacherStats, total
 from tinyllm_ray.teachers.assembler import ShardAssembler
-from tinyllm_ray.teachers.prompt_rows import aligned_batch_size, num_shards, prompt_rows
+from tinyllm_ray.teachers.prompt_rows import TEMPLATE_VERSION, aligned_batch_size, num_shards, prompt_rows
 from tinyllm_ray.teachers.records import build_shard_records
 from tinyllm_ray.teachers.report import GenerationError, GenerationReport, ShardWritten
-from tinyllm_ray.teachers.serving import EnginePool, plan_serving
+from tinyllm_ray.teachers.serving import EnginePool, ServingPlan, plan_serving
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class _TeacherWork:
     pool: EnginePool
+    key: KeyContext  # what produces this teacher's rows (record keys, provenance columns)
     batch_size: int
     pending: list[int]
     skipped: int
@@ -111,16 +112,18 @@ class GenerationRun:
         return self._stop.is_set()
 
     # -------------------------------------------------------------- setup
-    def _prepare(self) -> _Prepared:
+    def _plan(self) -> tuple[list[MCQRecord], list[MCQRecord], ServingPlan]:
+        """Everything that can fail without touching the store: data, models, placement."""
         from tinyllm_ray.data.loader import load_splits
 
-        cfg = self.cfg
-        loaded = load_splits(cfg.data)
+        loaded = load_splits(self.cfg.data)
         records = loaded.require(self.split)
         pool = loaded.require("train")  # in-context examples: train split only, never eval data
+        return records, pool, plan_serving(self.cfg, self.cfg.teachers, cancel_event=self._stop)
 
-        # Everything that can fail without touching the store is checked first.
-        serving = plan_serving(cfg, cfg.teachers, cancel_event=self._stop)
+    def _prepare(self, records: list[MCQRecord], pool: list[MCQRecord], serving: ServingPlan) -> _Prepared:
+        """Open the store (under the writer lock): manifest, shard size, pending shards, record keys."""
+        cfg = self.cfg
         notes = list(serving.notes)
         have = self.store.read_manifest()
         shard_size, why = resolve_shard_size(self._shard_size_arg, have.get("shard_size") if have else None,
@@ -140,7 +143,8 @@ class GenerationRun:
             self.store.remove_temporary_files(t.name)
             done = self.store.finished_shards(t.name)
             pending = [s for s in range(total_shards) if s not in done]
-            work.append(_TeacherWork(p, bs, pending, total_shards - len(pending)))
+            key = key_context_for(t, p.model_path, cfg, TEMPLATE_VERSION)
+            work.append(_TeacherWork(p, key, bs, pending, total_shards - len(pending)))
         for n in notes:
             log.info("%s", n)
         return _Prepared(records, pool, shard_size, work, serving.accelerator, notes)
@@ -163,19 +167,21 @@ class GenerationRun:
             with w.pool as engines:
                 for batch in engines.run(rows, w.batch_size):
                     for s in assembler.add(batch):
-                        out.put(self._persist(name, s, assembler.take(s), by_id, metrics))
+                        out.put(self._persist(w, s, assembler.take(s), by_id, metrics))
             if not self.cancelled and assembler.pending:
                 raise GenerationError(f"teacher {name!r}: shards {assembler.pending} never completed")
             out.put(("done", name, None))
         except BaseException as exc:  # noqa: BLE001 - forwarded to the consumer thread
             out.put(("failed", name, exc))
 
-    def _persist(self, name: str, shard: int, raw: list[dict[str, Any]], by_id: Mapping[str, MCQRecord],
+    def _persist(self, w: _TeacherWork, shard: int, raw: list[dict[str, Any]], by_id: Mapping[str, MCQRecord],
                  metrics: Any) -> ShardWritten:
         """Parse, filter, write one complete shard; only then is it reported."""
-        recs = build_shard_records(raw, by_id, name, self.cfg.filter, self.cfg.self_eval.verdicts)
+        name = w.pool.name
+        recs = build_shard_records(raw, by_id, name, self.cfg.filter, self.cfg.self_eval.verdicts, key=w.key)
         path = self.store.write_shard(
-            name, shard, recs.rationale, recs.self_eval if self.cfg.self_eval.enabled else None, recs.stats
+            name, shard, recs.rationale, recs.self_eval if self.cfg.self_eval.enabled else None, recs.stats,
+            failed=recs.failed,
         )
         st = recs.stats
         metrics.record_batch(outputs=st.outputs, kept=st.kept, dropped=st.dropped, tokens=st.output_tokens,
@@ -185,7 +191,11 @@ class GenerationRun:
     # -------------------------------------------------------------- iteration
     def __iter__(self) -> Iterator[ShardWritten]:
         t0 = time.perf_counter()
-        prep = self._prepare()
+        records, pool, serving = self._plan()
+        with self.store.writer_lock():  # one generation writes a store at a time
+            yield from self._generate(self._prepare(records, pool, serving), t0)
+
+    def _generate(self, prep: _Prepared, t0: float) -> Iterator[ShardWritten]:
         out: queue.Queue = queue.Queue()
         threads = []
         for w in prep.work:
