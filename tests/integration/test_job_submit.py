@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from tinyllm_ray.config import TinyModelConfig
-from tinyllm_ray.tiny import tiny_model_path
+from tinyllm_ray.models.tiny import tiny_model_path
 
 pytestmark = pytest.mark.slow
 

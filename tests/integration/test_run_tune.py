@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tinyllm_ray.config import TinyModelConfig, load_config, validate_config
-from tinyllm_ray.tiny import tiny_model_path
+from tinyllm_ray.models.tiny import tiny_model_path
 
 pytestmark = pytest.mark.slow
 

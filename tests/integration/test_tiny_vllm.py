@@ -24,8 +24,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import pytest
 
-from tinyllm_ray import tiny
 from tinyllm_ray.config import TinyModelConfig
+from tinyllm_ray.models import tiny
 
 pytestmark = pytest.mark.slow
 
@@ -144,7 +144,7 @@ def test_vllm_serves_tiny_llama_and_qwen2(tiny_cache, tmp_path):
 
 RACE_SCRIPT = r"""
 import json, sys
-from tinyllm_ray import tiny
+from tinyllm_ray.models import tiny
 from tinyllm_ray.config import TinyModelConfig
 p = tiny.tiny_model_path(TinyModelConfig(family="llama", num_layers=1, seed=11), sys.argv[1])
 print("PATH " + str(p), flush=True)
@@ -184,7 +184,7 @@ def sha(path: Path) -> str:
 def test_tokenizer_and_weights_identical_in_a_fresh_process(tmp_path):
     """Rust hash maps are seeded per process: byte-identity must hold across processes."""
     code = (
-        "import sys; from tinyllm_ray import tiny;"
+        "import sys; from tinyllm_ray.models import tiny;"
         "tiny.build_tokenizer(sys.argv[1] + '/tok');"
         "tiny.build_tiny_model('llama', sys.argv[1] + '/llama')"
     )

@@ -63,7 +63,7 @@ def _store_for(cfg: JobConfig, *, self_eval: bool = False) -> None:
 
 
 def _model(tiny_cache, family: str) -> str:
-    from tinyllm_ray.tiny import tiny_model_path
+    from tinyllm_ray.models.tiny import tiny_model_path
 
     return str(tiny_model_path(TinyModelConfig(family=family), tiny_cache))
 

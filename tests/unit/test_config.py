@@ -8,12 +8,16 @@ import yaml
 from tinyllm_ray.config import (
     ConfigError,
     JobConfig,
+    PromptConfig,
+    SamplingConfig,
+    SelfEvalConfig,
     apply_overrides,
     dump_config,
     list_shipped_configs,
     load_config,
     shipped_config_path,
 )
+from tinyllm_ray.prompts import DEFAULT_COT_TRIGGER, DEFAULT_STOPS, DEFAULT_VERDICTS
 
 SHIPPED = list_shipped_configs()
 
@@ -86,7 +90,8 @@ def test_apply_overrides_does_not_mutate_input() -> None:
         ("teachers.0.name=9bad name", "teachers.0.name:"),
         ("runtime.run_name=../escape", "runtime.run_name:"),
         ("loss.alpha.llama=-1", "loss.alpha: alpha for teacher 'llama' must be >= 0"),
-        ("teachers.5.replicas=2", "teachers.5 is not an index of a list of 2 items"),
+        # Library-defined (OmegaConf's message for an index past the end of a list).
+        ("teachers.5.replicas=2", "override 'teachers.5.replicas=2': teachers[5]: list index out of range"),
         ("train.lr", "must look like field.path=value"),
     ],
 )
@@ -94,6 +99,7 @@ def test_errors_name_the_field_and_what_is_allowed(override: str, expected: str)
     with pytest.raises(ConfigError) as exc:
         load_config("demo_cpu", [override])
     assert expected in str(exc.value)
+    assert len(str(exc.value).splitlines()) == 1, "one problem, one line"
 
 
 def test_unknown_top_level_section_lists_sections(tmp_path) -> None:
@@ -127,3 +133,121 @@ def test_trust_remote_code_is_off_by_default() -> None:
         cfg = load_config(name)
         assert not cfg.student.trust_remote_code
         assert not any(t.trust_remote_code for t in cfg.teachers)
+
+
+# --------------------------------------------------------------------------- overrides (OmegaConf)
+
+
+def test_overrides_index_lists_and_read_flow_values() -> None:
+    cfg = load_config("demo_cpu", ["teachers.0.replicas=2", "tune.alpha_values=[0.1,1,3]",
+                                   "data.limit={train: 8}"])
+    assert cfg.teachers[0].replicas == 2 and cfg.teachers[1].replicas == 1
+    assert cfg.tune.alpha_values == [0.1, 1.0, 3.0]
+    assert cfg.data.limit == {"train": 8}
+
+
+def test_a_prefix_ending_in_a_colon_stays_a_string() -> None:
+    cfg = load_config("demo_cpu", ["student.answer_prefix=explain:", "student.self_eval_prefix="])
+    assert cfg.student.answer_prefix == "explain:"
+    assert cfg.student.self_eval_prefix == ""
+    assert load_config("demo_cpu", ["runtime.run_name=r2024-01-01", "runtime.storage_path=2024-01-01"]
+                       ).runtime.storage_path == "2024-01-01"
+
+
+def test_overrides_create_missing_sections() -> None:
+    cfg = load_config("demo_cpu", ["data.name=generic", "data.path=/x", "data.columns.question=q"])
+    assert cfg.data.columns is not None and cfg.data.columns.question == "q"
+
+
+def test_interpolations_are_never_resolved(tmp_path, monkeypatch) -> None:
+    """``${...}`` is OmegaConf syntax, but a config value is data: it stays the literal text."""
+    monkeypatch.setenv("HOME", "/should/not/appear")
+    p = tmp_path / "interp.yaml"
+    p.write_text("runtime:\n  storage_path: ${oc.env:HOME}\n  run_name: r\n"
+                 "  env_vars: {A: '${runtime.run_name}'}\n")
+    cfg = load_config(p, ["runtime.store_uri=${oc.env:HOME}/store", "student.answer_prefix=${oc.env:HOME}"])
+    assert cfg.runtime.storage_path == "${oc.env:HOME}"
+    assert cfg.runtime.env_vars == {"A": "${runtime.run_name}"}
+    assert cfg.runtime.store_uri == "${oc.env:HOME}/store"
+    assert cfg.student.answer_prefix == "${oc.env:HOME}"
+
+
+def test_unbalanced_interpolation_is_a_config_error(tmp_path) -> None:
+    """Library-defined: OmegaConf cannot hold a string with an unbalanced ``${``."""
+    p = tmp_path / "bad.yaml"
+    p.write_text("runtime: {storage_path: 'cost ${'}\n")
+    with pytest.raises(ConfigError, match=r"runtime.storage_path: .*must be balanced.*never evaluated"):
+        load_config(p)
+
+
+def test_a_yaml_date_in_a_file_is_a_config_error_naming_the_key(tmp_path) -> None:
+    p = tmp_path / "date.yaml"
+    p.write_text("runtime: {storage_path: 2024-01-01}\n")
+    with pytest.raises(ConfigError, match=r"runtime.storage_path: .*date") as exc:
+        load_config(p)
+    assert "balanced" not in str(exc.value)
+
+
+def test_bad_override_value_is_one_line() -> None:
+    with pytest.raises(ConfigError, match="not valid YAML") as exc:
+        load_config("demo_cpu", ["train.lr=[1, 2"])
+    assert len(str(exc.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize("override", ["=3", "...=3"])
+def test_empty_override_path(override: str) -> None:
+    with pytest.raises(ConfigError, match="empty field path"):
+        load_config("demo_cpu", [override])
+
+
+# --------------------------------------------------------------------------- config paths
+
+
+def test_bare_names_resolve_to_shipped_configs() -> None:
+    assert load_config("demo_cpu") == load_config("demo_cpu.yaml")
+    entry = shipped_config_path("demo_cpu.yaml")
+    assert entry is not None and "tinyllm-ray" in entry.read_text()
+
+
+def test_missing_path_with_a_directory_is_an_error_even_for_a_shipped_name(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert shipped_config_path("./mine/demo_cpu.yaml") is None
+    for path in ("./mine/demo_cpu.yaml", "mine/demo_cpu.yaml", str(tmp_path / "demo_cpu.yaml")):
+        with pytest.raises(ConfigError, match="not found") as exc:
+            load_config(path)
+        assert repr(path) in str(exc.value)
+        assert len(str(exc.value).splitlines()) == 1
+
+
+def test_a_local_file_wins_over_the_shipped_config_of_the_same_name(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo_cpu.yaml").write_text("runtime: {run_name: local}\n")
+    assert load_config("demo_cpu.yaml").runtime.run_name == "local"
+    assert load_config("demo_cpu").runtime.run_name == "demo"  # no suffix: only the shipped one
+
+
+def test_top_level_must_be_a_mapping(tmp_path) -> None:
+    p = tmp_path / "list.yaml"
+    p.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(p, ["train.lr=1"])
+
+
+# --------------------------------------------------------------------------- single sources
+
+
+def test_prompt_defaults_come_from_the_prompts_package() -> None:
+    assert SamplingConfig().stop == list(DEFAULT_STOPS)
+    assert PromptConfig().cot_trigger == DEFAULT_COT_TRIGGER
+    assert SelfEvalConfig().verdicts == list(DEFAULT_VERDICTS)
+
+
+def test_importing_the_config_imports_no_heavy_module() -> None:
+    """Workers import the config to receive their section; merging overrides is the driver's job."""
+    import subprocess
+    import sys
+
+    code = ("import sys, tinyllm_ray.config; "
+            "print(sorted(m for m in ('omegaconf', 'ray', 'torch', 'vllm', 'datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

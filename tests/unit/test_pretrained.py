@@ -1,7 +1,7 @@
-"""tinyllm_ray.pretrained: locating the packaged GGUF and the conversion cache (no conversion here).
+"""tinyllm_ray.models.pretrained: locating the packaged GGUF and the conversion cache (no conversion here).
 
 The conversion itself (~1 minute) and serving it with vLLM are exercised by
-``benchmarks/real_teacher.py`` and ``python -m tinyllm_ray.pretrained``.
+``benchmarks/real_teacher.py`` and ``python -m tinyllm_ray.models.pretrained``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tinyllm_ray import pretrained as P
+from tinyllm_ray.models import pretrained as P
 
 
 def _no_package(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,7 +22,7 @@ NAMES = ("answer", "rationale:t1", "rationale:t2")
 def tokenizers(tiny_cache):
     from transformers import AutoTokenizer
 
-    from tinyllm_ray.tiny import tiny_model_path
+    from tinyllm_ray.models.tiny import tiny_model_path
 
     return {f: AutoTokenizer.from_pretrained(tiny_model_path(TinyModelConfig(family=f), tiny_cache))
             for f in ("t5", "llama", "qwen2")}

@@ -105,8 +105,8 @@ def _groups():
 
 @pytest.fixture(scope="module")
 def students(tiny_cache):
+    from tinyllm_ray.models.tiny import tiny_model_path
     from tinyllm_ray.student.model import load_student
-    from tinyllm_ray.tiny import tiny_model_path
 
     out = {}
     for fam in ("t5", "llama", "qwen2"):

@@ -24,14 +24,14 @@ from tinyllm_ray.student.model import (
 
 @pytest.fixture(scope="module")
 def t5_path(tiny_cache):
-    from tinyllm_ray.tiny import tiny_model_path
+    from tinyllm_ray.models.tiny import tiny_model_path
 
     return str(tiny_model_path(TinyModelConfig(family="t5"), tiny_cache))
 
 
 @pytest.fixture(scope="module")
 def llama_path(tiny_cache):
-    from tinyllm_ray.tiny import tiny_model_path
+    from tinyllm_ray.models.tiny import tiny_model_path
 
     return str(tiny_model_path(TinyModelConfig(family="llama"), tiny_cache))
 

@@ -15,7 +15,7 @@ from tinyllm_ray.student.trainer import _controller_poll_interval, _select_best,
 
 @pytest.fixture(scope="module")
 def t5_path(tiny_cache):
-    from tinyllm_ray.tiny import tiny_model_path
+    from tinyllm_ray.models.tiny import tiny_model_path
 
     return str(tiny_model_path(TinyModelConfig(family="t5"), tiny_cache))
 

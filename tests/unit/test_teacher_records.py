@@ -6,9 +6,11 @@ import pytest
 
 from tinyllm_ray.config import FilterConfig
 from tinyllm_ray.data.schema import MCQRecord
-from tinyllm_ray.teachers.assembler import AssemblyError, ShardAssembler
-from tinyllm_ray.teachers.records import RECORD_COLUMNS, build_shard_records, judged_wrong, wrong_verdict
+from tinyllm_ray.store.keys import KeyContext
+from tinyllm_ray.store.schema import RECORD_COLUMNS
 from tinyllm_ray.store.stats import DROP_REASONS
+from tinyllm_ray.teachers.assembler import AssemblyError, ShardAssembler
+from tinyllm_ray.teachers.records import build_shard_records, judged_wrong, wrong_verdict
 
 VERDICTS = ["correct", "wrong", "uncertain"]
 EX = {
@@ -104,6 +106,21 @@ def test_self_evaluation_verdicts_drop_wrong_cots_but_keep_their_evaluations():
     assert set(st.dropped) == set(DROP_REASONS)
 
 
+def test_every_stored_row_carries_its_record_key_and_provenance():
+    ctx = KeyContext("t", "tiny:llama", "sha256:" + "0" * 32, "v1", '{"seed":0}', '{"temperature":0}')
+    raw = [rat("q1", 0, "Thus, the answer is (b) whale.", n_evals=1), rat("q1", 1, "Thus, the answer is (a) shark."),
+           se("q1", 0, 0, "Verdict: correct")]
+    out = build_shard_records(raw, EX, "t", FilterConfig(), VERDICTS, key=ctx)
+    rows = out.rationale + out.self_eval
+    assert len(rows) == 3
+    for r in rows:
+        assert r["record_key"] == ctx.record_key(r["prompt_hash"], r["kind"], r["sample_idx"], r["eval_idx"])
+        assert (r["model"], r["model_revision"], r["template_version"]) == ("tiny:llama", ctx.model_revision, "v1")
+    assert len({r["record_key"] for r in rows}) == 3
+    plain = build_shard_records(raw, EX, "t", FilterConfig(), VERDICTS)  # no context: provenance stays null
+    assert all(r["record_key"] is None and r["model"] is None for r in plain.rationale)
+
+
 def test_assembler_completes_shards_only_when_all_outputs_arrived():
     a = ShardAssembler({0: 2, 1: 1})
     assert a.add([rat("q1", 0, "x", n_evals=2) | {"shard": 0}]) == []
@@ -120,3 +137,31 @@ def test_assembler_rejects_too_many_rationales():
     a = ShardAssembler({0: 1})
     with pytest.raises(AssemblyError):
         a.add([rat("q1", 0, "x") | {"shard": 0}, rat("q1", 1, "y") | {"shard": 0}])
+
+
+def test_failed_generations_are_counted_and_become_failed_rows():
+    ctx = KeyContext("t", "tiny:llama", "sha256:" + "1" * 32, "v1", "{}", "{}")
+    ok = "Thus, the answer is (b) whale."
+    raw = [
+        rat("q1", 0, ok, n_evals=2),
+        rat("q1", 1, "") | {"error": "engine died: OOM", "output_tokens": None, "finish_reason": None},
+        rat("q2", 0, "3 plus 4 is 7. Thus, the answer is 7."),
+        se("q1", 0, 0, "Verdict: correct"),
+        se("q1", 0, 1, "") | {"error": "timeout"},
+    ]
+    out = build_shard_records(raw, EX, "t", FilterConfig(), VERDICTS, key=ctx)
+    st = out.stats
+    r, s = st.kinds["rationale"], st.kinds["self_eval"]
+    assert (r.prompts, r.outputs, r.kept, r.failed) == (2, 2, 2, 1)
+    assert (s.prompts, s.outputs, s.kept, s.failed) == (1, 1, 1, 1)
+    assert st.failed == 2 and st.outputs == st.kept + sum(st.dropped.values())
+    assert st.to_dict()["failed"] == 2 and st.to_dict()["by_kind"]["rationale"]["failed"] == 1
+    by_eval = {x["eval_idx"]: x for x in out.failed}
+    assert set(by_eval) == {-1, 1} and all(x["kind"] == "failed" for x in out.failed)
+    cot_fail, se_fail = by_eval[-1], by_eval[1]
+    assert cot_fail["error"] == "engine died: OOM" and cot_fail["rationale"] is None
+    assert cot_fail["output_tokens"] == 0 and cot_fail["sample_idx"] == 1
+    # the key of the generation that failed: a successful retry gets the same key
+    assert cot_fail["record_key"] == ctx.record_key("hq1", "rationale", 1, -1)
+    assert se_fail["rationale"] == ok and se_fail["record_key"] == ctx.record_key("seq1", "self_eval", 0, 1)
+    assert tuple(cot_fail)[:-1] == RECORD_COLUMNS and tuple(cot_fail)[-1] == "error"

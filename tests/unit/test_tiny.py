@@ -1,4 +1,4 @@
-"""tinyllm_ray.tiny: local tokenizer + tiny random HF models, deterministic and offline."""
+"""tinyllm_ray.models.tiny: local tokenizer + tiny random HF models, deterministic and offline."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import pytest
 
-from tinyllm_ray import tiny
 from tinyllm_ray.config import TinyModelConfig
+from tinyllm_ray.models import tiny
 
 MC_TEXT = (
     "Question: Which is a mammal?\nAnswer Choices: (a) shark (b) whale (c) trout\n"

@@ -5,28 +5,34 @@ existing shards were produced from the same examples, prompts, sampling and filt
 The manifest records exactly those, and ``RationaleStore.open_manifest`` refuses a rerun
 whose setup differs (naming the differing fields) instead of silently mixing records.
 
-Resource settings (replicas, CPUs, batch size, memory, tensor-parallel degree) are left
-out of the hashes on purpose: a job may be resumed on a bigger or smaller cluster.
+Resource settings (:data:`RESOURCE_FIELDS`: replicas, CPUs, extra Ray resources, batch
+size, memory, tensor-parallel degree) are left out of the hashes on purpose: a job may be
+resumed on a bigger or smaller cluster, or with teachers pinned to other nodes.
 A new teacher may be added to an existing store; changing an existing one may not.
-Pure: no Ray, no vLLM.
+No Ray, no vLLM.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tinyllm_ray.config import JobConfig, TeacherConfig
 from tinyllm_ray.data.schema import MCQRecord
+from tinyllm_ray.errors import StoreMismatchError
+from tinyllm_ray.store.fs import StoreCore
 
-MANIFEST_VERSION = 1
+#: Store format version: 2 added the provenance columns (record_key, model, model_revision,
+#: template_version) and the ``failed`` kind. A store of another version is refused.
+MANIFEST_VERSION = 2
 
 #: Teacher fields that change where/how fast it runs, never what it generates.
-RESOURCE_FIELDS: frozenset[str] = frozenset(
-    {"replicas", "num_cpus", "batch_size", "gpu_memory_utilization", "kv_cache_space_gib", "tensor_parallel_size"}
-)
+RESOURCE_FIELDS: frozenset[str] = frozenset({
+    "replicas", "num_cpus", "resources", "batch_size", "gpu_memory_utilization", "kv_cache_space_gib",
+    "tensor_parallel_size",
+})
 
 
 def _hash(obj: Any) -> str:
@@ -72,3 +78,73 @@ def build_manifest(cfg: JobConfig, split: str, records: Sequence[MCQRecord], sha
         "common": common,
         "teachers": teachers,
     }
+
+
+def manifest_conflicts(have: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """Human-readable differences that make a store unusable for ``wanted`` (pure)."""
+    problems = []
+    if have.get("version") != wanted.get("version"):
+        problems.append(f"store format version {have.get('version')} != {wanted.get('version')}")
+    if have.get("common_hash") != wanted.get("common_hash"):
+        diffs = _diff_keys(have.get("common", {}), wanted.get("common", {}))
+        problems.append("dataset/prompts/self_eval/filter/shard settings differ" + (f" ({', '.join(diffs)})" if diffs else ""))
+    if have.get("data_hash") != wanted.get("data_hash"):
+        problems.append(
+            f"the {wanted.get('split', 'train')} examples differ (data fingerprint "
+            f"{have.get('data_hash')} != {wanted.get('data_hash')})"
+        )
+    for name, spec in (wanted.get("teachers") or {}).items():
+        old = (have.get("teachers") or {}).get(name)
+        if old is not None and old.get("hash") != spec.get("hash"):
+            diffs = _diff_keys(old.get("config", {}), spec.get("config", {}))
+            problems.append(f"teacher {name!r} changed" + (f" ({', '.join(diffs)})" if diffs else ""))
+    return problems
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [prefix.rstrip(".")] if a != b else []
+
+
+class StoreManifest(StoreCore):
+    """The manifest file (part of :class:`~tinyllm_ray.store.store.RationaleStore`)."""
+
+    def exists(self) -> bool:
+        """Whether a generation has opened this store (its manifest exists)."""
+        return self.has_file(self.manifest_path)
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        return self._read_json(self.manifest_path) if self.exists() else None
+
+    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
+        self._write_json(self.manifest_path, dict(manifest))
+
+    def open_manifest(self, wanted: Mapping[str, Any]) -> dict[str, Any]:
+        """Create the manifest, or check the existing one against ``wanted`` and merge.
+
+        The common part (dataset, prompts, self-evaluation, filter, shard size) must be
+        identical; a teacher already in the store must have the same generation config;
+        a new teacher is added. Anything else raises :class:`StoreMismatchError`: mixing
+        records of two configs in one store would silently corrupt training data.
+        """
+        have = self.read_manifest()
+        if have is None:
+            self.write_manifest(wanted)
+            return dict(wanted)
+        problems = manifest_conflicts(have, wanted)
+        if problems:
+            raise StoreMismatchError(
+                f"rationale store {self.uri} was written with a different generation setup: "
+                + "; ".join(problems)
+                + ". Rerun with the original config, write to a new store (change runtime.run_name or "
+                "runtime.store_uri), or delete the store to regenerate"
+            )
+        merged = dict(have)
+        merged["teachers"] = {**have.get("teachers", {}), **wanted.get("teachers", {})}
+        if merged != have:
+            self.write_manifest(merged)
+        return merged

@@ -4,7 +4,9 @@ Why statistics are first-class: the original TinyLLM code lost one teacher's rat
 for a whole dataset without anyone noticing. Here every teacher output is either kept or
 counted under exactly one drop reason, ``outputs == kept + sum(dropped)`` is checked
 whenever stats are combined, and a few dropped texts are kept as examples so a zero
-"kept" column can be diagnosed from the stats file alone.
+"kept" column can be diagnosed from the stats file alone. A generation that failed
+produced no output: it is counted under ``failed`` (not in ``outputs``) and stored as a
+row of the ``failed`` kind, so a later run can retry it.
 
 Shard statistics are stored inside each committed shard file (see ``store.py``), so the
 totals in ``stats/<teacher>.json`` are always recomputed from what is actually in the
@@ -17,13 +19,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tinyllm_ray.errors import InternalError
+from tinyllm_ray.store.schema import KINDS
+
 DROP_REASONS: tuple[str, ...] = ("empty", "unparsable", "answer_mismatch", "verdict_wrong")
-KINDS: tuple[str, ...] = ("rationale", "self_eval")
 MAX_DROP_EXAMPLES = 3
 _EXAMPLE_CHARS = 200
 
 
-class StatsError(ValueError):
+class StatsError(InternalError, ValueError):
     """Statistics that do not add up (a bug, never a data problem)."""
 
 
@@ -42,6 +46,7 @@ class KindStats:
     prompt_tokens: int = 0
     output_tokens: int = 0
     truncated: int = 0  # finish_reason == "length"
+    failed: int = 0  # generations (one per example and sample[, eval]) that produced no output
 
     def merge(self, other: KindStats) -> None:
         self.prompts += other.prompts
@@ -52,12 +57,13 @@ class KindStats:
         self.prompt_tokens += other.prompt_tokens
         self.output_tokens += other.output_tokens
         self.truncated += other.truncated
+        self.failed += other.failed
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "prompts": self.prompts, "outputs": self.outputs, "kept": self.kept,
             "dropped": dict(self.dropped), "prompt_tokens": self.prompt_tokens,
-            "output_tokens": self.output_tokens, "truncated": self.truncated,
+            "output_tokens": self.output_tokens, "truncated": self.truncated, "failed": self.failed,
         }
 
     @classmethod
@@ -66,7 +72,7 @@ class KindStats:
             prompts=int(d.get("prompts", 0)), outputs=int(d.get("outputs", 0)), kept=int(d.get("kept", 0)),
             dropped={**_zero_drops(), **{k: int(v) for k, v in d.get("dropped", {}).items()}},
             prompt_tokens=int(d.get("prompt_tokens", 0)), output_tokens=int(d.get("output_tokens", 0)),
-            truncated=int(d.get("truncated", 0)),
+            truncated=int(d.get("truncated", 0)), failed=int(d.get("failed", 0)),
         )
 
 
@@ -105,6 +111,11 @@ class TeacherStats:
             for r, n in k.dropped.items():
                 out[r] = out.get(r, 0) + n
         return out
+
+    @property
+    def failed(self) -> int:
+        """Generations that failed (each is a row of the ``failed`` kind in the store)."""
+        return sum(k.failed for k in self.kinds.values())
 
     @property
     def output_tokens(self) -> int:
@@ -160,6 +171,7 @@ class TeacherStats:
             "outputs": self.outputs,
             "kept": self.kept,
             "dropped": self.dropped,
+            "failed": self.failed,
             "output_tokens": self.output_tokens,
             "generation_seconds": round(self.generation_seconds, 6),
             "tokens_per_s": round(self.tokens_per_s, 3),
@@ -194,12 +206,12 @@ def total(teacher: str, parts: Iterable[TeacherStats]) -> TeacherStats:
 
 def format_table(stats: Iterable[TeacherStats]) -> str:
     """A fixed-width table for the end of ``tinyllm-ray generate``."""
-    header = ("teacher", "prompts", "outputs", "kept") + DROP_REASONS + ("out_tokens", "tok/s")
+    header = ("teacher", "prompts", "outputs", "kept") + DROP_REASONS + ("failed", "out_tokens", "tok/s")
     rows = [header]
     for s in stats:
         d = s.dropped
         rows.append((s.teacher, str(s.prompts), str(s.outputs), str(s.kept), *(str(d[r]) for r in DROP_REASONS),
-                     str(s.output_tokens), f"{s.tokens_per_s:.0f}"))
+                     str(s.failed), str(s.output_tokens), f"{s.tokens_per_s:.0f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in rows]

@@ -43,7 +43,7 @@ DEFAULT_PREFIX_SIDE = "decoder"
 def resolve_student_path(student: StudentConfig, cache_dir: str | Path | None = None) -> str:
     """``'tiny'`` -> built (cached) tiny model folder; a local folder -> itself; else a hub name."""
     if student.model == "tiny":
-        from tinyllm_ray.tiny import tiny_model_path
+        from tinyllm_ray.models.tiny import tiny_model_path
 
         return str(tiny_model_path(student.tiny, cache_dir))
     p = Path(student.model).expanduser()
@@ -63,7 +63,7 @@ def detect_arch(path: str, arch: str = "auto", trust_remote_code: bool = False) 
     """``seq2seq`` or ``causal``: the configured one, else from the model's config."""
     if arch in ("seq2seq", "causal"):
         return arch
-    from tinyllm_ray.tiny import is_seq2seq
+    from tinyllm_ray.models.tiny import is_seq2seq
 
     try:
         return "seq2seq" if is_seq2seq(path) else "causal"

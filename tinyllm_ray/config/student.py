@@ -1,0 +1,113 @@
+"""The student-side sections: ``student`` (model and input layout), ``loss`` and ``train``.
+
+Why together: they are what one Ray Train worker needs, and CPU vs GPU differs only in
+``train`` (accelerator, precision, backend), checked here before any worker starts.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from tinyllm_ray.config.base import StrictModel, each_at_least
+
+
+class TinyModelConfig(StrictModel):
+    """A tiny random model built locally (``student.model: tiny``): no download."""
+
+    family: Literal["llama", "qwen2", "t5"] = "t5"
+    hidden_size: int = Field(128, ge=64)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(2, ge=1)
+    vocab_size: int = Field(2000, ge=300)
+    seed: int = 0
+
+
+class StudentConfig(StrictModel):
+    """The student model and how its inputs/targets are formatted and truncated."""
+
+    model: str = Field("tiny", description="'tiny' (built locally), a local HF folder, or a hub name")
+    arch: Literal["auto", "seq2seq", "causal"] = "auto"
+    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
+    max_input_length: int = Field(512, ge=16)
+    max_target_length: int = Field(128, ge=4)
+    answer_prefix: str = "predict: "
+    rationale_prefix: str = Field("explain {teacher}: ", description="'{teacher}' is replaced by the name")
+    self_eval_prefix: str = "evaluate: "
+    task_prefix_side: Literal["decoder", "encoder"] = Field(
+        "decoder",
+        description="seq2seq: 'decoder' encodes each question once for all tasks (faster, same loss "
+        "form); 'encoder' is the papers' layout (prefix + question in the encoder)",
+    )
+    truncation: Literal["count", "error"] = "count"
+    trust_remote_code: bool = False
+
+    @field_validator("rationale_prefix")
+    @classmethod
+    def _has_teacher(cls, v: str) -> str:
+        if "{teacher}" not in v:
+            raise ValueError("student.rationale_prefix must contain '{teacher}' so each teacher is its own task")
+        return v
+
+
+class LossConfig(StrictModel):
+    """TinyLLM additive ``L_A + sum_m alpha_m L_m`` or convex ``a L_A + (1-a) L_R``."""
+
+    form: Literal["additive", "convex"] = "additive"
+    alpha: dict[str, float] = Field(default_factory=dict, description="per-teacher weight (additive)")
+    default_alpha: float = Field(1.0, ge=0.0)
+    convex_alpha: float = Field(0.5, ge=0.0, le=1.0)
+    self_eval_weight: float = Field(1.0, ge=0.0)
+    schedule: Literal["joint", "two_stage"] = "joint"
+
+    @field_validator("alpha")
+    @classmethod
+    def _nonneg(cls, v: dict[str, float]) -> dict[str, float]:
+        return each_at_least(v, 0, "alpha for teacher")
+
+
+class TrainConfig(StrictModel):
+    """Ray Train + DeepSpeed settings; CPU and GPU differ only here."""
+
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    worker_resources: dict[str, float] = Field(
+        default_factory=dict, description="extra Ray resources per training worker, e.g. {trainer_node: 1}"
+    )
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    micro_batch_size: int = Field(8, ge=1)
+    grad_accum_steps: int = Field(1, ge=1)
+    lr: float = Field(5e-5, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    gradient_clipping: float = Field(1.0, ge=0.0, description="0 disables clipping")
+    optimizer: Literal["adamw"] = "adamw"
+    scheduler: Literal["constant", "linear", "cosine"] = "linear"
+    warmup_steps: int = Field(0, ge=0)
+    epochs: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    eval_every_steps: int = Field(50, ge=1)
+    checkpoint_every_steps: int = Field(50, ge=1)
+    num_checkpoints_to_keep: int = Field(2, ge=1)
+    max_failures: int = Field(0, ge=-1)
+    eval_max_new_tokens: int = Field(16, ge=1)
+    eval_limit: int | None = Field(None, ge=1, description="validation rows per evaluation")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _backend(self) -> TrainConfig:
+        if self.backend == "nccl" and not self.use_gpu:
+            raise ValueError("train.backend 'nccl' needs train.use_gpu: true (use 'gloo' or 'auto' on CPU)")
+        if self.precision == "fp16" and not self.use_gpu:
+            raise ValueError("train.precision 'fp16' needs a GPU; use 'fp32' or 'bf16' on CPU")
+        return self
+
+    @property
+    def resolved_backend(self) -> str:
+        """gloo on CPU, nccl on GPU unless set explicitly."""
+        if self.backend != "auto":
+            return self.backend
+        return "nccl" if self.use_gpu else "gloo"

@@ -1,0 +1,109 @@
+"""The teacher-side sections: ``teachers``, ``prompts``, ``self_eval`` and ``filter``.
+
+Defaults that describe the prompt layout (CoT trigger, stop sequences, verdict words) are
+imported from :mod:`tinyllm_ray.prompts`, which owns that layout, never copied here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from tinyllm_ray.config.base import NAME_RE, StrictModel
+from tinyllm_ray.prompts import DEFAULT_COT_TRIGGER, DEFAULT_STOPS, DEFAULT_VERDICTS
+
+
+class SamplingConfig(StrictModel):
+    """vLLM SamplingParams for one teacher; ``n`` > 1 samples several distinct CoTs."""
+
+    temperature: float = Field(0.0, ge=0.0, le=5.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(128, ge=1, le=32768)
+    stop: list[str] = Field(default_factory=lambda: list(DEFAULT_STOPS))
+    n: int = Field(1, ge=1, le=64)
+    seed: int | None = 0
+
+    @model_validator(mode="after")
+    def _greedy_single(self) -> SamplingConfig:
+        if self.n > 1 and self.temperature == 0.0:
+            raise ValueError(
+                f"n={self.n} distinct CoTs need sampling: set temperature > 0 (e.g. 0.7)"
+            )
+        return self
+
+
+class TeacherConfig(StrictModel):
+    """One teacher LLM, served by vLLM engines inside ``replicas`` Ray actors."""
+
+    name: str
+    model: str = Field(description="local HF folder (offline) or hub name (cluster)")
+    tokenizer: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_model_len: int = Field(2048, ge=64)
+    tensor_parallel_size: int = Field(1, ge=1, le=64)
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    kv_cache_space_gib: float = Field(1.0, gt=0.0, description="vLLM CPU KV cache (VLLM_CPU_KVCACHE_SPACE)")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    trust_remote_code: bool = False
+    replicas: int = Field(1, ge=1, le=1024)
+    num_cpus: float = Field(1.0, gt=0.0, description="CPUs per replica (= vLLM CPU threads)")
+    batch_size: int = Field(16, ge=1, description="prompts per Ray Data batch sent to one actor")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="extra Ray resources per replica, e.g. {teacher_node: 1} to pin nodes"
+    )
+    prompt_style: Literal["teacher_forcing", "cot"] = "teacher_forcing"
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError(
+                f"teacher name {v!r} must start with a letter and use only letters, digits, '_', '.', '-'"
+            )
+        return v
+
+
+class PromptConfig(StrictModel):
+    """How teacher prompts are built (TinyLLM: teacher forcing + 2 random train examples)."""
+
+    cot_trigger: str = DEFAULT_COT_TRIGGER
+    icl_k: int = Field(2, ge=0, le=16)
+    icl_strategy: Literal["random", "none"] = "random"
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _k_vs_strategy(self) -> PromptConfig:
+        if self.icl_strategy == "none" and self.icl_k != 0:
+            raise ValueError("prompts.icl_strategy 'none' needs prompts.icl_k: 0")
+        return self
+
+
+class SelfEvalConfig(StrictModel):
+    """Mind's Mirror self-evaluation: the teacher judges each of its own CoTs."""
+
+    enabled: bool = False
+    evals_per_cot: int = Field(1, ge=1, le=16)
+    verdicts: list[str] = Field(default_factory=lambda: list(DEFAULT_VERDICTS))
+    max_tokens: int = Field(128, ge=1)
+    temperature: float = Field(0.0, ge=0.0, le=5.0)
+
+    @model_validator(mode="after")
+    def _evals(self) -> SelfEvalConfig:
+        if self.evals_per_cot > 1 and self.temperature == 0.0:
+            raise ValueError("self_eval.evals_per_cot > 1 needs self_eval.temperature > 0")
+        if len(set(self.verdicts)) < 2:
+            raise ValueError("self_eval.verdicts needs at least two distinct verdicts")
+        return self
+
+
+class FilterConfig(StrictModel):
+    """Which teacher outputs are kept; every drop is counted by reason."""
+
+    drop_empty: bool = True
+    drop_unparsable: bool = True
+    require_answer_match: bool = False
+    drop_verdict_wrong: bool = False
+    min_rationale_chars: int = Field(1, ge=0)
+    label_source: Literal["gold", "teacher"] = "gold"
