@@ -194,23 +194,23 @@ def write_dataset(root: Path, kind: str, n_train: int, n_val: int, tokenizer: An
             f.writelines(json.dumps(r) + "\n" for r in rows)
     recs = [MCQRecord(id=r["id"], question=r["question"], choices=tuple(r["choices"]), answer=r["answer"],
                       context=r["context"]) for r in train]
-    write_store(root / "store", store_rows_for(recs, kind, maker))
+    write_store(root / "store", store_rows_for(recs, kind, maker), records=recs)
     return root
 
 
 def groups_from_disk(cfg: Any) -> list[dict[str, Any]]:
-    """The training groups of ``cfg`` built in memory with the same pure functions Ray Data maps."""
-    import pyarrow.parquet as pq
-
+    """The training groups of ``cfg``, built in memory by the slice loader the Ray Data pipeline maps."""
     from tinyllm_ray.data.loader import load_splits
-    from tinyllm_ray.student.data import list_store_shards
-    from tinyllm_ray.student.tasks import TaskPlan, build_task_rows, group_task_rows
+    from tinyllm_ray.store import RationaleStore
+    from tinyllm_ray.student.data import load_slice
+    from tinyllm_ray.student.store_checks import open_training_store
+    from tinyllm_ray.student.tasks import TaskPlan
 
     train = load_splits(cfg.data).splits["train"]
-    store = [r for t in TEACHERS for p in list_store_shards(cfg.runtime.resolved_store_uri, t, "rationale")
-             for r in pq.read_table(p).to_pylist()]
-    rows, _ = build_task_rows(cfg, train, store)
-    return group_task_rows(rows, TaskPlan.from_config(cfg).label_source)
+    view = open_training_store(cfg, train_records=train)
+    store, plan, size = RationaleStore(view.uri), TaskPlan.from_config(cfg), view.shard_size
+    groups = [g for k in range(view.num_slices) for g in load_slice(store, plan, train[k * size:(k + 1) * size], k).groups]
+    return sorted(groups, key=lambda g: g["group"])
 
 
 def collator_for(cfg: Any, tokenizer: Any, model: Any, arch: str, side: str | None = None) -> Any:
@@ -255,7 +255,7 @@ def bench_packed_vs_separate(work: Path, micro_batch: int, repeats: int, warmup:
     from tinyllm_ray.data.schema import MCQRecord
     from tinyllm_ray.student.model import load_student
     from tinyllm_ray.student.packed import PackedStudent
-    from tinyllm_ray.student.tasks import build_task_rows, group_task_rows
+    from tinyllm_ray.student.tasks import TaskPlan, build_task_groups
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -275,8 +275,7 @@ def bench_packed_vs_separate(work: Path, micro_batch: int, repeats: int, warmup:
         rows = make_rows(kind, micro_batch, maker, kind[:2])
         recs = [MCQRecord(id=r["id"], question=r["question"], choices=tuple(r["choices"]), answer=r["answer"],
                           context=r["context"]) for r in rows]
-        task_rows, _ = build_task_rows(cfg, recs, store_rows_for(recs, kind, maker))
-        groups = group_task_rows(task_rows)
+        groups = build_task_groups(recs, store_rows_for(recs, kind, maker), TaskPlan.from_config(cfg)).groups
         variants = {
             "seq2seq-dec": (modules["seq2seq"], collator_for(cfg, s2s_tok, s2s, "seq2seq", "decoder")(groups)),
             "seq2seq-enc": (modules["seq2seq"], collator_for(cfg, s2s_tok, s2s, "seq2seq", "encoder")(groups)),

@@ -7,10 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from tests.unit.test_student_tasks import records, store_row, write_store
 from tinyllm_ray.config import JobConfig, StudentConfig, TinyModelConfig
 from tinyllm_ray.data.schema import MCQRecord
-from tinyllm_ray.student.data import list_store_shards, store_row_counts
 from tinyllm_ray.student.evaluate_model import evaluate_records, generate_answers
 from tinyllm_ray.student.model import (
     StudentFormat,
@@ -120,17 +118,3 @@ def test_padding_batches_keep_ranks_in_lock_step(t5_path):
     model = _EchoModel(tok, [], seq2seq=True)
     generate_answers(model, tok, _recs()[:1], fmt_enc, max_new_tokens=4, batch_size=2)
     assert tok.decode(model.calls[0]["input_ids"][0], skip_special_tokens=True).startswith("predict: Q: Q0?")
-
-
-def test_store_listing_and_counts_from_footers(tmp_path):
-    recs = records(5)
-    rows = [store_row(r, "llama") for r in recs] + [store_row(recs[0], "qwen")]
-    write_store(tmp_path, rows, rows_per_shard=2)
-    (tmp_path / "records" / "teacher=llama" / "kind=rationale" / ".tmp-shard-9.parquet").write_text("partial")
-    shards = list_store_shards(str(tmp_path), "llama", "rationale")
-    assert [s.rsplit("/", 1)[-1] for s in shards] == ["shard-00000.parquet", "shard-00001.parquet",
-                                                        "shard-00002.parquet"]
-    assert list_store_shards(str(tmp_path), "nobody", "rationale") == []
-    counts = store_row_counts(str(tmp_path), ["llama", "qwen", "nobody"])
-    assert counts[("llama", "rationale")] == 5 and counts[("qwen", "rationale")] == 1
-    assert counts[("nobody", "rationale")] == 0 and counts[("llama", "self_eval")] == 0

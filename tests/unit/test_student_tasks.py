@@ -1,32 +1,36 @@
-"""Store rows + dataset -> task rows: weights, stages, prefixes, errors (pure, milliseconds)."""
+"""Dataset records + store rows -> task rows and groups: weights, stages, prefixes, errors (pure).
+
+The helpers ``records``, ``store_row``, ``write_store`` and ``job`` are shared with
+tests/unit/test_student_data.py, tests/integration/test_train.py and
+benchmarks/student_throughput.py; stores are written only through ``RationaleStore``.
+"""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from tinyllm_ray.config import JobConfig
 from tinyllm_ray.data.schema import MCQRecord
+from tinyllm_ray.errors import EmptyTargetError, MissingTeacherError, StoreMismatchError, TaskDataError
+from tinyllm_ray.store import DEFAULT_SHARD_SIZE, RECORD_COLUMNS, RationaleStore, TeacherStats, build_manifest
 from tinyllm_ray.student.tasks import (
     ANSWER_TASK,
+    GROUP_SCHEMA,
     SELF_EVAL_TASK,
-    EmptyTargetError,
-    MissingTeacherError,
-    TaskDataError,
+    TASK_ROW_SCHEMA,
     TaskPlan,
-    TaskStats,
-    build_task_rows,
+    build_task_groups,
+    check_teacher_coverage,
     format_source,
-    group_task_rows,
     self_eval_target,
-    store_rows_to_task_rows,
 )
 
-# --------------------------------------------------------------------------- helpers (also used by
-# tests/integration/test_train.py)
+# --------------------------------------------------------------------------- helpers (shared, see docstring)
 
 
 def records(n: int = 3) -> list[MCQRecord]:
@@ -37,8 +41,9 @@ def records(n: int = 3) -> list[MCQRecord]:
 def store_row(rec: MCQRecord, teacher: str, kind: str = "rationale", sample_idx: int = 0, eval_idx: int = -1,
               rationale: str | None = None, parsed: str | None = None, verdict: str | None = None,
               critique: str | None = None) -> dict[str, Any]:
-    """One row with every column of docs/internals.md's rationale store."""
-    return {
+    """One store row of ``rec`` by ``teacher``: every column of the store's RECORD_SCHEMA (None
+    where this helper has no value, e.g. provenance columns)."""
+    return {c: None for c in RECORD_COLUMNS} | {
         "kind": kind, "teacher": teacher, "example_id": rec.id, "split": "train", "sample_idx": sample_idx,
         "eval_idx": eval_idx, "prompt_hash": "0" * 16, "question": rec.question, "context": rec.context,
         "choices": list(rec.choices), "answer": rec.answer,
@@ -49,94 +54,207 @@ def store_row(rec: MCQRecord, teacher: str, kind: str = "rationale", sample_idx:
     }
 
 
-def write_store(root: str | Path, rows: list[dict[str, Any]], rows_per_shard: int = 1000) -> None:
-    """Write rows in the documented layout: records/teacher=<t>/kind=<k>/shard-NNNNN.parquet."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    parts: dict[tuple[str, str], list[dict[str, Any]]] = {}
+def write_store(root: str | Path, rows: list[dict[str, Any]], *, records: Sequence[MCQRecord] | None = None,
+                shard_size: int = DEFAULT_SHARD_SIZE, cfg: JobConfig | None = None) -> RationaleStore:
+    """A finished store of ``rows``, written as generation writes it: manifest, then shard k of
+    every teacher in ``rows`` = examples [k*S, (k+1)*S) of ``records`` (default: the examples of
+    ``rows`` in order of first appearance), through ``RationaleStore.write_shard``."""
+    store = RationaleStore(str(root))
+    if records is None:
+        seen: dict[str, MCQRecord] = {}
+        for r in rows:
+            seen.setdefault(r["example_id"], MCQRecord(id=r["example_id"], question=r["question"],
+                                                       choices=tuple(r["choices"]), answer=r["answer"],
+                                                       context=r["context"]))
+        records = list(seen.values())
+    store.write_manifest(build_manifest(cfg or JobConfig(), "train", records, shard_size))
+    slice_of = {r.id: i // shard_size for i, r in enumerate(records)}
+    buckets: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
     for r in rows:
-        parts.setdefault((r["teacher"], r["kind"]), []).append(r)
-    schema = pa.schema([
-        ("kind", pa.string()), ("teacher", pa.string()), ("example_id", pa.string()), ("split", pa.string()),
-        ("sample_idx", pa.int32()), ("eval_idx", pa.int32()), ("prompt_hash", pa.string()),
-        ("question", pa.string()), ("context", pa.string()), ("choices", pa.list_(pa.string())),
-        ("answer", pa.string()), ("rationale", pa.string()), ("parsed_answer", pa.string()),
-        ("answer_match", pa.bool_()), ("verdict", pa.string()), ("critique", pa.string()),
-        ("prompt_tokens", pa.int32()), ("output_tokens", pa.int32()), ("finish_reason", pa.string()),
-    ])
-    for (teacher, kind), rs in parts.items():
-        d = Path(root) / "records" / f"teacher={teacher}" / f"kind={kind}"
-        d.mkdir(parents=True, exist_ok=True)
-        for i in range(0, len(rs), rows_per_shard):
-            pq.write_table(pa.Table.from_pylist(rs[i:i + rows_per_shard], schema=schema),
-                           os.fspath(d / f"shard-{i // rows_per_shard:05d}.parquet"))
+        buckets.setdefault((r["teacher"], slice_of[r["example_id"]], r["kind"]), []).append(r)
+    for teacher in sorted({r["teacher"] for r in rows}):
+        for k in range(-(-len(records) // shard_size)):
+            self_eval = buckets.get((teacher, k, "self_eval"))
+            store.write_shard(teacher, k, buckets.get((teacher, k, "rationale"), []), self_eval,
+                              TeacherStats(teacher=teacher))
+    return store
 
 
 def job(**over: Any) -> JobConfig:
     raw: dict[str, Any] = {"teachers": [{"name": "llama", "model": "x"}, {"name": "qwen", "model": "y"}]}
-    for k, v in over.items():
-        raw[k] = v
+    raw.update(over)
     return JobConfig.model_validate(raw)
+
+
+def plan_of(**over: Any) -> TaskPlan:
+    return TaskPlan.from_config(job(**over))
+
+
+def both(recs: Sequence[MCQRecord], teachers: Sequence[str] = ("llama", "qwen")) -> list[dict[str, Any]]:
+    return [store_row(r, t) for r in recs for t in teachers]
 
 
 # --------------------------------------------------------------------------- plan
 
 
 def test_additive_weights_prefixes_and_order():
-    plan = TaskPlan.from_config(job(loss={"form": "additive", "alpha": {"llama": 0.5}, "default_alpha": 2.0}))
+    plan = plan_of(loss={"form": "additive", "alpha": {"llama": 0.5}, "default_alpha": 2.0})
     assert plan.names == ("answer", "rationale:llama", "rationale:qwen")
     assert plan.weights == {"answer": 1.0, "rationale:llama": 0.5, "rationale:qwen": 2.0}
     assert plan.prefixes["rationale:qwen"] == "explain qwen: "
     assert plan.prefixes["answer"] == "predict: "
-    assert plan.num_stages == 1
+    assert plan.num_stages == 1 and plan.store_kinds == ("rationale",)
     assert TaskPlan.from_dict(plan.to_dict()) == plan
 
 
 def test_convex_weights_share_the_rationale_half():
-    plan = TaskPlan.from_config(job(loss={"form": "convex", "convex_alpha": 0.3}))
+    plan = plan_of(loss={"form": "convex", "convex_alpha": 0.3})
     assert plan.weights["answer"] == pytest.approx(0.3)
     assert plan.weights["rationale:llama"] == pytest.approx(0.35)
     assert plan.weights["rationale:qwen"] == pytest.approx(0.35)
 
 
 def test_two_stage_puts_self_eval_first():
-    plan = TaskPlan.from_config(job(self_eval={"enabled": True}, loss={"schedule": "two_stage",
-                                                                       "self_eval_weight": 0.7}))
+    plan = plan_of(self_eval={"enabled": True}, loss={"schedule": "two_stage", "self_eval_weight": 0.7})
     assert plan.names[-1] == SELF_EVAL_TASK
     assert plan.stages == {"answer": 1, "rationale:llama": 1, "rationale:qwen": 1, "self_eval": 0}
     assert plan.weights["self_eval"] == 0.7
     assert plan.tasks_of_stage(0) == ("self_eval",)
-
-
-def test_no_teachers_is_plain_fine_tuning():
-    plan = TaskPlan.from_config(JobConfig.model_validate({"loss": {"form": "convex"}}))
-    assert plan.names == ("answer",) and plan.teachers == ()
-    rows, _ = build_task_rows(JobConfig(), records(2), [])
-    assert [r["task"] for r in rows] == ["answer", "answer"]
+    assert plan.store_kinds == ("rationale", "self_eval")
 
 
 def test_two_stage_without_self_eval_is_an_error():
     with pytest.raises(TaskDataError, match="self_eval.enabled"):
-        TaskPlan.from_config(job(loss={"schedule": "two_stage"}))
+        plan_of(loss={"schedule": "two_stage"})
 
 
-# --------------------------------------------------------------------------- rows
+# --------------------------------------------------------------------------- build_task_groups
 
 
-def test_rows_follow_the_contract():
+def test_answer_rows_only_without_teachers():
+    plan = TaskPlan.from_config(JobConfig.model_validate({"loss": {"form": "convex"}}))
+    assert plan.names == ("answer",) and plan.teachers == ()
+    out = build_task_groups(records(2), [], plan)
+    assert [r["task"] for r in out.rows] == ["answer", "answer"]
+    assert sorted(t for g in out.groups for t in g["targets"]) == ["blue", "red"]
+    assert out.stats.rows_per_task == {"answer": 2} and out.stats.groups_per_stage == {0: 2}
+
+
+def test_rows_and_groups_follow_the_contract():
     recs = records(2)
-    rows, stats = build_task_rows(job(), recs, [store_row(r, t) for r in recs for t in ("llama", "qwen")])
-    assert len(rows) == 6
-    for r in rows:
-        assert set(r) >= {"input", "target", "task", "weight", "stage"}
-        assert r["input"] == r["prefix"] + r["source"]
-        assert r["input"].startswith(TaskPlan.from_config(job()).prefixes[r["task"]])
-    ans = [r for r in rows if r["task"] == ANSWER_TASK]
-    assert [r["target"] for r in ans] == [r.answer for r in recs]
-    assert stats.rows_per_task == {"answer": 2, "rationale:llama": 2, "rationale:qwen": 2}
+    plan = plan_of()
+    out = build_task_groups(recs, both(recs), plan)
+    assert len(out.rows) == 6
+    for r in out.rows:
+        assert r["input"] == r["prefix"] + r["source"] and r["prefix"] == plan.prefixes[r["task"]]
+    assert sorted(r["target"] for r in out.rows if r["task"] == ANSWER_TASK) == sorted(r.answer for r in recs)
+    assert out.stats.rows_per_task == {"answer": 2, "rationale:llama": 2, "rationale:qwen": 2}
     # every task of one question shares one source, hence one group
-    assert len({r["group"] for r in rows}) == 2
+    assert len(out.groups) == 2
+    for g in out.groups:
+        assert g["tasks"] == ["answer", "rationale:llama", "rationale:qwen"]
+        assert len(g["prefixes"]) == len(g["targets"]) == len(g["weights"]) == 3
+    # the public schemas hold the rows and groups exactly
+    assert pa.Table.from_pylist(out.rows, schema=TASK_ROW_SCHEMA).to_pylist() == out.rows
+    assert out.table().schema == GROUP_SCHEMA and out.table().to_pylist() == out.groups
+
+
+def test_per_teacher_rows_carry_their_weights():
+    recs = records(1)
+    out = build_task_groups(recs, both(recs), plan_of(loss={"alpha": {"llama": 0.25, "qwen": 4.0}}))
+    (g,) = out.groups
+    assert dict(zip(g["tasks"], g["weights"])) == {"answer": 1.0, "rationale:llama": 0.25, "rationale:qwen": 4.0}
+    assert dict(zip(g["tasks"], g["targets"]))["rationale:qwen"] == "qwen thinks it is red."
+
+
+def test_groups_are_deterministic():
+    recs = records(3)
+    rows = both(recs)
+    assert build_task_groups(recs, rows, plan_of()).groups == build_task_groups(recs, rows[::-1], plan_of()).groups
+
+
+def test_unconfigured_teachers_are_counted_not_silently_dropped():
+    recs = records(2)
+    out = build_task_groups(recs, both(recs, ("mistral", "llama", "qwen")), plan_of())
+    assert "rationale:mistral" not in out.stats.rows_per_task
+    assert out.stats.ignored_teachers == {"mistral": 2}
+    assert out.stats.to_dict()["ignored_teachers"] == {"mistral": 2}
+
+
+def test_self_eval_rows_are_counted_when_disabled():
+    rec = records(1)[0]
+    row = store_row(rec, "llama", kind="self_eval", eval_idx=0, critique="ok", verdict="correct")
+    out = build_task_groups([rec], [*both([rec]), row], plan_of())
+    assert out.stats.ignored_kinds == {"self_eval": 1}
+
+
+def test_self_eval_rows_and_two_stage_groups():
+    rec = records(1)[0]
+    plan = plan_of(self_eval={"enabled": True}, loss={"schedule": "two_stage"})
+    se = store_row(rec, "llama", kind="self_eval", eval_idx=0, critique="The steps hold.", verdict="correct")
+    out = build_task_groups([rec], [*both([rec]), se], plan)
+    (row,) = [r for r in out.rows if r["task"] == SELF_EVAL_TASK]
+    assert row["stage"] == 0 and row["input"].startswith("evaluate: ")
+    assert "Proposed reasoning: llama thinks it is red." in row["source"]
+    assert row["target"] == "The steps hold.\nVerdict: correct"
+    by_stage = {g["stage"]: g for g in out.groups}
+    assert by_stage[0]["tasks"] == ["self_eval"]
+    assert by_stage[1]["tasks"] == ["answer", "rationale:llama", "rationale:qwen"]
+    assert out.stats.groups_per_stage == {0: 1, 1: 1}
+    assert self_eval_target("Fine.\nVerdict: wrong", "wrong") == "Fine.\nVerdict: wrong"
+
+
+def test_teacher_labels_replace_gold_in_groups():
+    recs = records(1)
+    rows = [store_row(recs[0], "llama", sample_idx=0, parsed="blue"),
+            store_row(recs[0], "llama", sample_idx=1, parsed=None),  # unparsed -> gold
+            store_row(recs[0], "qwen", parsed="red")]
+    out = build_task_groups(recs, rows, plan_of(filter={"label_source": "teacher"}))
+    (g,) = out.groups
+    answers = sorted(t for task, t in zip(g["tasks"], g["targets"]) if task == "answer")
+    assert answers == ["blue", "red", "red"]  # 3 teacher labels, the gold row replaced
+    assert g["tasks"].count("rationale:llama") == 2
+    assert out.stats.rows_per_task["answer"] == 3  # what is trained, not what was built
+
+
+def test_empty_rationale_is_an_error_not_a_skip():
+    recs = records(2)
+    rows = both(recs)
+    rows[1]["rationale"] = "   "
+    with pytest.raises(EmptyTargetError, match=r"teacher 'qwen', example 'ex0'"):
+        build_task_groups(recs, rows, plan_of())
+
+
+def test_empty_self_eval_and_empty_answer_are_errors():
+    rec = records(1)[0]
+    se = store_row(rec, "llama", kind="self_eval", eval_idx=0, critique="", verdict="")
+    with pytest.raises(EmptyTargetError, match="self-evaluation"):
+        build_task_groups([rec], [se], plan_of(self_eval={"enabled": True}))
+    blank = MCQRecord(id="b", question="Q?", choices=(), answer="0")
+    object.__setattr__(blank, "answer", " ")
+    with pytest.raises(EmptyTargetError, match="dataset example 'b'"):
+        build_task_groups([blank], [], plan_of())
+
+
+def test_rows_of_other_examples_are_a_store_mismatch():
+    recs = records(3)
+    with pytest.raises(StoreMismatchError, match="example 'ex2'"):
+        build_task_groups(recs[:2], both(recs), plan_of())
+
+
+def test_unknown_kind_is_an_error():
+    rec = records(1)[0]
+    with pytest.raises(TaskDataError, match="unknown kind 'critique'"):
+        build_task_groups([rec], [store_row(rec, "llama", kind="critique")], plan_of())
+
+
+def test_missing_teacher_coverage_is_a_clear_error():
+    with pytest.raises(MissingTeacherError, match=r"qwen \(kind=rationale\).*tinyllm-ray generate"):
+        check_teacher_coverage(plan_of(), {("llama", "rationale"): 3})
+    with pytest.raises(MissingTeacherError, match="self_eval.enabled: false"):
+        check_teacher_coverage(plan_of(self_eval={"enabled": True}),
+                               {("llama", "rationale"): 3, ("qwen", "rationale"): 3, ("llama", "self_eval"): 1})
+    check_teacher_coverage(plan_of(), {("llama", "rationale"): 1, ("qwen", "rationale"): 1})
 
 
 def test_source_puts_context_last_and_letters_options():
@@ -144,77 +262,3 @@ def test_source_puts_context_last_and_letters_options():
     assert s.splitlines()[0] == "Q: Why?"
     assert "(a) yes" in s and "(b) no" in s
     assert s.splitlines()[-1] == "Context: A long abstract."
-
-
-def test_missing_teacher_is_a_clear_error():
-    recs = records(2)
-    with pytest.raises(MissingTeacherError, match=r"qwen \(kind=rationale\).*tinyllm-ray generate"):
-        build_task_rows(job(), recs, [store_row(r, "llama") for r in recs])
-
-
-def test_missing_self_eval_rows_are_an_error_when_enabled():
-    recs = records(1)
-    rows = [store_row(recs[0], t) for t in ("llama", "qwen")]
-    with pytest.raises(MissingTeacherError, match="self_eval"):
-        build_task_rows(job(self_eval={"enabled": True}), recs, rows)
-
-
-def test_empty_rationale_is_an_error_not_a_skip():
-    recs = records(2)
-    rows = [store_row(r, t) for r in recs for t in ("llama", "qwen")]
-    rows[1]["rationale"] = "   "
-    with pytest.raises(EmptyTargetError, match=r"teacher 'qwen', example 'ex0'"):
-        build_task_rows(job(), recs, rows)
-
-
-def test_empty_self_eval_is_an_error():
-    rec = records(1)[0]
-    plan = TaskPlan.from_config(job(self_eval={"enabled": True}))
-    with pytest.raises(EmptyTargetError, match="self-evaluation"):
-        store_rows_to_task_rows([store_row(rec, "llama", kind="self_eval", eval_idx=0, critique="", verdict="")],
-                                plan)
-
-
-def test_unknown_teachers_are_counted_not_silently_dropped():
-    rec = records(1)[0]
-    stats = TaskStats()
-    out = store_rows_to_task_rows([store_row(rec, "mistral"), store_row(rec, "llama")],
-                                  TaskPlan.from_config(job()), stats)
-    assert [r["task"] for r in out] == ["rationale:llama"]
-    assert stats.ignored_teachers == {"mistral": 1}
-
-
-def test_self_eval_rows_and_target():
-    rec = records(1)[0]
-    plan = TaskPlan.from_config(job(self_eval={"enabled": True}, loss={"schedule": "two_stage"}))
-    row = store_row(rec, "llama", kind="self_eval", eval_idx=0, critique="The steps hold.", verdict="correct")
-    (out,) = store_rows_to_task_rows([row], plan)
-    assert out["task"] == SELF_EVAL_TASK and out["stage"] == 0
-    assert out["input"].startswith("evaluate: ")
-    assert "Proposed reasoning: llama thinks it is red." in out["source"]
-    assert out["target"] == "The steps hold.\nVerdict: correct"
-    assert self_eval_target("Fine.\nVerdict: wrong", "wrong") == "Fine.\nVerdict: wrong"
-
-
-def test_teacher_labels_replace_gold_in_groups():
-    recs = records(1)
-    cfg = job(filter={"label_source": "teacher"})
-    rows, _ = build_task_rows(cfg, recs, [
-        store_row(recs[0], "llama", sample_idx=0, parsed="blue"),
-        store_row(recs[0], "llama", sample_idx=1, parsed=None),  # unparsed -> gold
-        store_row(recs[0], "qwen", parsed="red"),
-    ])
-    (g,) = group_task_rows(rows, label_source="teacher")
-    answers = sorted(t for task, t in zip(g["tasks"], g["targets"]) if task == "answer")
-    assert answers == ["blue", "red", "red"]  # 3 teacher labels, the gold row replaced
-    assert g["tasks"].count("rationale:llama") == 2
-
-
-def test_group_rows_are_aligned_and_deterministic():
-    recs = records(3)
-    rows, _ = build_task_rows(job(), recs, [store_row(r, t) for r in recs for t in ("llama", "qwen")])
-    g1 = group_task_rows(rows)
-    g2 = group_task_rows(list(reversed(rows)))
-    assert g1 == g2
-    for g in g1:
-        assert len(g["tasks"]) == len(g["prefixes"]) == len(g["targets"]) == len(g["weights"]) == 3

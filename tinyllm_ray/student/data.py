@@ -1,39 +1,36 @@
-"""Rationale store + dataset -> Ray Data datasets of packed groups, one per training stage.
+"""Rationale store + dataset -> Ray Data datasets of task groups, one per training stage.
 
-Why Ray Data end to end: the rationale store can be far larger than the driver's memory
-(5 CoTs x 5 self-evaluations per question in Mind's Mirror), so it is read with
-``ray.data.read_parquet``, mapped to task rows per block (``tasks.store_rows_to_task_rows``),
-grouped by (stage, source) on the cluster and materialised in the object store, never
-in the driver. Training workers stream their shard with ``get_dataset_shard``.
+One slice loader serves batch ``train`` and streaming ``run``. The store is written in
+fixed slices: shard *k* of every teacher holds the outputs for examples ``[k*S, (k+1)*S)``
+of the train split (S = the manifest's ``shard_size``). The training dataset is
+``ray.data.range(num_slices)`` mapped by one UDF that reads shard *k* of each configured
+teacher (``RationaleStore.read_shard``) and calls the pure
+:func:`~tinyllm_ray.student.tasks.build_task_groups` on that slice's records. Why slices:
+every row of a question lives in one slice, so groups are built where the data is read,
+with no cluster-wide groupby, and the same code reads a finished store (batch) or waits
+for each slice of a store still being written (streaming, ``student/streaming.py``).
 
-Checks happen before any training worker starts:
-
-- teacher coverage from Parquet *metadata* (row counts, no data read): a configured teacher
-  without rows is a :class:`~tinyllm_ray.student.tasks.MissingTeacherError`;
-- empty targets raise :class:`~tinyllm_ray.student.tasks.EmptyTargetError` inside the map
-  (surfaced here when the dataset is materialised);
-- a streaming length pre-flight tokenizes every group with the training layout: counts
-  truncated inputs/targets, or raises ``TruncationError`` when ``student.truncation: error``.
+Batch checks happen before any training worker starts (``student/store_checks.py``): the
+store exists, every configured teacher has rows and every slice committed, the train
+split is the one generated from, no target is empty; then the slices are built, shuffled
+and materialised, split per stage, and a length pre-flight tokenizes every group with the
+training layout (counting truncation, or raising ``TruncationError`` when
+``student.truncation: error``). Answer-only runs (no teachers) need no store.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tinyllm_ray.student.tasks import (
-    STORE_COLUMNS,
-    TaskDataError,
-    TaskPlan,
-    answer_task_rows,
-    check_teacher_coverage,
-    group_task_rows,
-    store_rows_to_task_rows,
-)
+from tinyllm_ray.errors import ConfigError, DataError, TaskDataError, UserError
+from tinyllm_ray.student.store_checks import ignored_store_rows, open_training_store, scan_store_targets
+from tinyllm_ray.student.tasks import GROUP_SCHEMA, STORE_COLUMNS, TaskGroups, TaskPlan, build_task_groups
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -41,6 +38,7 @@ if TYPE_CHECKING:
 
     from tinyllm_ray.config import JobConfig
     from tinyllm_ray.data.schema import MCQRecord
+    from tinyllm_ray.store import RationaleStore
     from tinyllm_ray.student.collate import TaskCollator
 
 log = logging.getLogger(__name__)
@@ -48,112 +46,27 @@ log = logging.getLogger(__name__)
 __all__ = [
     "StudentData",
     "length_preflight",
-    "list_store_shards",
+    "load_slice",
     "prepare_student_data",
-    "scan_store_targets",
+    "report_ignored",
+    "slice_dataset",
     "steps_per_stage",
-    "store_row_counts",
+    "validation_dataset",
 ]
 
-KINDS = ("rationale", "self_eval")
-
-
-def _task_schema() -> pa.Schema:
-    import pyarrow as pa
-
-    return pa.schema([
-        ("input", pa.string()), ("target", pa.string()), ("task", pa.string()), ("weight", pa.float64()),
-        ("stage", pa.int64()), ("source", pa.string()), ("prefix", pa.string()), ("group", pa.string()),
-        ("origin", pa.string()), ("example_id", pa.string()),
-    ])
-
-
-def _group_schema() -> pa.Schema:
-    import pyarrow as pa
-
-    return pa.schema([
-        ("group", pa.string()), ("stage", pa.int64()), ("source", pa.string()), ("example_id", pa.string()),
-        ("tasks", pa.list_(pa.string())), ("prefixes", pa.list_(pa.string())),
-        ("targets", pa.list_(pa.string())), ("weights", pa.list_(pa.float64())),
-    ])
-
-
-# --------------------------------------------------------------------------- store layout
-
-
-def _fs_and_path(uri: str) -> tuple[Any, str]:
-    import pyarrow.fs as pafs
-
-    if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
-    import os
-
-    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
-
-
-def list_store_shards(store_uri: str, teacher: str, kind: str) -> list[str]:
-    """Shard files of one (teacher, kind) partition, sorted; ``[]`` when absent.
-
-    Layout (docs/internals.md): ``<root>/records/teacher=<name>/kind=<kind>/shard-*.parquet``.
-    Temporary files of an interrupted write are not ``shard-*.parquet`` and are ignored.
-    """
-    import pyarrow.fs as pafs
-
-    fs, root = _fs_and_path(store_uri)
-    base = f"{root.rstrip('/')}/records/teacher={teacher}/kind={kind}"
-    info = fs.get_file_info(base)
-    if info.type != pafs.FileType.Directory:
-        return []
-    sel = pafs.FileSelector(base, recursive=False)
-    files = [f.path for f in fs.get_file_info(sel)
-             if f.type == pafs.FileType.File and f.base_name.startswith("shard-") and f.base_name.endswith(".parquet")]
-    return sorted(files)
-
-
-def store_row_counts(store_uri: str, teachers: Sequence[str]) -> dict[tuple[str, str], int]:
-    """Rows per (teacher, kind) from Parquet footers only (no column data is read)."""
-    import pyarrow.parquet as pq
-
-    fs, _ = _fs_and_path(store_uri)
-    counts: dict[tuple[str, str], int] = {}
-    for t in teachers:
-        for k in KINDS:
-            n = 0
-            for path in list_store_shards(store_uri, t, k):
-                with fs.open_input_file(path) as f:
-                    n += pq.ParquetFile(f).metadata.num_rows
-            counts[(t, k)] = n
-    return counts
-
-
-# --------------------------------------------------------------------------- Ray Data UDFs
-
-
-def _store_block_to_task_rows(table: pa.Table, plan: dict[str, Any]) -> pa.Table:
-    """map_batches UDF: store rows -> task rows (errors name teacher/example)."""
-    import pyarrow as pa
-
-    rows = store_rows_to_task_rows(table.to_pylist(), TaskPlan.from_dict(plan))
-    return pa.Table.from_pylist(rows, schema=_task_schema())
-
-
-def _group_block(table: pa.Table, label_source: str) -> pa.Table:
-    """map_groups UDF: the task rows of one (stage, source) -> one group row."""
-    import pyarrow as pa
-
-    return pa.Table.from_pylist(group_task_rows(table.to_pylist(), label_source), schema=_group_schema())
-
-
-# --------------------------------------------------------------------------- driver API
+#: Batch slice reads: at most this many Ray tasks (each reads several slices), so a large
+#: store does not become thousands of tiny tasks on a small machine.
+MAX_BATCH_READ_TASKS = 16
 
 
 @dataclass
 class StudentData:
     """The datasets a training run consumes, plus what the driver learned building them.
 
-    ``datasets``: ``train_stage<k>`` (materialised groups of stage k) and ``validation``
-    (MCQ records as rows, evaluated by answer-only generation). ``groups[k]`` counts the
-    groups (questions, or CoTs for self-evaluation) of stage k.
+    ``datasets``: ``train_stage<k>`` (groups of stage k, :data:`GROUP_SCHEMA`) and
+    ``validation`` (MCQ records as rows, evaluated by answer-only generation).
+    ``groups[k]`` counts the groups (questions, or CoTs for self-evaluation) of stage k.
+    ``stats`` includes ``ignored_teachers`` / ``ignored_kinds``: store rows left out.
     """
 
     plan: TaskPlan
@@ -166,88 +79,112 @@ class StudentData:
         return sorted(self.groups)
 
 
-def _task_data_error(exc: BaseException) -> TaskDataError | None:
-    """Our :class:`TaskDataError` inside a Ray Data failure (which keeps only its text)."""
+# --------------------------------------------------------------------------- the slice loader
+
+
+def load_slice(store: RationaleStore | None, plan: TaskPlan, records: Sequence[MCQRecord], shard: int) -> TaskGroups:
+    """The task groups of one slice: ``records`` (examples of slice ``shard``) + shard ``shard``
+    of every configured teacher, for the kinds the plan trains. ``store`` None: answers only."""
+    rows: list[dict[str, Any]] = []
+    if store is not None:
+        for teacher in plan.teachers:
+            for kind in plan.store_kinds:
+                rows += store.read_shard(teacher, kind, shard, columns=STORE_COLUMNS).to_pylist()
+    return build_task_groups(records, rows, plan)
+
+
+def _load_slices(batch: dict[str, Any], *, plan: dict[str, Any], store_uri: str | None, records: list[dict],
+                 shard_size: int, wait: dict[str, float] | None, fingerprint: str | None) -> pa.Table:
+    """Ray Data UDF: slice indices -> the task groups of those slices.
+
+    ``wait`` (streaming): block until each slice is committed for every teacher, and check
+    once the manifest exists that it was generated from these examples (``fingerprint``).
+    """
+    import pyarrow as pa
+
+    from tinyllm_ray.data.schema import MCQRecord
+    from tinyllm_ray.store import RationaleStore
+    from tinyllm_ray.student.store_checks import check_same_examples
+
+    task_plan = TaskPlan.from_dict(plan)
+    store = RationaleStore(store_uri) if store_uri else None
+    tables = []
+    for shard in (int(s) for s in batch["id"]):
+        recs = [MCQRecord.from_dict(r) for r in records[shard * shard_size:(shard + 1) * shard_size]]
+        if store is not None and wait is not None:
+            store.wait_for_shard(task_plan.teachers, shard, **wait)
+            manifest = store.read_manifest()
+            if fingerprint is not None and manifest is not None:
+                check_same_examples(store.uri, manifest, fingerprint, len(records))
+        tables.append(load_slice(store, task_plan, recs, shard).table())
+    return pa.concat_tables(tables) if tables else GROUP_SCHEMA.empty_table()
+
+
+def slice_dataset(plan: TaskPlan, train_records: Sequence[MCQRecord], shard_size: int, store_uri: str | None, *,
+                  wait: dict[str, float] | None = None, fingerprint: str | None = None) -> ray.data.Dataset:
+    """``ray.data.range(num_slices)`` mapped by the slice loader (lazy; nothing runs yet).
+
+    Batch (``wait`` None): every slice is committed, so slices are read a few per task, as
+    fast as the CPUs allow. Streaming (``wait={"poll_s", "timeout_s"}``): one slice per
+    task, few at a time, little CPU each: slice readers mostly wait for the store, and must
+    never hold the CPUs the teachers' engines still need to start.
+    """
+    import ray.data
+
+    n = -(-len(train_records) // shard_size)
+    kwargs = {"plan": plan.to_dict(), "store_uri": store_uri, "records": [r.to_dict() for r in train_records],
+              "shard_size": shard_size, "wait": wait, "fingerprint": fingerprint}
+    if wait is None:
+        return ray.data.range(n, override_num_blocks=min(n, MAX_BATCH_READ_TASKS)).map_batches(
+            _load_slices, batch_size=None, batch_format="numpy", fn_kwargs=kwargs)
+    return ray.data.range(n, override_num_blocks=n).map_batches(
+        _load_slices, batch_size=1, batch_format="numpy", num_cpus=0.05, concurrency=2, fn_kwargs=kwargs)
+
+
+def validation_dataset(cfg: JobConfig, records: Sequence[MCQRecord]) -> tuple[ray.data.Dataset, int]:
+    """Validation records (limited by ``train.eval_limit``) as a dataset, and their count."""
+    import ray.data
+
+    val = list(records)[: cfg.train.eval_limit or None]
+    if not val:
+        raise DataError("the validation split is empty; model selection needs it (never the test split)")
+    return ray.data.from_items([r.to_dict() for r in val]), len(val)
+
+
+def report_ignored(plan: TaskPlan, row_counts: dict[tuple[str, str], int], uri: str) -> dict[str, dict[str, int]]:
+    """Count (and log) the store rows this run leaves out; returned for ``StudentData.stats``."""
+    ignored = ignored_store_rows(plan, row_counts)
+    if ignored.ignored_teachers:
+        log.info("rationale store %s: %d row(s) of teacher(s) not in the config are left out: %s", uri,
+                 sum(ignored.ignored_teachers.values()), dict(ignored.ignored_teachers))
+    if ignored.ignored_kinds:
+        log.info("rationale store %s: %s row(s) left out (self_eval.enabled is false)", uri,
+                 dict(ignored.ignored_kinds))
+    return {"ignored_teachers": dict(ignored.ignored_teachers), "ignored_kinds": dict(ignored.ignored_kinds)}
+
+
+# --------------------------------------------------------------------------- batch
+
+
+def _user_error(exc: BaseException) -> UserError | None:
+    """Our ``UserError`` inside a Ray Data failure (which may keep only its text)."""
     import re
 
-    from tinyllm_ray.student import tasks
+    from tinyllm_ray import errors
 
-    m = re.search(r"(EmptyTargetError|MissingTeacherError|TaskDataError): (.+)", str(exc))
-    if m is None:
-        return None
-    return getattr(tasks, m.group(1))(m.group(2).strip())
-
-
-def _empty_target_mask(batch: Any, kind: str, present: list[str]) -> Any:
-    """Boolean mask of rows whose target would be empty (see :func:`scan_store_targets`)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    def blank(col: str) -> Any:
-        if col not in present:
-            return pa.array([True] * batch.num_rows)
-        text = pc.utf8_trim_whitespace(pc.fill_null(batch.column(col), ""))
-        return pc.equal(pc.utf8_length(text), 0)
-
-    if kind == "rationale":
-        return blank("rationale")
-    # self-evaluation: no CoT to judge, or neither a critique nor a verdict
-    return pc.or_(blank("rationale"), pc.and_(blank("critique"), blank("verdict")))
-
-
-def scan_store_targets(store_uri: str, plan: TaskPlan, batch_size: int = 8192) -> dict[str, int]:
-    """Count store rows whose target would be empty; raise :class:`EmptyTargetError` if any.
-
-    Streams only the target columns, one record batch at a time (never the whole store),
-    so every bad row is counted and named in one error instead of failing on the first.
-    """
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from tinyllm_ray.student.tasks import EmptyTargetError
-
-    fs, _ = _fs_and_path(store_uri)
-    empty: dict[str, int] = {}
-    examples: dict[str, list[str]] = {}
-    kinds = [("rationale", ["rationale"])] + ([("self_eval", ["rationale", "critique", "verdict"])]
-                                              if plan.self_eval else [])
-    for t in plan.teachers:
-        for kind, cols in kinds:
-            for path in list_store_shards(store_uri, t, kind):
-                with fs.open_input_file(path) as f:
-                    pf = pq.ParquetFile(f)
-                    have = set(pf.schema_arrow.names)
-                    use = [c for c in cols if c in have]
-                    for b in pf.iter_batches(batch_size=batch_size, columns=["example_id", *use]):
-                        bad = _empty_target_mask(b, kind, use)
-                        n = int(pc.sum(bad).as_py() or 0)
-                        if n:
-                            key = f"teacher {t!r} kind={kind}"
-                            empty[key] = empty.get(key, 0) + n
-                            ids = pc.filter(b.column("example_id"), bad).to_pylist()[:3]
-                            examples.setdefault(key, []).extend(ids)
-    if empty:
-        detail = "; ".join(f"{k}: {n} row(s), e.g. examples {examples[k][:3]}" for k, n in sorted(empty.items()))
-        raise EmptyTargetError(
-            f"rationale store {store_uri}: empty targets for {detail}. Empty targets would teach the student "
-            "to say nothing; regenerate with filter.drop_empty: true (empty outputs are then dropped and counted "
-            "in stats/<teacher>.json)"
-        )
-    return empty
-
-
-def _num_partitions(n_rows: int, rows_per_partition: int = 20_000, cap: int = 64) -> int:
-    """Shuffle partitions for ``n_rows`` task rows.
-
-    Why not Ray Data's default (200): each partition is a task, and on a small machine
-    200 tasks for a few thousand rows cost a minute of scheduling for nothing.
-    """
-    return max(1, min(cap, -(-n_rows // rows_per_partition)))
-
-
-def _shard_paths(cfg: JobConfig, plan: TaskPlan, store_uri: str) -> list[str]:
-    kinds = ["rationale"] + (["self_eval"] if plan.self_eval else [])
-    return [p for t in plan.teachers for k in kinds for p in list_store_shards(store_uri, t, k)]
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, UserError):
+            return seen
+        seen = seen.__cause__
+    for m in re.finditer(r"\b(\w+Error): (.+)", str(exc)):
+        cls = getattr(errors, m.group(1), None)
+        if isinstance(cls, type) and issubclass(cls, UserError):
+            try:
+                return cls(m.group(2).strip())
+            except TypeError:  # an error with a structured constructor: keep Ray's
+                return None
+    return None
 
 
 def prepare_student_data(
@@ -258,48 +195,31 @@ def prepare_student_data(
     store_uri: str | None = None,
     collator: TaskCollator | None = None,
 ) -> StudentData:
-    """Build (and check) the per-stage group datasets and the validation dataset.
+    """Check the store, then build the per-stage group datasets and the validation dataset.
 
     ``collator`` enables the length pre-flight (it must be the training collator: same
     tokenizer, same limits). Validation rows are limited by ``train.eval_limit``.
     """
-    import ray.data
     from ray.data.expressions import col
 
+    from tinyllm_ray.store import RationaleStore
+
+    t0 = time.perf_counter()
     plan = TaskPlan.from_config(cfg)
-    store_uri = store_uri or cfg.runtime.resolved_store_uri
-    stats: dict[str, Any] = {"store_uri": store_uri}
-    if plan.teachers:
-        counts = store_row_counts(store_uri, plan.teachers)
-        check_teacher_coverage(plan, counts, store=f"rationale store {store_uri}")
-        scan_store_targets(store_uri, plan)
-        stats["store_rows"] = {f"{t}/{k}": n for (t, k), n in counts.items()}
     if not train_records:
-        raise ValueError("the train split is empty; nothing to distil")
+        raise DataError("the train split is empty; nothing to distil")
+    view = open_training_store(cfg, store_uri=store_uri, train_records=train_records)
+    stats: dict[str, Any] = {"store_uri": view.uri, "shard_size": view.shard_size}
+    if view.uri is not None:
+        scan_store_targets(RationaleStore(view.uri), plan)
+        stats["store_rows"] = {f"{t}/{k}": n for (t, k), n in view.row_counts.items() if t in plan.teachers}
+        stats.update(report_ignored(plan, view.row_counts, view.uri))
 
-    import pyarrow as pa
-
-    answers = answer_task_rows(train_records, plan)
-    parts = [ray.data.from_arrow(pa.Table.from_pylist(answers, schema=_task_schema()))]
-    paths = _shard_paths(cfg, plan, store_uri) if plan.teachers else []
-    if paths:
-        fs, _ = _fs_and_path(store_uri)
-        store = ray.data.read_parquet(paths, filesystem=fs, partitioning=None,
-                                      override_num_blocks=max(1, len(paths)))
-        present = set(store.schema().names)
-        store = store.select_columns([c for c in STORE_COLUMNS if c in present])
-        parts.append(store.map_batches(_store_block_to_task_rows, batch_format="pyarrow",
-                                       fn_kwargs={"plan": plan.to_dict()}))
-    rows = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    n_rows = len(answers) + sum(stats.get("store_rows", {}).values())
-    partitions = _num_partitions(n_rows)
-    grouped = rows.groupby("group", num_partitions=partitions).map_groups(
-        _group_block, batch_format="pyarrow", fn_kwargs={"label_source": plan.label_source}
-    )
+    slices = slice_dataset(plan, train_records, view.shard_size, view.uri)
     try:
-        grouped = grouped.random_shuffle(seed=cfg.train.seed).materialize()
-    except Exception as exc:  # Ray Data wraps UDF errors twice; surface ours as itself
-        cause = _task_data_error(exc)
+        grouped = slices.random_shuffle(seed=cfg.train.seed).materialize()
+    except Exception as exc:  # Ray Data wraps UDF errors; surface ours as itself
+        cause = _user_error(exc)
         if cause is None:
             raise
         raise cause from exc
@@ -310,24 +230,19 @@ def prepare_student_data(
         ds = grouped if plan.num_stages == 1 else grouped.filter(expr=col("stage") == stage).materialize()
         n = ds.count()
         if n == 0:
-            raise ValueError(
+            raise TaskDataError(
                 f"training stage {stage} has no rows (tasks {list(plan.tasks_of_stage(stage))}); "
                 "check the rationale store and self_eval settings"
             )
         datasets[f"train_stage{stage}"] = ds
         groups[stage] = n
     stats["groups_per_stage"] = dict(groups)
-
     if collator is not None:
         stats.update(length_preflight(datasets, collator))
-
-    val = list(validation_records)
-    if cfg.train.eval_limit:
-        val = val[: cfg.train.eval_limit]
-    if not val:
-        raise ValueError("the validation split is empty; model selection needs it (never the test split)")
-    datasets["validation"] = ray.data.from_items([r.to_dict() for r in val])
-    stats["validation_rows"] = len(val)
+    datasets["validation"], stats["validation_rows"] = validation_dataset(cfg, validation_records)
+    stats["prepare_seconds"] = round(time.perf_counter() - t0, 2)
+    log.info("student data: %s groups per stage from %s slice(s) of %d examples in %.1f s",
+             groups, -(-len(train_records) // view.shard_size), view.shard_size, stats["prepare_seconds"])
     return StudentData(plan=plan, datasets=datasets, groups=groups, stats=stats)
 
 
@@ -368,7 +283,7 @@ def steps_per_stage(groups: int, world_size: int, micro_batch: int, grad_accum: 
     """
     per_worker = groups // world_size
     if per_worker < 1:
-        raise ValueError(
+        raise ConfigError(
             f"{groups} training groups cannot feed {world_size} workers; lower train.num_workers or add data"
         )
     micro = math.ceil(per_worker / micro_batch)
@@ -376,9 +291,8 @@ def steps_per_stage(groups: int, world_size: int, micro_batch: int, grad_accum: 
         return int(max_steps), micro
     steps = (epochs * micro) // grad_accum
     if steps < 1:
-        raise ValueError(
+        raise ConfigError(
             f"{epochs} epoch(s) of {micro} micro-batches per worker is less than one optimizer step with "
             f"train.grad_accum_steps={grad_accum}; lower it or raise train.epochs"
         )
     return steps, micro
-

@@ -171,8 +171,8 @@ def build_trainer(
         tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.student.trust_remote_code)
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
-        splits = load_splits(cfg.data).splits
-        data = prepare_student_data(cfg, splits["train"], splits["validation"], store_uri=store_uri,
+        loaded = load_splits(cfg.data)
+        data = prepare_student_data(cfg, loaded.require("train"), loaded.require("validation"), store_uri=store_uri,
                                     collator=TaskCollator(tok, spec))
     world = tcfg.num_workers
     stage_steps, micro = [], []

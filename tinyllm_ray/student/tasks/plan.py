@@ -1,0 +1,120 @@
+"""Which tasks a run trains, with their prefixes, weights and stages (from one JobConfig).
+
+Why here: this is where the two methods differ (TinyLLM's additive
+``L_A + sum_m alpha_m L_m``; the convex ``a L_label + (1-a) L_rationale`` of Distilling
+Step-by-Step / Mind's Mirror; Mind's Mirror's two-stage schedule). Weights (one per task,
+so the packed loss equals the separate-pass reference):
+
+- additive: answer 1, ``rationale:<m>`` alpha_m (``loss.alpha`` / ``default_alpha``),
+  ``self_eval`` ``loss.self_eval_weight``;
+- convex: answer a, each ``rationale:<m>`` (1-a)/M (the M teachers share the rationale
+  half equally, so M=1 is exactly DSS / Mind's Mirror), ``self_eval`` the self-eval weight.
+
+Stages: ``joint`` puts every task in stage 0; ``two_stage`` puts self-evaluation in stage 0
+and the CoT tasks (answer + rationales) in stage 1, trained in that order. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tinyllm_ray.errors import TaskDataError
+
+if TYPE_CHECKING:
+    from tinyllm_ray.config import JobConfig
+
+__all__ = ["ANSWER_TASK", "RATIONALE_PREFIX", "SELF_EVAL_TASK", "TaskPlan", "rationale_task"]
+
+ANSWER_TASK = "answer"
+SELF_EVAL_TASK = "self_eval"
+RATIONALE_PREFIX = "rationale:"
+
+
+def rationale_task(teacher: str) -> str:
+    """Task name of one teacher's rationale task."""
+    return f"{RATIONALE_PREFIX}{teacher}"
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """Which tasks exist, their prefixes, weights and stages (derived from one JobConfig).
+
+    Built on the driver and shipped to workers as a dict, so every process agrees on the
+    task order (the index of a task in ``names`` is its id in the packed loss).
+    """
+
+    names: tuple[str, ...]
+    prefixes: dict[str, str]
+    weights: dict[str, float]
+    stages: dict[str, int]
+    teachers: tuple[str, ...]
+    self_eval: bool
+    label_source: str = "gold"
+
+    @classmethod
+    def from_config(cls, cfg: JobConfig) -> TaskPlan:
+        teachers = tuple(t.name for t in cfg.teachers)
+        loss = cfg.loss
+        self_eval = bool(cfg.self_eval.enabled)
+        if loss.schedule == "two_stage" and not self_eval:
+            raise TaskDataError(
+                "loss.schedule 'two_stage' trains self-evaluation first, but self_eval.enabled is false; "
+                "set self_eval.enabled: true (and generate self-evaluations) or loss.schedule: joint"
+            )
+        names = [ANSWER_TASK, *(rationale_task(t) for t in teachers)]
+        if self_eval:
+            names.append(SELF_EVAL_TASK)
+        prefixes = {ANSWER_TASK: cfg.student.answer_prefix, SELF_EVAL_TASK: cfg.student.self_eval_prefix}
+        for t in teachers:
+            prefixes[rationale_task(t)] = cfg.student.rationale_prefix.format(teacher=t)
+        weights: dict[str, float] = {}
+        if loss.form == "additive":
+            weights[ANSWER_TASK] = 1.0
+            for t in teachers:
+                weights[rationale_task(t)] = float(cfg.alpha_for(t))
+        else:
+            a = float(loss.convex_alpha)
+            weights[ANSWER_TASK] = a
+            for t in teachers:
+                weights[rationale_task(t)] = (1.0 - a) / len(teachers)
+        weights[SELF_EVAL_TASK] = float(loss.self_eval_weight)
+        cot_stage = 1 if loss.schedule == "two_stage" else 0
+        stages = {n: (0 if n == SELF_EVAL_TASK else cot_stage) for n in names}
+        return cls(
+            names=tuple(names),
+            prefixes={n: prefixes[n] for n in names},
+            weights={n: weights[n] for n in names},
+            stages=stages,
+            teachers=teachers,
+            self_eval=self_eval,
+            label_source=cfg.filter.label_source,
+        )
+
+    @property
+    def num_stages(self) -> int:
+        return max(self.stages.values()) + 1
+
+    @property
+    def store_kinds(self) -> tuple[str, ...]:
+        """Store record kinds this plan reads (self-evaluations only when enabled)."""
+        return ("rationale", "self_eval") if self.self_eval else ("rationale",)
+
+    def tasks_of_stage(self, stage: int) -> tuple[str, ...]:
+        return tuple(n for n in self.names if self.stages[n] == stage)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "names": list(self.names), "prefixes": dict(self.prefixes), "weights": dict(self.weights),
+            "stages": dict(self.stages), "teachers": list(self.teachers), "self_eval": self.self_eval,
+            "label_source": self.label_source,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TaskPlan:
+        return cls(
+            names=tuple(d["names"]), prefixes=dict(d["prefixes"]), weights=dict(d["weights"]),
+            stages={k: int(v) for k, v in d["stages"].items()}, teachers=tuple(d["teachers"]),
+            self_eval=bool(d["self_eval"]), label_source=d.get("label_source", "gold"),
+        )
