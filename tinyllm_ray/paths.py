@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 
 from tinyllm_ray.config import JobConfig, RuntimeConfig, validate_config
-from tinyllm_ray.store.store import is_uri
+from tinyllm_ray.store import is_uri
 
 __all__ = ["RunPaths", "absolute", "join"]
 

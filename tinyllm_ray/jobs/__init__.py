@@ -6,7 +6,7 @@ Modules: ``stages`` (one function per subcommand), ``run`` (the streaming ``run`
 Where a job writes is :class:`tinyllm_ray.paths.RunPaths` (re-exported here).
 """
 
-from tinyllm_ray.jobs.checks import check_eval, check_runnable, check_store
+from tinyllm_ray.jobs.checks import check_eval, check_runnable
 from tinyllm_ray.jobs.report import render_markdown, write_report
 from tinyllm_ray.jobs.run import run_pipeline
 from tinyllm_ray.jobs.stages import evaluate, generate, run, train, tune
@@ -16,7 +16,6 @@ __all__ = [
     "RunPaths",
     "check_eval",
     "check_runnable",
-    "check_store",
     "evaluate",
     "generate",
     "render_markdown",

@@ -4,8 +4,9 @@ Why a module of its own: every check here would otherwise surface minutes later 
 Ray, the teachers' engines or the trainer's workers started), or half-way through a
 ``run`` whose generation is already spending the cluster. Each raises a
 :class:`tinyllm_ray.errors.UserError` subclass whose message says what to do; none
-starts Ray or loads a model. They only *ask* the stages (``TaskPlan``, the store's
-``exists()``, ``load_splits``), never re-implement their rules.
+starts Ray or loads a model. They only *ask* the stages (``TaskPlan``, ``load_splits``),
+never re-implement their rules; the store's readiness for ``train`` is the student's own
+pre-flight (``tinyllm_ray.student.store_checks.check_store_ready``).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from __future__ import annotations
 import os
 
 from tinyllm_ray.config import JobConfig
-from tinyllm_ray.errors import StoreNotFoundError, UsageError
+from tinyllm_ray.errors import UsageError
 from tinyllm_ray.paths import RunPaths
 
-__all__ = ["check_eval", "check_runnable", "check_store"]
+__all__ = ["check_eval", "check_runnable"]
 
 
 def check_runnable(cfg: JobConfig) -> None:
@@ -34,20 +35,6 @@ def check_runnable(cfg: JobConfig) -> None:
             f"`run` streams rationales into training, which needs loss.schedule: joint (this config trains "
             f"{plan.num_stages} stages: loss.schedule={cfg.loss.schedule}); run `tinyllm-ray generate` then "
             "`tinyllm-ray train` with the same config, or set loss.schedule=joint"
-        )
-
-
-def check_store(cfg: JobConfig, paths: RunPaths) -> None:
-    """``train`` (and ``tune`` trials) read the rationale store; it must have been generated.
-
-    Answer-only training (no teachers) needs no store.
-    """
-    from tinyllm_ray.store import RationaleStore
-
-    if cfg.teachers and not RationaleStore(paths.store).exists():
-        raise StoreNotFoundError(
-            f"no rationale store at {paths.store}; run `tinyllm-ray generate` with the same config first "
-            "(or point runtime.store_uri at an existing store)"
         )
 
 

@@ -67,7 +67,7 @@ class _GenerationThread:
         try:
             self._gen = GenerationRun(self.cfg, shard_size=self.shard_size)
             if self._cancelled.is_set():  # training failed before generation got going
-                return
+                self._gen.cancel()
             for _ in self._gen:
                 self.shard_times.append(time.time())
                 if self._cancelled.is_set():
@@ -86,14 +86,8 @@ class _GenerationThread:
     def cancel(self) -> None:
         """Stop the teachers after their current batch (committed shards stay in the store)."""
         self._cancelled.set()
-        gen = self._gen
-        if gen is None:
-            return
-        stop = getattr(gen, "cancel", None)
-        if stop is not None:
-            stop()
-        else:  # no public stop yet: GenerationRun's teacher threads and iterator watch this event
-            gen._stop.set()
+        if self._gen is not None:
+            self._gen.cancel()  # before iteration starts, no engine is started at all
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait for the thread; its error (if any) stays in :attr:`error` for the caller."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from tinyllm_ray.config import JobConfig
-from tinyllm_ray.jobs.checks import check_eval, check_store
+from tinyllm_ray.jobs.checks import check_eval
 from tinyllm_ray.jobs.run import run_pipeline
 from tinyllm_ray.paths import RunPaths
 from tinyllm_ray.runtime import init_ray
@@ -34,10 +34,11 @@ def generate(cfg: JobConfig) -> dict[str, Any]:
 
 def train(cfg: JobConfig) -> dict[str, Any]:
     """Train the student on the persisted store; the best-on-validation export is kept."""
+    from tinyllm_ray.student.store_checks import check_store_ready
     from tinyllm_ray.student.trainer import run_training
 
     paths = RunPaths.of(cfg)
-    check_store(cfg, paths)
+    check_store_ready(cfg, store_uri=paths.store)  # before Ray: `train` before `generate` is one line
     cfg = paths.pin(cfg)
     init_ray(cfg.runtime)
     report = run_training(cfg).to_dict()
