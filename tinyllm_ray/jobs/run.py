@@ -154,8 +154,8 @@ def run_failure(gen_error: BaseException | None, saved: str | None, train_error:
 
 
 def _train_streaming(cfg: JobConfig, gen: _GenerationThread, train: list, val: list, shard_size: int,
-                     store_uri: str) -> tuple[Any, float]:
-    """Fit the student on the stream (returns the result and when fitting began).
+                     store_uri: str) -> tuple[Any, float, float]:
+    """Fit the student on the stream; returns the result and when fitting began and ended.
 
     Training failed -> generation is cancelled at once; either way, a failure is raised
     as :func:`run_failure` words it.
@@ -169,6 +169,7 @@ def _train_streaming(cfg: JobConfig, gen: _GenerationThread, train: list, val: l
         data = streaming_student_data(cfg, train, val, shard_size)
         t_train = time.time()
         result = run_training(cfg, data=data)
+        t_end = time.time()
     except BaseException as train_exc:
         gen.cancel()
         gen.wait(CANCEL_WAIT_S)
@@ -178,7 +179,7 @@ def _train_streaming(cfg: JobConfig, gen: _GenerationThread, train: list, val: l
     gen.wait()
     if gen.error is not None:
         raise run_failure(gen.error, store.generation_failure(), None, store_uri) from gen.error
-    return result, t_train
+    return result, t_train, t_end
 
 
 def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
@@ -208,8 +209,7 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
     gen = _GenerationThread(cfg, shard_size)
     if cfg.teachers:
         gen.start()
-    result, t_train = _train_streaming(cfg, gen, train, val, shard_size, paths.store)
-    t_train_end = time.time()
+    result, t_train, t_train_end = _train_streaming(cfg, gen, train, val, shard_size, paths.store)
     if result.model_dir is None:
         raise RuntimeError("training produced no checkpoint with a validation score; see the Ray Train log")
 
