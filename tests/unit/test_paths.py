@@ -32,3 +32,17 @@ def test_uris_stay_uris_and_an_explicit_store_wins(tmp_path, monkeypatch) -> Non
 def test_helpers() -> None:
     assert absolute("gs://b/x/") == "gs://b/x" and absolute("/a/../b") == "/b"
     assert join("memory://root", "a", "b") == "memory://root/a/b" and join("/r", "a") == "/r/a"
+
+
+def test_the_report_says_where_everything_is(tmp_path) -> None:
+    from tinyllm_ray.jobs.report import render_markdown, write_report
+
+    p = RunPaths.of(load_config("demo_cpu", [f"runtime.storage_path={tmp_path}", "runtime.run_name=r1"]))
+    report = {"run": "r1", "student": p.student, "store_uri": p.store, "paths": p.describe(), "teachers": {},
+              "training": {"best_step": 2, "total_steps": 4, "best_val_accuracy": 0.5, "task_losses": {}},
+              "evaluation": {}, "seconds": {"total": 1.0}}
+    md = render_markdown(report)
+    assert f"Student: `{p.student}`" in md and f"Store: `{p.store}`" in md and f"Report: `{p.report_md}`" in md
+    files = write_report(report, p, md)
+    assert files == {"json": p.report_json, "markdown": p.report_md}
+    assert (tmp_path / "r1" / "report.md").read_text() == md
