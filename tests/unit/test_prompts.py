@@ -368,3 +368,12 @@ def test_parsers_on_real_tinyllm_teacher_outputs(shared_data):
     assert llama_parsed / llama_n >= 0.18
     assert llama_gold / llama_parsed >= 0.75
     assert llama_echo / llama_n >= 0.15  # the junk really was there before cutting
+
+
+def test_gold_and_predicted_numbers_share_one_canonical_form():
+    """A model's 3.14159265 equals a gold stored by the adapters as 3.141593 (one formatter)."""
+    from tinyllm_ray.data.adapters.fields import normalise_number
+    from tinyllm_ray.prompts.answers import format_number, normalize_number
+
+    for raw in (3.14159265, 12.0, 2.5, 1200.5, -0.125):
+        assert normalize_number(str(raw)) == normalise_number(raw) == format_number(raw)

@@ -36,6 +36,12 @@ def each_at_least(values: _M, minimum: float, what: str) -> _M:
 
 
 class StrictModel(BaseModel):
-    """Base for every section: unknown keys are errors, assignments are re-validated."""
+    """Base for every section: unknown keys are errors, assignments are re-validated.
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    ``allow_inf_nan=False``: a NaN passes every ``ge``/``le`` bound check (all comparisons
+    with NaN are false), so a NaN loss weight or learning rate would otherwise be accepted
+    silently (found by tests/unit/test_fuzz_inputs.py).
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(),
+                              allow_inf_nan=False)

@@ -34,6 +34,7 @@ from tinyllm_ray.data.discovery import where
 from tinyllm_ray.data.readers import RawPart, read_sources
 from tinyllm_ray.data.schema import (
     REASON_DUPLICATE_ID,
+    REASON_INVALID_JSON,
     REASON_NO_ANSWER,
     REASON_TOO_FEW_CHOICES,
     MalformedRowError,
@@ -183,6 +184,8 @@ def _to_records(
             try:
                 if isinstance(row, RowError):
                     raise row
+                if not isinstance(row, Mapping):  # e.g. a JSON Lines line holding `0` or `[1, 2]`
+                    raise RowError(REASON_INVALID_JSON, f"a row must be a JSON object, got {type(row).__name__}")
                 record = MCQRecord.from_dict(part_adapter(row, fallback_id))
                 if not record.choices and not part_adapter.free_form:
                     raise RowError(REASON_TOO_FEW_CHOICES, f"{adapter.name} is multiple-choice but the row has no choices")

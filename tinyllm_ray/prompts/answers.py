@@ -78,9 +78,18 @@ def normalize_number(text: str) -> str | None:
         value = float(raw)
     except ValueError:
         return None
+    return format_number(value)
+
+
+def format_number(value: float) -> str:
+    """The one canonical text of a number: ``12.0 -> '12'``, ``2.50 -> '2.5'``, 6 decimals at most.
+
+    Gold answers (dataset adapters) and predictions (parsers, evaluation) both go through
+    it, so ``3.14159265`` written by a model equals a gold stored as ``3.141593``.
+    """
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
-    return repr(value).rstrip("0").rstrip(".")
+    return f"{round(value, 6):.6f}".rstrip("0").rstrip(".")
 
 
 def _choice_text_prefix(tail: str, choices: Sequence[str]) -> int | None:

@@ -22,6 +22,7 @@ from tinyllm_ray.data.schema import (
     REASON_NO_ANSWER,
     RowError,
 )
+from tinyllm_ray.prompts.answers import format_number
 
 Canonical = dict[str, Any]
 AdapterFn = Callable[[Mapping[str, Any], str], Canonical]
@@ -168,9 +169,7 @@ def normalise_number(value: Any) -> str:
         return str(value).strip()
     if math.isnan(x) or math.isinf(x):
         return str(value).strip()
-    if x.is_integer():
-        return str(int(x))
-    return f"{round(x, 6):.6f}".rstrip("0").rstrip(".")
+    return format_number(x)
 
 
 def yes_no(value: Any, allowed: tuple[str, ...], what: str) -> str:
