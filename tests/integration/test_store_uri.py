@@ -5,7 +5,7 @@ integration test passes a plain path; this one makes the teachers write and the
 student read ``runtime.store_uri: file:///...`` through the same jobs the CLI runs.
 Tiny on purpose (2-core machine): one tiny Llama teacher on 8 questions (16 new tokens),
 a tiny T5 student, one worker, ZeRO-0, 2 optimizer steps. Measured alone on the 2-core
-machine: 70 s (Ray start ~10 s, generate 17 s, train 43 s).
+machine: 58-70 s (Ray start ~10 s, generate 14-17 s, train 36-43 s).
 """
 
 from __future__ import annotations
