@@ -49,7 +49,8 @@ from tinyllm_ray.errors import ConfigError, GenerationError
 from tinyllm_ray.evaluate import EvalResult, extract_prediction, score_generations, select_eval_records
 
 # The teacher prompts' own block renderers: the answer-only prompt must keep their layout.
-from tinyllm_ray.prompts import example_block, prompt_hash, question_block, sample_icl_examples
+from tinyllm_ray.prompts import example_block, question_block
+from tinyllm_ray.teachers.prompt_rows import icl_examples, prompt_row
 
 if TYPE_CHECKING:
     from tinyllm_ray.data.schema import MCQRecord
@@ -91,15 +92,8 @@ def answer_rows(
     ``(prompts.seed, record.id)`` exactly as for generation, never the record itself.
     ``answer`` is left empty on purpose: the gold answer does not leave the driver.
     """
-    k = prompts.icl_k if prompts.icl_strategy == "random" else 0
-    rows = []
-    for rec in records:
-        text = answer_only_prompt(rec, sample_icl_examples(pool, k, prompts.seed, exclude_id=rec.id))
-        rows.append({
-            "example_id": rec.id, "split": split, "shard": 0, "prompt": text, "prompt_hash": prompt_hash(text),
-            "question": rec.question, "choices": list(rec.choices), "answer": "", "context": rec.context,
-        })
-    return rows
+    return [prompt_row(rec, answer_only_prompt(rec, icl_examples(rec, pool, prompts)), split, 0, with_answer=False)
+            for rec in records]
 
 
 # ----------------------------------------------------------------------------- pure: scoring
