@@ -18,13 +18,13 @@ from typing import Any
 
 from tinyllm_ray.config import PromptConfig, TeacherConfig
 from tinyllm_ray.data.schema import MCQRecord
-from tinyllm_ray.prompts import cot_prompt, prompt_hash, sample_icl_examples, teacher_forcing_prompt
-
-#: Version of the teacher prompt layout :func:`build_prompt` renders (``prompts``' teacher
-#: forcing / CoT templates with in-context examples). Stored in every record's key and
-#: provenance columns (``store.keys``): bump it when a template changes what it renders
-#: for the same inputs, so rows from the old and new layouts are told apart.
-TEMPLATE_VERSION = "1"
+from tinyllm_ray.prompts import (  # noqa: F401 (TEMPLATE_VERSION re-exported for the pipeline)
+    TEMPLATE_VERSION,
+    cot_prompt,
+    prompt_hash,
+    sample_icl_examples,
+    teacher_forcing_prompt,
+)
 
 #: Columns of a prompt row (the input of :class:`~tinyllm_ray.teachers.engine.TeacherEngine`).
 PROMPT_COLUMNS: tuple[str, ...] = (
