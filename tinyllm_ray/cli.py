@@ -2,8 +2,11 @@
 
 Every subcommand takes ``--config`` (a YAML path or a shipped config's name; default
 ``demo_cpu``) followed by dotted overrides (``train.max_steps=20 loss.alpha.llama=2``).
-The commands only parse, validate and hand the config to the stage's public function:
-nothing here knows how a stage works.
+The commands only parse, validate and hand the config to a job (``tinyllm_ray.jobs``):
+nothing here knows how a stage works. A :class:`~tinyllm_ray.errors.UserError` (bad
+config, commands out of order, a split or teacher that does not exist) is printed as
+``tinyllm-ray <command>: <message>`` and exits 2; anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Callable, Sequence
 import yaml
 
 from tinyllm_ray.config import JobConfig, list_shipped_configs, load_config
-from tinyllm_ray.errors import ConfigError, UserError
+from tinyllm_ray.errors import UserError
 
 log = logging.getLogger("tinyllm_ray")
 
@@ -51,7 +54,9 @@ def _job(name: str) -> Callable[[JobConfig, argparse.Namespace], int]:
 
         fn = getattr(jobs, name)
         report = fn(cfg, model=args.model, split=args.split, teacher=args.teacher) if name == "evaluate" else fn(cfg)
-        print(json.dumps(report, indent=2, default=str))
+        print(json.dumps(report, indent=2, default=str), flush=True)
+        for what, where in (report.get("paths") or {}).items():  # the job's last lines: where to look
+            log.info("%s: %s", what, where)
         return 0
 
     return cmd
@@ -92,15 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         args = parser.parse_args(["run", *(argv or [])])
     config_name = DEFAULT_CONFIG if args.command == "demo" else args.config
-    try:
-        cfg = load_config(config_name, args.overrides)
-    except ConfigError as exc:
-        print(f"tinyllm-ray: invalid config\n{exc}", file=sys.stderr)
-        return 2
     _, fn = COMMANDS[args.command]
     try:
-        return fn(cfg, args)
-    except UserError as exc:
+        return fn(load_config(config_name, args.overrides), args)
+    except UserError as exc:  # the user can fix it: one line (per config field), no traceback
         log.debug("user error", exc_info=True)
         print(f"tinyllm-ray {args.command}: {exc}", file=sys.stderr)
         return 2

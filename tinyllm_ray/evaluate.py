@@ -20,23 +20,40 @@ Free-form records (``choices == ()``, e.g. SVAMP) are scored on numbers: the pre
 is the last number of the generation (or of its answer statement), normalised, so
 "12", "12.0" and "$12" all equal the gold "12".
 
-Only pure functions live here; the generation loop that produces the strings is in the
-student trainer (it needs torch and the model).
+This module is the one owner of *scoring* for students and teachers alike:
+:func:`score_generations` (prediction extraction + exact match + kept predictions) and
+its :class:`EvalResult`, :func:`select_eval_records` (which rows are scored) and
+:func:`require_records` (the one place an empty evaluation becomes
+:class:`~tinyllm_ray.errors.EmptyEvaluationError`). Only pure functions live here; the
+generations come from the student (``student/evaluate_model.py``, torch) or a teacher
+(``teachers/evaluate_teacher.py``, vLLM).
 """
 
 from __future__ import annotations
 
 import re
 import string
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from tinyllm_ray.errors import EmptyEvaluationError
 from tinyllm_ray.prompts import LETTERS, normalize_number, parse_answer
 
 if TYPE_CHECKING:
+    from tinyllm_ray.data.loader import LoadedData
     from tinyllm_ray.data.schema import MCQRecord
 
-__all__ = ["accuracy", "exact_match", "extract_prediction", "normalize_answer"]
+__all__ = [
+    "EvalResult",
+    "accuracy",
+    "exact_match",
+    "extract_prediction",
+    "normalize_answer",
+    "require_records",
+    "score_generations",
+    "select_eval_records",
+]
 
 _PUNCT = set(string.punctuation)
 _ARTICLES_RE = re.compile(r"\b(a|an|the)\b")
@@ -128,27 +145,102 @@ def exact_match(pred: str | None, record: MCQRecord) -> bool:
     return normalize_answer(pred) == normalize_answer(record.answer)
 
 
+def require_records(records: Sequence[MCQRecord], what: str) -> None:
+    """Raise :class:`EmptyEvaluationError` when ``records`` is empty: the one such check.
+
+    Why one function: an accuracy over zero rows is not 0.0 (that would read as "the
+    model is useless") nor NaN; students, teachers and ``accuracy`` all refuse it with
+    the same message. ``what`` names the evaluation (e.g. ``"split 'test'"``).
+    """
+    if not records:
+        raise EmptyEvaluationError(
+            f"{what}: nothing to evaluate (zero records); check eval.limit and that the split has rows"
+        )
+
+
 def accuracy(preds: Sequence[str | None], records: Sequence[MCQRecord]) -> float:
     """Fraction of ``exact_match`` hits; lengths must agree (a silent zip would hide a
     dropped batch), and an empty evaluation is an error rather than 0.0 or NaN."""
     if len(preds) != len(records):
         raise ValueError(f"{len(preds)} predictions for {len(records)} records")
-    if not records:
-        raise ValueError("accuracy of zero records is undefined; check eval.limit and the split")
+    require_records(records, "accuracy")
     return sum(exact_match(p, r) for p, r in zip(preds, records)) / len(records)
 
 
-def select_eval_records(splits: Mapping[str, Sequence[MCQRecord]], split: str, limit: int | None) -> list[MCQRecord]:
+@dataclass
+class EvalResult:
+    """Accuracy on ``total`` records plus the raw generations (for error analysis).
+
+    The same row shape for students and teachers, so a results table compares them
+    directly. ``correct``/``total`` can be summed across ranks.
+    """
+
+    accuracy: float
+    correct: int
+    total: int
+    split: str = ""
+    model: str = ""
+    truncated_inputs: int = 0
+    seconds: float = 0.0
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self, with_predictions: bool = False) -> dict[str, Any]:
+        d = {"accuracy": self.accuracy, "correct": self.correct, "total": self.total, "split": self.split,
+             "model": self.model, "truncated_inputs": self.truncated_inputs, "seconds": round(self.seconds, 3)}
+        if with_predictions:
+            d["predictions"] = self.predictions
+        return d
+
+
+def score_generations(
+    records: Sequence[MCQRecord],
+    generations: Sequence[str | None],
+    *,
+    read: Callable[[str, Sequence[str]], str | None] = extract_prediction,
+    keep_predictions: int | None = 20,
+    partial: bool = False,
+    split: str = "",
+    model: str = "",
+    seconds: float = 0.0,
+    truncated_inputs: int = 0,
+) -> EvalResult:
+    """Score one generation per record: ``read`` (the prediction) then :func:`exact_match`.
+
+    ``read`` is how a generation names its answer (students: :func:`extract_prediction`;
+    teachers: their first-line reader). The first ``keep_predictions`` (None: all) rows
+    of ``{"id", "generated", "prediction", "answer", "correct"}`` are kept.
+    ``partial=True`` marks one rank's slice of a larger evaluation whose counts are
+    summed: an empty slice is then fine (accuracy 0.0 of 0); otherwise zero records
+    raise :class:`EmptyEvaluationError` (:func:`require_records`).
+    """
+    if len(generations) != len(records):
+        raise ValueError(f"{len(generations)} generations for {len(records)} records")
+    if not partial:
+        require_records(records, f"split {split!r}" if split else "evaluation")
+    correct = 0
+    preds: list[dict[str, Any]] = []
+    for rec, gen in zip(records, generations):
+        pred = read(gen or "", rec.choices)
+        ok = exact_match(pred, rec)
+        correct += int(ok)
+        if keep_predictions is None or len(preds) < keep_predictions:
+            preds.append({"id": rec.id, "generated": gen or "", "prediction": pred, "answer": rec.answer,
+                          "correct": ok})
+    total = len(records)
+    return EvalResult(accuracy=correct / total if total else 0.0, correct=correct, total=total, split=split,
+                      model=model, truncated_inputs=truncated_inputs, seconds=seconds, predictions=preds)
+
+
+def select_eval_records(data: LoadedData, split: str, limit: int | None) -> list[MCQRecord]:
     """The first ``limit`` rows of ``split`` (all when None): what student and teacher evals score.
 
     One function for both, so a teacher row and a student row of a results table are
-    always computed on the same examples.
+    always computed on the same examples. A missing split is the loader's
+    :class:`~tinyllm_ray.errors.DataLoadError` (a ``DataError`` naming the splits it has);
+    an empty selection is :class:`EmptyEvaluationError`.
     """
-    if split not in splits:
-        raise ValueError(f"split {split!r} not in the dataset (have {sorted(splits)})")
-    records = list(splits[split])
+    records = list(data.require(split))
     if limit:
         records = records[:limit]
-    if not records:
-        raise ValueError(f"split {split!r} is empty; nothing to evaluate")
+    require_records(records, f"split {split!r}")
     return records

@@ -20,6 +20,35 @@ log = logging.getLogger(__name__)
 _BASE_ENV = {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
 
 
+def import_package_now() -> int:
+    """Import every module of tinyllm_ray, and the transformers classes the driver uses, now.
+
+    Why, before joining a cluster: under ``ray job submit --working-dir`` the driver's
+    code *and its working directory* are Ray's copy of the working dir, and Ray may delete
+    (and re-extract) that copy while the job runs: seen right after ``ray.init`` and again
+    once the job's workers are gone, with two nodes on one host sharing the copy. Then a
+    lazily imported module of ours fails (``FileNotFoundError``, ``No module named
+    tinyllm_ray.student.loop``), and so do imports that read the working directory:
+    ``transformers`` itself (``utils/auto_docstring.py``) and the first use of its Auto
+    classes (which imports ``torch._dynamo``, whose config calls ``os.getcwd()``). Imported
+    here, while the directory exists, they are never imported again; every path we write
+    is absolute (``tinyllm_ray.paths``), so nothing of ours reads the working directory.
+    Costs about the torch + transformers import the driver pays anyway (vLLM and
+    DeepSpeed load only in actors and workers). Returns the number of package modules.
+    """
+    import importlib
+    import pkgutil
+
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer  # noqa: F401
+
+    import tinyllm_ray
+
+    names = [m.name for m in pkgutil.walk_packages(tinyllm_ray.__path__, "tinyllm_ray.")]
+    for name in names:
+        importlib.import_module(name)
+    return len(names)
+
+
 def init_ray(runtime: RuntimeConfig, **extra: Any) -> dict[str, Any]:
     """Connect to ``runtime.ray_address`` or start a local Ray bound to loopback.
 
@@ -33,6 +62,7 @@ def init_ray(runtime: RuntimeConfig, **extra: Any) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"log_to_driver": True, "ignore_reinit_error": True}
     address = runtime.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
+        import_package_now()
         kwargs["address"] = address
         if runtime.env_vars:
             kwargs["runtime_env"] = {"env_vars": dict(runtime.env_vars)}

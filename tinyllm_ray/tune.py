@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from tinyllm_ray.config import JobConfig, dump_config, validate_config
+from tinyllm_ray.errors import ConfigError
+from tinyllm_ray.paths import RunPaths
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +91,6 @@ def apply_trial_params(cfg: JobConfig, params: Mapping[str, Any]) -> JobConfig:
     return validate_config(raw, source="tune trial")
 
 
-def absolute_paths(cfg: JobConfig) -> JobConfig:
-    """Pin relative storage paths to the driver's cwd: trial processes run elsewhere."""
-    raw = cfg.model_dump(mode="json")
-    rt = raw["runtime"]
-    if "://" not in rt["storage_path"]:
-        rt["storage_path"] = os.path.abspath(rt["storage_path"])
-    rt["store_uri"] = cfg.runtime.resolved_store_uri
-    if "://" not in rt["store_uri"]:
-        rt["store_uri"] = os.path.abspath(rt["store_uri"])
-    return validate_config(raw, source="tune")
-
-
 def results_table(rows: list[dict[str, Any]], params: list[str]) -> str:
     """Markdown table of trials, best first."""
     head = ["trial", *params, "best val_accuracy", "at step", "last step", "status"]
@@ -146,19 +135,21 @@ def plot_results(rows: list[dict[str, Any]], params: list[str], path: str | Path
 # ----------------------------------------------------------------------------- Ray parts
 
 
-def _fit_trial(cfg_json: dict[str, Any], trial: str, trials_root: str, callback: Any) -> None:
+def _fit_trial(cfg_json: dict[str, Any], trial: str, callback: Any) -> None:
     from tinyllm_ray.student.trainer import run_training
 
+    cfg = validate_config(cfg_json, source="tune trial")
+    paths = RunPaths.of(cfg)  # the job's config is pinned: the same paths as the driver's
     run_training(
-        validate_config(cfg_json, source="tune trial"),
+        cfg,
         callbacks=[callback],
-        run_config_overrides={"name": trial, "storage_path": trials_root},
+        run_config_overrides={"name": trial, "storage_path": paths.tune_trials},
         worker_env={"TINYLLM_TRIAL": trial},
-        output_dir=os.path.join(trials_root, trial, "student") if "://" not in trials_root else None,
+        output_dir=paths.trial_student(trial),
     )
 
 
-def _trial_driver(params: dict[str, Any], job: dict[str, Any], trials_root: str) -> None:
+def _trial_driver(params: dict[str, Any], job: dict[str, Any]) -> None:
     """One trial: build and fit this project's TorchTrainer with the trial's weights.
 
     The fit runs in a task *outside* the trial's placement group: Tune captures child
@@ -176,7 +167,7 @@ def _trial_driver(params: dict[str, Any], job: dict[str, Any], trials_root: str)
     fit = ray.remote(num_cpus=0, max_retries=0)(_fit_trial).options(
         scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None)
     )
-    ray.get(fit.remote(cfg.model_dump(mode="json"), trial, trials_root, TuneReportCallback()))
+    ray.get(fit.remote(cfg.model_dump(mode="json"), trial, TuneReportCallback()))
 
 
 def ensure_store(cfg: JobConfig) -> dict[str, Any]:
@@ -196,15 +187,17 @@ def run_tune(cfg: JobConfig) -> dict[str, Any]:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from tinyllm_ray.jobs.stages import run_dir
     from tinyllm_ray.runtime import init_ray
 
     t0 = time.perf_counter()
-    cfg = absolute_paths(cfg)
+    paths = RunPaths.of(cfg)
+    if not paths.local:
+        raise ConfigError(f"tune writes its results table and plot to {paths.tune}: runtime.storage_path must be "
+                          "a local (or shared, mounted) folder for tune; store_uri may stay a URI")
+    cfg = paths.pin(cfg)  # trials run in other processes (and directories): they get absolute paths
     init_ray(cfg.runtime)
     generation = ensure_store(cfg)
-    out_dir = Path(run_dir(cfg)) / "tune"
-    trials_root = str(out_dir / "trials")
+    out_dir = Path(paths.tune)
     space = search_space(cfg)
     params = sorted(space)
     t = cfg.tune
@@ -218,7 +211,7 @@ def run_tune(cfg: JobConfig) -> dict[str, Any]:
 
         search_alg = OptunaSearch(seed=cfg.train.seed)
     trainable = tune.with_resources(
-        tune.with_parameters(_trial_driver, job=cfg.model_dump(mode="json"), trials_root=trials_root),
+        tune.with_parameters(_trial_driver, job=cfg.model_dump(mode="json")),
         {"CPU": t.trial_cpus},
     )
     tuner = tune.Tuner(
@@ -227,8 +220,7 @@ def run_tune(cfg: JobConfig) -> dict[str, Any]:
         tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode, scheduler=scheduler, search_alg=search_alg,
                                     num_samples=t.num_samples if t.search != "grid" else 1,
                                     max_concurrent_trials=t.max_concurrent_trials),
-        run_config=tune.RunConfig(name="sweep", storage_path=str(out_dir.resolve()) if "://" not in str(out_dir)
-                                  else str(out_dir), verbose=1),
+        run_config=tune.RunConfig(name="sweep", storage_path=paths.tune, verbose=1),
     )
     grid = tuner.fit()
     rows = _collect(grid, params, cfg)
@@ -282,7 +274,6 @@ def _collect(grid: Any, params: list[str], cfg: JobConfig) -> list[dict[str, Any
 
 
 __all__ = [
-    "absolute_paths",
     "apply_trial_params",
     "ensure_store",
     "plot_results",

@@ -1,6 +1,8 @@
 """``evaluate_teacher`` with a real vLLM (CPU build) engine in a Ray actor: a tiny random
 Llama teacher answers 8 test questions; the result has the student's row shape and every
-prediction is parsed and scored by the shared rules. One engine start (~15-30 s here)."""
+prediction is parsed and scored by the shared rules (``evaluate.score_generations``),
+served by the same engine pool as generation (``teachers/serving.py``). One engine start
+(~15-30 s here)."""
 
 from __future__ import annotations
 
@@ -10,9 +12,8 @@ import pytest
 
 from tinyllm_ray.config import TinyModelConfig, validate_config
 from tinyllm_ray.data.loader import load_splits
-from tinyllm_ray.evaluate import exact_match
+from tinyllm_ray.evaluate import EvalResult, exact_match
 from tinyllm_ray.models.tiny import tiny_model_path
-from tinyllm_ray.student.evaluate_model import EvalResult
 from tinyllm_ray.teachers.evaluate_teacher import evaluate_teacher, read_answer
 
 pytestmark = pytest.mark.slow

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 
 from tinyllm_ray.config import TinyModelConfig, dump_config, validate_config
 from tinyllm_ray.models.tiny import tiny_model_path
-from tinyllm_ray.teachers import GenerationError, RationaleStore, run_generation
+from tinyllm_ray.teachers import GenerationError, GenerationRun, RationaleStore, run_generation
 
 pytestmark = pytest.mark.slow
 
@@ -196,6 +197,34 @@ def test_bad_models_fail_fast_with_the_teachers_name(ray_session, tiny_cache, tm
     assert "memory" in msg.lower()  # vLLM's own reason, not just "engine core initialization failed"
     assert time.perf_counter() - t0 < 150
     assert RationaleStore(str(tmp_path / "s2")).finished_shards("greedy") == set()
+
+
+def test_cancel_stops_after_the_current_batch_and_releases_the_engine(ray_session, tiny_cache, tmp_path):
+    """``GenerationRun.cancel()`` from another thread when the first shard is committed
+    (8 shards of 2 examples, one batch each): the run ends normally soon after, with the
+    shards committed so far, and the engine's actor gives its CPU back."""
+    import ray
+
+    cfg = make_cfg(tmp_path / "store", tiny_cache, teachers=("llama",))
+    run = GenerationRun(cfg, shard_size=2)
+    got: list[int] = []
+    cancelled_at = None
+    for shard in run:
+        got.append(shard.shard)
+        if cancelled_at is None:
+            cancelled_at = time.perf_counter()
+            threading.Thread(target=run.cancel).start()
+    stopped = time.perf_counter() - cancelled_at
+    total = N_TRAIN // 2
+    print(f"\ncancelled after shard {got[0]}: {len(got)} of {total} shards, run ended {stopped:.1f}s later")
+    assert run.report is not None and run.report.cancelled
+    assert 1 <= len(got) < total and run.report.shards_written == {"llama": len(got)}
+    assert RationaleStore(str(tmp_path / "store")).finished_shards("llama") == set(got)
+    assert stopped < 60
+    deadline = time.time() + 60  # Ray Data kills the actor when the pool closes; the CPU comes back
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"] and time.time() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0) == ray.cluster_resources()["CPU"]
 
 
 PLACEMENT_SCRIPT = textwrap.dedent('''

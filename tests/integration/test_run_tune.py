@@ -87,3 +87,45 @@ def test_second_run_reuses_the_store_and_reports(stored):
     assert "loss_answer" in report["training"]["task_losses"]
     assert Path(report["report_files"]["markdown"]).read_text().startswith("# tinyllm-ray run `rt`")
     assert Path(report["student"], "config.json").is_file()
+
+
+def test_run_shows_the_saved_generation_failure(stored, tmp_path):
+    """A teacher that cannot start: the run fails with the generation's own message (the one
+    saved in the store's marker, which also stopped the waiting slice readers), not with a
+    slice timeout or Ray Train's wrapped traceback."""
+    from tinyllm_ray.errors import StreamingError
+    from tinyllm_ray.jobs.run import run_pipeline
+    from tinyllm_ray.store import RationaleStore
+
+    cfg, _ = stored
+    raw = cfg.model_dump(mode="json")
+    raw["teachers"][0]["model"] = str(tmp_path / "no-such-model")
+    raw["runtime"].update({"storage_path": str(tmp_path / "runs"), "run_name": "fails", "store_uri": None})
+    bad = validate_config(raw)
+    with pytest.raises(StreamingError) as info:
+        run_pipeline(bad)
+    saved = RationaleStore(bad.runtime.resolved_store_uri).generation_failure()
+    assert saved is not None and "no-such-model" in saved and "does not exist" in saved
+    assert str(info.value).startswith(f"generation failed: {saved}")
+
+
+def test_a_training_failure_cancels_generation_at_once(ray_session, tiny_cache, tmp_path):
+    """The student cannot load: the run stops in seconds (no teacher engine keeps generating
+    the whole store) and says that training failed and generation was cancelled."""
+    import time
+
+    from tinyllm_ray.jobs.run import run_pipeline
+    from tinyllm_ray.store import RationaleStore
+
+    raw = make_cfg(tmp_path, tiny_cache)
+    raw["student"]["model"] = str(tmp_path / "no-such-student")
+    raw["runtime"]["run_name"] = "cancel"
+    cfg = validate_config(raw)
+    t0 = time.monotonic()
+    # RuntimeError: the student loader reports a missing folder as FileNotFoundError (not a
+    # UserError), so the run keeps its traceback; a UserError would be a StreamingError.
+    with pytest.raises(RuntimeError, match=r"^training failed: .*no-such-student.*generation was cancelled"):
+        run_pipeline(cfg)
+    assert time.monotonic() - t0 < 90
+    store = RationaleStore(cfg.runtime.resolved_store_uri)
+    assert len(store.shard_files("llama")) < 3 and store.generation_failure() is None

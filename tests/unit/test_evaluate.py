@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import pytest
 
+from tinyllm_ray.data.loader import LoadedData
 from tinyllm_ray.data.schema import MCQRecord
-from tinyllm_ray.evaluate import accuracy, exact_match, extract_prediction, normalize_answer
+from tinyllm_ray.errors import DataError, EmptyEvaluationError
+from tinyllm_ray.evaluate import (
+    EvalResult,
+    accuracy,
+    exact_match,
+    extract_prediction,
+    normalize_answer,
+    score_generations,
+    select_eval_records,
+)
 
 FOG = ("a marsh", "a tundra", "the plains", "a desert")
 MARSH = MCQRecord(id="1", question="Fog?", choices=FOG, answer="a marsh")
@@ -98,5 +108,36 @@ def test_accuracy_end_to_end_from_generations():
 def test_accuracy_rejects_mismatched_or_empty_input():
     with pytest.raises(ValueError, match="2 predictions for 1 records"):
         accuracy(["a", "b"], [MARSH])
-    with pytest.raises(ValueError, match="zero records"):
+    with pytest.raises(EmptyEvaluationError, match="zero records"):
         accuracy([], [])
+
+
+def test_score_generations_is_the_one_scoring_loop():
+    records = [MARSH, PLAINS, SVAMP, HALF]
+    res = score_generations(records, ["(a)", "a desert", "The answer is 7.", "12.5"], split="test", model="m",
+                            seconds=2.0, truncated_inputs=1, keep_predictions=2)
+    assert isinstance(res, EvalResult) and (res.correct, res.total, res.accuracy) == (3, 4, 0.75)
+    assert res.predictions == [
+        {"id": "1", "generated": "(a)", "prediction": "a marsh", "answer": "a marsh", "correct": True},
+        {"id": "2", "generated": "a desert", "prediction": "a desert", "answer": "the plains", "correct": False},
+    ]
+    assert res.to_dict() == {"accuracy": 0.75, "correct": 3, "total": 4, "split": "test", "model": "m",
+                             "truncated_inputs": 1, "seconds": 2.0}
+    assert len(score_generations(records, ["x"] * 4, keep_predictions=None).predictions) == 4
+    assert score_generations(records, ["x"] * 4, keep_predictions=0).predictions == []
+    # a custom reader (teachers read their first line) with the same exact-match rule
+    first_word = score_generations([MARSH], ["b"], read=lambda g, c: c[0])
+    assert first_word.correct == 1
+
+
+def test_empty_or_missing_evaluation_sets_are_one_clear_error():
+    data = LoadedData(splits={"train": [MARSH], "test": [PLAINS, SVAMP, HALF], "validation": []})
+    assert [r.id for r in select_eval_records(data, "test", 2)] == ["2", "3"]
+    assert len(select_eval_records(data, "test", None)) == 3
+    with pytest.raises(EmptyEvaluationError, match="split 'validation': nothing to evaluate"):
+        select_eval_records(data, "validation", None)
+    with pytest.raises(EmptyEvaluationError, match="nothing to evaluate"):
+        score_generations([], [])
+    assert score_generations([], [], partial=True).total == 0  # a rank's empty slice
+    with pytest.raises(DataError, match=r"no 'dev' split \(loaded: train \(1\), test \(3\), validation \(0\)\)"):
+        select_eval_records(data, "dev", None)

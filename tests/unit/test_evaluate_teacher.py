@@ -1,29 +1,27 @@
-"""Teacher evaluation, pure parts: answer-only prompts, rows, engine settings, scoring
-(no Ray, no vLLM; the engine step uses ``TeacherEngine`` with a fake LLM)."""
+"""Teacher evaluation: answer-only prompts, rows, engine settings, scoring, and the whole
+``evaluate_teacher`` flow with serving's Ray step replaced by ``TeacherEngine`` on a fake
+LLM (no Ray, no vLLM)."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-import pyarrow as pa
 import pytest
 
-from tests.unit.test_teacher_engine import make_engine
+from tests.unit.test_teacher_serving import fake_serving
 from tinyllm_ray.config import ConfigError, JobConfig, TeacherConfig
 from tinyllm_ray.data.schema import MCQRecord
-from tinyllm_ray.evaluate import exact_match
+from tinyllm_ray.errors import DataError, EmptyEvaluationError
+from tinyllm_ray.evaluate import EvalResult, exact_match, score_generations
 from tinyllm_ray.prompts import prompt_hash, sample_icl_examples
-from tinyllm_ray.student.evaluate_model import EvalResult
 from tinyllm_ray.teachers.evaluate_teacher import (
     FREE_FORM_INSTRUCTION,
     MCQ_INSTRUCTION,
     answer_only_prompt,
     answer_rows,
-    eval_engine_spec,
     eval_teacher_config,
     evaluate_teacher,
     read_answer,
-    score_generations,
 )
 from tinyllm_ray.teachers.placement import plan_teacher
 from tinyllm_ray.teachers.prompt_rows import PROMPT_COLUMNS
@@ -36,7 +34,7 @@ NUM = MCQRecord("n0", "Tom has 3 apples and buys 4 more. How many apples?", (), 
 
 def job(**kw) -> JobConfig:
     t = TeacherConfig(name="llama", model="/m", **kw.pop("teacher", {}))
-    return JobConfig(data={"name": "synthetic"}, teachers=[t], **kw)
+    return JobConfig(data=kw.pop("data", {"name": "synthetic"}), teachers=[t], **kw)
 
 
 # ----------------------------------------------------------------------------- prompts
@@ -90,11 +88,6 @@ def test_evaluated_teacher_is_greedy_single_output_without_self_evaluation():
     assert t.sampling.stop == cfg.teachers[0].sampling.stop and t.batch_size == 7 and t.model == "/m"
     plan = plan_teacher(t, "cpu", model_path="/resolved")
     assert "enable_chunked_prefill" not in plan.engine_kwargs  # greedy: no seeded-sampling workaround
-    spec = eval_engine_spec(cfg, t, plan)
-    assert spec.self_eval is None and spec.teacher == "llama"
-    assert spec.sampling["temperature"] == 0.0 and spec.sampling["n"] == 1 and spec.sampling["max_tokens"] == 12
-    assert spec.engine_kwargs == plan.engine_kwargs and spec.engine_kwargs["model"] == "/resolved"
-    assert spec.env_defaults["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
 
 
 def test_unknown_teacher_fails_before_anything_starts(monkeypatch):
@@ -138,7 +131,8 @@ def test_read_answer_free_form_numbers():
 def test_score_generations_counts_and_records_every_decision():
     recs = TEST[:4]  # golds: green, blue, yellow, red
     gens = ["(b) green", "blue", "(a) red", ""]
-    res = score_generations(recs, gens, split="test", model="m (teacher llama)", seconds=1.5, keep_predictions=None)
+    res = score_generations(recs, gens, read=read_answer, split="test", model="m (teacher llama)", seconds=1.5,
+                            keep_predictions=None)
     assert isinstance(res, EvalResult)
     assert (res.correct, res.total, res.accuracy) == (2, 4, 0.5)
     assert [p["prediction"] for p in res.predictions] == ["green", "blue", "red", None]
@@ -148,11 +142,12 @@ def test_score_generations_counts_and_records_every_decision():
     d = res.to_dict()
     assert set(d) == set(EvalResult(accuracy=0.0, correct=0, total=1).to_dict())  # same row shape as students
     assert d["split"] == "test" and d["model"] == "m (teacher llama)" and d["seconds"] == 1.5
-    assert len(score_generations(TEST, ["x"] * 6, keep_predictions=2).predictions) == 2
+    assert len(score_generations(TEST, ["x"] * 6, read=read_answer, keep_predictions=2).predictions) == 2
     with pytest.raises(ValueError, match="3 generations for 4 records"):
         score_generations(recs, gens[:3])
-    with pytest.raises(ValueError, match="zero records"):
-        score_generations([], [])
+    with pytest.raises(EmptyEvaluationError, match="split 'test': nothing to evaluate"):
+        score_generations([], [], split="test")
+    assert score_generations([], [], partial=True).total == 0  # one rank's empty slice: summed later
 
 
 class AnswerLLM:
@@ -176,17 +171,53 @@ class AnswerLLM:
         return outs
 
 
-def test_engine_outputs_for_answer_rows_are_scored():
-    """The rows go through the real ``TeacherEngine.__call__`` (fake LLM) and back."""
-    cfg = job(eval={"max_new_tokens": 8})
-    t = eval_teacher_config(cfg.teachers[0], 8)
-    eng = make_engine(eval_engine_spec(cfg, t, plan_teacher(t, "cpu")))
-    eng.llm = AnswerLLM({r.question: r.answer for r in TEST})
-    out = eng(pa.Table.from_pylist(answer_rows(TEST, TRAIN, cfg.prompts, "test"))).to_pylist()
-    assert [r["kind"] for r in out] == ["rationale"] * len(TEST)
-    texts = {r["example_id"]: r["text"] for r in out}
-    assert texts["te0"] == "(b) green"  # the engine cut the run-on
-    assert all(p.endswith("Answer:") for p in eng.llm.prompts)
-    res = score_generations(TEST, [texts[r.id] for r in TEST], keep_predictions=None)
-    assert res.correct == 3 and res.total == 6  # ids 0, 2, 4
+class PositionLLM:
+    """Answers the i-th evaluated record (by ``golds[question] = (i, record)``): right for
+    even i, the next choice for odd i; each answer followed by a run-on."""
+
+    def __init__(self):
+        self.golds = {}
+        self.prompts = []
+
+    def generate(self, prompts, params, use_tqdm=False):
+        outs = []
+        for p in prompts:
+            self.prompts.append(p)
+            i, rec = self.golds[p.rsplit("Q: ", 1)[1].split("\n", 1)[0]]
+            idx = (rec.answer_index + i % 2) % len(rec.choices)
+            text = f" ({'abcdefgh'[idx]}) {rec.choices[idx]}\n\nQ: invented question"
+            outs.append(SimpleNamespace(outputs=[SimpleNamespace(text=text, token_ids=[5, 6], finish_reason="stop")],
+                                        prompt_token_ids=[0] * 9))
+        return outs
+
+
+def test_evaluate_teacher_serves_greedy_answer_only_rows_and_scores_them(monkeypatch):
+    """The whole flow with serving's Ray step replaced: rows go through the real
+    ``TeacherEngine.__call__`` (fake LLM) and are scored by the shared rules."""
+    from tinyllm_ray.data.loader import load_splits
+
+    llm = PositionLLM()
+    served = fake_serving(monkeypatch, llm=lambda: llm)
+    cfg = job(teacher={"sampling": {"temperature": 0.8, "n": 3, "seed": 5}, "batch_size": 4},
+              data={"name": "synthetic", "synthetic": {"train": 12, "validation": 2, "test": 6}},
+              self_eval={"enabled": True, "evals_per_cot": 2, "temperature": 0.5}, eval={"max_new_tokens": 8})
+    test = load_splits(cfg.data).require("test")
+    llm.golds = {r.question: (i, r) for i, r in enumerate(test)}
+    res = evaluate_teacher(cfg, "llama", "test", keep_predictions=None)
+    spec = served.specs["llama"]  # greedy, one output, eval.max_new_tokens, no self-evaluation
+    assert (spec.sampling.temperature, spec.sampling.n, spec.sampling.max_tokens) == (0.0, 1, 8)
+    assert not spec.self_eval.enabled and spec.env_defaults["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    assert served.batches == [4, 2] and served.released == ["llama"]
+    assert len(llm.prompts) == 6 and all(p.endswith("Answer:") for p in llm.prompts)
+    assert isinstance(res, EvalResult) and (res.split, res.total, res.correct) == ("test", 6, 3)
+    assert res.model == "/m (teacher llama)" and res.accuracy == 0.5
     assert [p["correct"] for p in res.predictions] == [i % 2 == 0 for i in range(6)]
+    assert [p["id"] for p in res.predictions] == [r.id for r in test]
+    assert "\n" not in res.predictions[0]["generated"]  # the engine cut the run-on
+
+
+def test_missing_or_empty_split_is_one_clear_error(monkeypatch):
+    fake_serving(monkeypatch)
+    cfg = job(data={"name": "synthetic", "synthetic": {"train": 4, "validation": 2, "test": 2}})
+    with pytest.raises(DataError, match=r"no 'nope' split \(loaded: train \(4\), validation \(2\), test \(2\)\)"):
+        evaluate_teacher(cfg, "llama", "nope")

@@ -9,6 +9,7 @@ import torch
 
 from tinyllm_ray.config import JobConfig, StudentConfig, TinyModelConfig
 from tinyllm_ray.data.schema import MCQRecord
+from tinyllm_ray.errors import ConfigError
 from tinyllm_ray.student.evaluate_model import evaluate_records, generate_answers
 from tinyllm_ray.student.model import (
     StudentFormat,
@@ -39,9 +40,9 @@ def test_resolve_and_detect(t5_path, llama_path, tmp_path):
     assert detect_arch(t5_path) == "seq2seq" and detect_arch(llama_path) == "causal"
     assert detect_arch(llama_path, "seq2seq") == "seq2seq"  # explicit wins
     assert resolve_student_path(StudentConfig(model="google/flan-t5-small")) == "google/flan-t5-small"
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ConfigError, match="does not exist"):
         resolve_student_path(StudentConfig(model="./no/such/folder"))
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(ConfigError, match="config.json"):
         resolve_student_path(StudentConfig(model=str(tmp_path)))
 
 

@@ -11,18 +11,17 @@ from tinyllm_ray.config import JobConfig, PromptConfig, TeacherConfig
 from tinyllm_ray.data.schema import MCQRecord
 from tinyllm_ray.teachers.engine import EngineSpec, TeacherEngine, _time_shares, root_cause_from_log
 from tinyllm_ray.teachers.models import precheck_model, resolve_model
-from tinyllm_ray.teachers.pipeline import describe_error, engine_spec
 from tinyllm_ray.teachers.placement import plan_teacher
 from tinyllm_ray.teachers.prompt_rows import (
     PROMPT_COLUMNS,
     aligned_batch_size,
-    default_shard_size,
     num_shards,
     prompt_rows,
     request_seed,
 )
 from tinyllm_ray.teachers.records import RAW_COLUMNS
 from tinyllm_ray.teachers.report import GenerationError
+from tinyllm_ray.teachers.serving import describe_error, engine_spec
 
 POOL = [MCQRecord(f"q{i}", f"Question number {i}?", ("red", "green", "blue"), "green") for i in range(10)]
 
@@ -60,18 +59,13 @@ def make_engine(spec: EngineSpec) -> TeacherEngine:
     eng = TeacherEngine.__new__(TeacherEngine)  # skip __init__: no vLLM here
     eng.spec = spec
     eng.llm = FakeLLM()
-    eng._SamplingParams = FakeParams
-    s = spec.sampling
-    eng._seeded = s.get("seed") is not None and s["temperature"] > 0
-    eng._cot_base = {"n": s["n"], "temperature": s["temperature"], "top_p": s["top_p"], "max_tokens": s["max_tokens"],
-                         "stop": list(s["stop"])}
-    eng._cot_params = FakeParams(**eng._cot_base)
-    if spec.self_eval:
-        eng._se_seeded = s.get("seed") is not None and spec.self_eval["temperature"] > 0
-        eng._se_base = {"n": spec.self_eval["evals_per_cot"], "temperature": spec.self_eval["temperature"],
-                            "top_p": 1.0, "max_tokens": spec.self_eval["max_tokens"], "stop": list(s["stop"])}
-        eng._se_params = FakeParams(**eng._se_base)
+    eng._configure_sampling(FakeParams)
     return eng
+
+
+def spec_for(cfg: JobConfig) -> EngineSpec:
+    t = cfg.teachers[0]
+    return engine_spec(t, plan_teacher(t, "cpu", self_eval=cfg.self_eval), cfg.prompts, cfg.self_eval)
 
 
 def job(**kw) -> JobConfig:
@@ -87,8 +81,13 @@ def batch_for(cfg: JobConfig, shard: int = 0, shard_size: int = 3) -> pa.Table:
 def test_engine_returns_n_cots_and_self_evals_per_nonempty_cot():
     cfg = job(teacher={"sampling": {"temperature": 0.7, "n": 2, "seed": 3}},
               self_eval={"enabled": True, "evals_per_cot": 2, "temperature": 0.5})
-    spec = engine_spec(cfg, cfg.teachers[0], plan_teacher(cfg.teachers[0], "cpu", self_eval=cfg.self_eval))
+    spec = spec_for(cfg)
+    assert spec.sampling is cfg.teachers[0].sampling and spec.self_eval is cfg.self_eval  # the models travel
     eng = make_engine(spec)
+    assert eng._cot_base == {"n": 2, "temperature": 0.7, "top_p": 1.0, "max_tokens": 128,
+                             "stop": cfg.teachers[0].sampling.stop}
+    assert eng._se_base == {"n": 2, "temperature": 0.5, "top_p": 1.0, "max_tokens": 128,
+                            "stop": cfg.teachers[0].sampling.stop}
     out = eng(batch_for(cfg))  # q0, q1 (empty CoTs), q2
     assert tuple(sorted(out.column_names)) == tuple(sorted(RAW_COLUMNS))
     rows = out.to_pylist()
@@ -113,8 +112,7 @@ def test_engine_returns_n_cots_and_self_evals_per_nonempty_cot():
 
 def test_greedy_engine_shares_one_params_object():
     cfg = job()
-    spec = engine_spec(cfg, cfg.teachers[0], plan_teacher(cfg.teachers[0], "cpu"))
-    eng = make_engine(spec)
+    eng = make_engine(spec_for(cfg))
     out = eng(batch_for(cfg))
     assert out.num_rows == 3 and set(out.column("kind").to_pylist()) == {"rationale"}
     assert isinstance(eng.llm.calls[0][1], FakeParams)
@@ -187,14 +185,13 @@ def test_batches_tile_shards():
     assert aligned_batch_size(64, 48) == 32
     assert aligned_batch_size(10, 16) == 10
     assert aligned_batch_size(7, 4) == 1
-    assert default_shard_size([16, 256], 64) == 256 and default_shard_size([8], 64) == 64
     with pytest.raises(ValueError):
         aligned_batch_size(0, 4)
 
 
 def test_report_summary_warns_when_a_teacher_loses_most_outputs():
-    from tinyllm_ray.teachers.report import GenerationReport
     from tinyllm_ray.store.stats import KindStats, TeacherStats
+    from tinyllm_ray.teachers.report import GenerationReport
 
     good = TeacherStats("good", generation_seconds=1.0)
     good.kinds["rationale"] = KindStats(prompts=4, outputs=4, kept=4, output_tokens=40)
@@ -218,3 +215,12 @@ def test_resolve_tiny_model_spec(monkeypatch):
     monkeypatch.setattr(tiny, "tiny_model_path", lambda cfg, cache_dir=None: seen.append(cfg) or f"/cache/{cfg.family}")
     assert resolve_model("tiny:qwen2?seed=3&hidden_size=256") == "/cache/qwen2"
     assert (seen[0].family, seen[0].seed, seen[0].hidden_size, seen[0].num_layers) == ("qwen2", 3, 256, 2)
+
+
+def test_engine_cleans_rationales_with_the_configured_cot_trigger():
+    """The trigger travels in ``spec.prompts``; the actor never re-defaults it."""
+    default = make_engine(spec_for(job()))(batch_for(job())).to_pylist()
+    assert default[0]["text"].startswith("Sample 0.")
+    custom = job(prompts={"cot_trigger": "Reason it out."})
+    rows = make_engine(spec_for(custom))(batch_for(custom)).to_pylist()
+    assert rows[0]["text"].startswith("Let's think step by step. Sample 0.")  # not this config's trigger

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tinyllm_ray.config import JobConfig, SelfEvalConfig, TeacherConfig
+from tinyllm_ray.config import SelfEvalConfig, TeacherConfig
 from tinyllm_ray.teachers.placement import (
     GIB,
     PlacementError,
     check_fits,
     choose_accelerator,
-    plan_generation,
     plan_teacher,
 )
 
@@ -101,13 +100,6 @@ def test_engine_kwargs_from_teacher_config():
     assert (e["model"], e["tokenizer"], e["dtype"], e["max_model_len"], e["trust_remote_code"], e["seed"]) == (
         "/resolved", "/tok", "bfloat16", 4096, True, 7)
     assert p.model == "/resolved"
-
-
-def test_plan_generation_keeps_config_order_and_paths():
-    cfg = JobConfig(teachers=[teacher(name="a"), teacher(name="b", model="tiny:qwen2")])
-    plans = plan_generation(cfg, "gpu", {"b": "/cache/qwen"})
-    assert [p.teacher for p in plans] == ["a", "b"]
-    assert plans[1].engine_kwargs["model"] == "/cache/qwen"
 
 
 def test_choose_accelerator_from_logical_resources():

@@ -6,7 +6,8 @@ import pytest
 from ray import tune
 
 from tinyllm_ray.config import ConfigError, dump_config, load_config
-from tinyllm_ray.tune import absolute_paths, apply_trial_params, plot_results, results_table, search_space
+from tinyllm_ray.paths import RunPaths
+from tinyllm_ray.tune import apply_trial_params, plot_results, results_table, search_space
 
 
 def test_grid_uses_the_papers_alpha_set_per_teacher() -> None:
@@ -46,11 +47,15 @@ def test_trial_params_land_in_a_valid_config(tmp_path) -> None:
         apply_trial_params(cfg, {"alpha/llama": -1.0})
 
 
-def test_relative_storage_becomes_absolute(tmp_path, monkeypatch) -> None:
+def test_trials_get_the_drivers_absolute_paths(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    cfg = absolute_paths(load_config("demo_cpu"))
+    paths = RunPaths.of(load_config("demo_cpu"))
+    cfg = paths.pin(load_config("demo_cpu"))  # what the sweep hands every trial
     assert cfg.runtime.storage_path == str(tmp_path / "runs")
     assert cfg.runtime.resolved_store_uri == str(tmp_path / "runs" / "demo" / "rationales")
+    monkeypatch.chdir("/")  # a trial process elsewhere derives the same places
+    assert RunPaths.of(cfg) == paths
+    assert paths.trial_student("t1") == str(tmp_path / "runs" / "demo" / "tune" / "trials" / "t1" / "student")
 
 
 def test_table_and_plot(tmp_path) -> None:

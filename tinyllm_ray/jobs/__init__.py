@@ -1,8 +1,27 @@
 """The jobs: what each CLI subcommand runs, chaining the stages' public functions.
 
 Nothing below this package imports it (stages never know how they are chained).
+Modules: ``stages`` (one function per subcommand), ``run`` (the streaming ``run``),
+``checks`` (pre-flight checks, before Ray starts), ``report`` (run report files).
+Where a job writes is :class:`tinyllm_ray.paths.RunPaths` (re-exported here).
 """
 
-from tinyllm_ray.jobs.stages import evaluate, generate, run, student_dir, train, tune, write_report
+from tinyllm_ray.jobs.checks import check_eval, check_runnable
+from tinyllm_ray.jobs.report import render_markdown, write_report
+from tinyllm_ray.jobs.run import run_pipeline
+from tinyllm_ray.jobs.stages import evaluate, generate, run, train, tune
+from tinyllm_ray.paths import RunPaths
 
-__all__ = ["evaluate", "generate", "run", "student_dir", "train", "tune", "write_report"]
+__all__ = [
+    "RunPaths",
+    "check_eval",
+    "check_runnable",
+    "evaluate",
+    "generate",
+    "render_markdown",
+    "run",
+    "run_pipeline",
+    "train",
+    "tune",
+    "write_report",
+]

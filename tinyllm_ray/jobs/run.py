@@ -7,9 +7,13 @@ teacher (``student/streaming.py``). So the first optimizer step does not wait fo
 last rationale, and the store still persists every record: a second ``run`` (or
 ``train``/``tune``) reuses it, skipping every finished shard.
 
-The run ends with a report (``report.json`` + ``report.md`` under
-``<storage_path>/<run_name>/``): teacher statistics, per-task losses, validation and
-test accuracy, time per stage and the overlap achieved.
+Failures: a failed generation saves its message in the store's marker, so waiting
+slice readers stop at once and the user sees *that* message; a failed training cancels
+generation at once (committed shards stay) and the error names both failures.
+
+The run ends with a report (``report.json`` + ``report.md`` in the run folder, see
+:class:`~tinyllm_ray.paths.RunPaths`): teacher statistics, per-task losses, validation
+and test accuracy, time per stage, the overlap achieved and where the outputs are.
 """
 
 from __future__ import annotations
@@ -22,13 +26,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tinyllm_ray.config import JobConfig
+from tinyllm_ray.errors import StreamingError, UserError
+from tinyllm_ray.jobs.checks import check_runnable
+from tinyllm_ray.jobs.report import render_markdown, write_report
+from tinyllm_ray.paths import RunPaths
+
+__all__ = ["first_step_time", "one_line", "run_failure", "run_pipeline", "task_losses"]
 
 log = logging.getLogger(__name__)
+#: How long a cancelled generation may take to stop (its teachers finish their batch).
+CANCEL_WAIT_S = 120.0
 
 
 @dataclass
 class _GenerationThread:
-    """Runs generation beside training; remembers when each shard was committed."""
+    """Runs generation beside training; remembers when each shard was committed.
+
+    A failure is saved in the store's marker (``RationaleStore.mark_generation_failed``)
+    so that slice readers waiting for a shard stop at once, with this message.
+    """
 
     cfg: JobConfig
     shard_size: int
@@ -40,44 +56,52 @@ class _GenerationThread:
 
     def __post_init__(self) -> None:
         self._thread = threading.Thread(target=self._run, name="tinyllm-generation", daemon=True)
+        self._gen: Any = None
+        self._cancelled = threading.Event()
 
     def _run(self) -> None:
-        from tinyllm_ray.student.streaming import mark_generation_failed
+        from tinyllm_ray.store import RationaleStore
         from tinyllm_ray.teachers.pipeline import GenerationRun
 
         self.started = time.time()
         try:
-            run = GenerationRun(self.cfg, shard_size=self.shard_size)
-            for _ in run:
+            self._gen = GenerationRun(self.cfg, shard_size=self.shard_size)
+            if self._cancelled.is_set():  # training failed before generation got going
+                self._gen.cancel()
+            for _ in self._gen:
                 self.shard_times.append(time.time())
-            self.report = run.report
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread in join()
+                if self._cancelled.is_set():
+                    break
+            self.report = self._gen.report
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread (see run_pipeline)
             self.error = exc
-            mark_generation_failed(self.cfg.runtime.resolved_store_uri, f"{type(exc).__name__}: {exc}")
+            if not self._cancelled.is_set():
+                RationaleStore(self.cfg.runtime.resolved_store_uri).mark_generation_failed(one_line(exc))
         finally:
             self.ended = time.time()
 
     def start(self) -> None:
         self._thread.start()
 
-    def wait(self) -> None:
+    def cancel(self) -> None:
+        """Stop the teachers after their current batch (committed shards stay in the store)."""
+        self._cancelled.set()
+        if self._gen is not None:
+            self._gen.cancel()  # before iteration starts, no engine is started at all
+
+    def wait(self, timeout: float | None = None) -> None:
         """Wait for the thread; its error (if any) stays in :attr:`error` for the caller."""
         if self._thread.is_alive():
-            self._thread.join()
+            self._thread.join(timeout)
 
 
-def resolve_shard_size(cfg: JobConfig) -> int:
-    """The store's shard size: config, else the existing store's, else the pipeline default."""
-    from tinyllm_ray.store.store import RationaleStore
-    from tinyllm_ray.teachers.pipeline import DEFAULT_SHARD_SIZE
-    from tinyllm_ray.teachers.prompt_rows import default_shard_size
-
-    if cfg.runtime.store_shard_size:
-        return cfg.runtime.store_shard_size
-    have = RationaleStore(cfg.runtime.resolved_store_uri).read_manifest()
-    if have and have.get("shard_size"):
-        return int(have["shard_size"])
-    return default_shard_size([t.batch_size for t in cfg.teachers], DEFAULT_SHARD_SIZE)
+def one_line(exc: BaseException) -> str:
+    """The first line of ``exc``: a user error as is, anything else prefixed with its type."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0] if lines else ""
+    if isinstance(exc, UserError):
+        return first or type(exc).__name__
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def first_step_time(metrics_file: str | None) -> float | None:
@@ -105,46 +129,87 @@ def task_losses(history: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
-    """Generate (streaming) + train + evaluate; write and return the run report."""
-    import os
+def run_failure(gen_error: BaseException | None, saved: str | None, train_error: BaseException | None,
+                store_uri: str) -> Exception:
+    """The one error a failed streaming run raises, naming every failure (pure).
 
-    import transformers  # noqa: F401  (imported while the cwd still exists; see below)
+    * generation failed (whatever training then did): its saved message (the store's
+      marker, else the exception's first line) leads, and the training failure it caused
+      is named after it;
+    * only training failed: say so, and that generation was cancelled and resumes on rerun.
 
-    from tinyllm_ray.data.loader import load_splits
-    from tinyllm_ray.jobs.stages import run_dir, write_report
-    from tinyllm_ray.runtime import init_ray
-    from tinyllm_ray.student.evaluate_model import evaluate_student
-    from tinyllm_ray.student.streaming import clear_generation_failed, streaming_student_data
+    A user error at the root stays a :class:`StreamingError` (one line in the CLI); any
+    other root is a ``RuntimeError`` (raised ``from`` the root, so its traceback is kept).
+    """
+    if saved is not None or gen_error is not None:
+        msg = f"generation failed: {saved or one_line(gen_error)}"  # type: ignore[arg-type]
+        if train_error is not None:
+            msg += f" (training stopped too: {one_line(train_error)})"
+        root = gen_error
+    else:
+        msg = (f"training failed: {one_line(train_error)}; generation was cancelled (committed shards stay "  # type: ignore[arg-type]
+               f"in {store_uri}; rerun to resume)")
+        root = train_error
+    return StreamingError(msg) if root is None or isinstance(root, UserError) else RuntimeError(msg)
+
+
+def _train_streaming(cfg: JobConfig, gen: _GenerationThread, train: list, val: list, shard_size: int,
+                     store_uri: str) -> tuple[Any, float, float]:
+    """Fit the student on the stream; returns the result and when fitting began and ended.
+
+    Training failed -> generation is cancelled at once; either way, a failure is raised
+    as :func:`run_failure` words it.
+    """
+    from tinyllm_ray.store import RationaleStore
+    from tinyllm_ray.student.streaming import streaming_student_data
     from tinyllm_ray.student.trainer import run_training
-    from tinyllm_ray.tune import absolute_paths
 
-    t0 = time.time()
-    # Under `ray job submit --working-dir`, the driver's cwd is Ray's copy of the working
-    # dir, which Ray may garbage-collect once the job's other workers are gone (seen with
-    # two nodes on one host). Pin outputs to absolute paths and leave that directory.
-    cfg = absolute_paths(cfg)
-    if "://" not in run_dir(cfg):
-        os.makedirs(run_dir(cfg), exist_ok=True)
-        os.chdir(run_dir(cfg))
-    init_ray(cfg.runtime)
-    loaded = load_splits(cfg.data)
-    train, val = loaded.require("train"), loaded.require("validation")
-    shard_size = resolve_shard_size(cfg)
-    clear_generation_failed(cfg.runtime.resolved_store_uri)
-
-    gen = _GenerationThread(cfg, shard_size)
-    if cfg.teachers:
-        gen.start()
+    store = RationaleStore(store_uri)
     try:
         data = streaming_student_data(cfg, train, val, shard_size)
         t_train = time.time()
         result = run_training(cfg, data=data)
-        t_train_end = time.time()
-    finally:
-        gen.wait()
+        t_end = time.time()
+    except BaseException as train_exc:
+        gen.cancel()
+        gen.wait(CANCEL_WAIT_S)
+        if not isinstance(train_exc, Exception):  # KeyboardInterrupt, SystemExit: as they are
+            raise
+        raise run_failure(gen.error, store.generation_failure(), train_exc, store_uri) from (gen.error or train_exc)
+    gen.wait()
     if gen.error is not None:
-        raise gen.error
+        raise run_failure(gen.error, store.generation_failure(), None, store_uri) from gen.error
+    return result, t_train, t_end
+
+
+def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
+    """Generate (streaming) + train + evaluate; write and return the run report.
+
+    A config streaming cannot train is refused before anything starts (``check_runnable``).
+    """
+    check_runnable(cfg)
+    from tinyllm_ray.data.loader import load_splits
+    from tinyllm_ray.runtime import init_ray
+    from tinyllm_ray.store import RationaleStore, resolve_shard_size
+    from tinyllm_ray.student.evaluate_model import evaluate_student
+
+    t0 = time.time()
+    paths = RunPaths.of(cfg)
+    cfg = paths.pin(cfg)
+    init_ray(cfg.runtime)
+    loaded = load_splits(cfg.data)
+    train, val = loaded.require("train"), loaded.require("validation")
+    store = RationaleStore(paths.store)
+    stored = store.read_manifest()
+    shard_size, why = resolve_shard_size(cfg.runtime.store_shard_size, (stored or {}).get("shard_size"),
+                                         [t.batch_size for t in cfg.teachers])
+    log.info("store shard size %d (%s)", shard_size, why)
+    store.clear_generation_failed()
+
+    gen = _GenerationThread(cfg, shard_size)
+    if cfg.teachers:
+        gen.start()
+    result, t_train, t_train_end = _train_streaming(cfg, gen, train, val, shard_size, paths.store)
     if result.model_dir is None:
         raise RuntimeError("training produced no checkpoint with a validation score; see the Ray Train log")
 
@@ -171,8 +236,9 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
         }
     report = {
         "run": cfg.runtime.run_name,
-        "store_uri": cfg.runtime.resolved_store_uri,
+        "store_uri": paths.store,
         "student": result.model_dir,
+        "paths": {**paths.describe(), "student": result.model_dir},
         "teachers": gen_report["teachers"] if gen_report else {},
         "generation": {k: v for k, v in (gen_report or {}).items() if k != "teachers"},
         "training": {"best_step": result.best_step, "best_val_accuracy": result.best_val_accuracy,
@@ -185,38 +251,5 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
                     "total": round(t_end - t0, 2)},
         "overlap": overlap,
     }
-    paths = write_report(report, run_dir(cfg), render_markdown(report))
-    report["report_files"] = paths
+    report["report_files"] = write_report(report, paths, render_markdown(report))
     return report
-
-
-def render_markdown(r: dict[str, Any]) -> str:
-    """The human-readable run report."""
-    lines = [f"# tinyllm-ray run `{r['run']}`", "", f"Student: `{r['student']}`  ", f"Store: `{r['store_uri']}`", ""]
-    if r["teachers"]:
-        lines += ["## Teachers", "", "| teacher | prompts | outputs | kept | dropped | output tokens | tokens/s |",
-                  "|---|---|---|---|---|---|---|"]
-        for name, s in r["teachers"].items():
-            dropped = ", ".join(f"{k} {v}" for k, v in (s.get("dropped") or {}).items() if v) or "0"
-            lines.append(f"| {name} | {s.get('prompts')} | {s.get('outputs')} | {s.get('kept')} | {dropped} | "
-                         f"{s.get('output_tokens')} | {s.get('tokens_per_s', 0):.0f} |")
-        lines.append("")
-    t = r["training"]
-    lines += ["## Training", "", f"Best step {t['best_step']} of {t['total_steps']} "
-              f"(validation accuracy {t['best_val_accuracy']}).", "", "| loss | first | last |", "|---|---|---|"]
-    lines += [f"| {k} | {v['first']} | {v['last']} |" for k, v in t["task_losses"].items()]
-    lines += ["", "## Evaluation (answer-only, normalised exact match)", "", "| split | accuracy | correct/total |",
-              "|---|---|---|"]
-    lines += [f"| {k} | {v['accuracy']:.4f} | {v['correct']}/{v['total']} |" for k, v in r["evaluation"].items()]
-    s = r["seconds"]
-    lines += ["", "## Time", "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in s.items()]
-    if r.get("overlap"):
-        o = r["overlap"]
-        lines += ["", "## Streaming overlap", "",
-                  f"Generation ran {o['generation_started_s']}–{o['generation_ended_s']} s; the first training step "
-                  f"finished at {o['first_train_step_s']} s; training began before generation ended: "
-                  f"**{o['train_started_before_generation_ended']}** (overlap {o['overlap_s']} s, "
-                  f"{o['shards_committed_after_first_step']} of {o['shards_committed_this_run']} shards committed "
-                  "after the first step)."]
-    return "\n".join(lines) + "\n"

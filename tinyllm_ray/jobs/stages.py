@@ -2,54 +2,56 @@
 
 Why a module between the CLI and the stages: ``run`` chains the stages and ``tune``
 reuses ``generate``'s store; keeping the chaining here leaves ``cli.py`` a parser and
-each stage package ignorant of the others.
+each stage package ignorant of the others. Every job first builds its
+:class:`~tinyllm_ray.paths.RunPaths` (local paths made absolute once) and runs its
+pre-flight checks (``checks.py``) before Ray starts.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-from pathlib import Path
 from typing import Any
 
 from tinyllm_ray.config import JobConfig
-from tinyllm_ray.errors import UsageError
+from tinyllm_ray.jobs.checks import check_eval
+from tinyllm_ray.jobs.run import run_pipeline
+from tinyllm_ray.paths import RunPaths
 from tinyllm_ray.runtime import init_ray
 
-log = logging.getLogger(__name__)
-
-
-def run_dir(cfg: JobConfig) -> str:
-    """``<storage_path>/<run_name>``: every artifact of one job lives below it."""
-    return f"{cfg.runtime.storage_path.rstrip('/')}/{cfg.runtime.run_name}"
-
-
-def student_dir(cfg: JobConfig) -> str:
-    """Where ``train`` exports the selected student (Hugging Face format)."""
-    return f"{run_dir(cfg)}/student"
+__all__ = ["evaluate", "generate", "run", "train", "tune"]
 
 
 def generate(cfg: JobConfig) -> dict[str, Any]:
     """Teacher rationales into the store; rerunning resumes (finished shards are skipped)."""
     from tinyllm_ray.teachers.pipeline import run_generation
 
+    paths = RunPaths.of(cfg)
+    cfg = paths.pin(cfg)
     init_ray(cfg.runtime)
-    return run_generation(cfg, shard_size=cfg.runtime.store_shard_size).to_dict()
+    report = run_generation(cfg, shard_size=cfg.runtime.store_shard_size).to_dict()
+    report["paths"] = {"store": paths.store}
+    return report
 
 
 def train(cfg: JobConfig) -> dict[str, Any]:
     """Train the student on the persisted store; the best-on-validation export is kept."""
+    from tinyllm_ray.student.store_checks import check_store_ready
     from tinyllm_ray.student.trainer import run_training
 
+    paths = RunPaths.of(cfg)
+    check_store_ready(cfg, store_uri=paths.store)  # before Ray: `train` before `generate` is one line
+    cfg = paths.pin(cfg)
     init_ray(cfg.runtime)
-    return run_training(cfg).to_dict()
+    report = run_training(cfg).to_dict()
+    report["paths"] = {"student": report["model_dir"] or paths.student, "store": paths.store}
+    return report
 
 
 def evaluate(
     cfg: JobConfig, model: str | None = None, split: str | None = None, teacher: str | None = None
 ) -> dict[str, Any]:
     """Answer-only accuracy of a student folder (default: this run's student) or a teacher."""
+    paths = RunPaths.of(cfg)
+    split = check_eval(cfg, paths, model=model, split=split, teacher=teacher)
     if teacher is not None:
         from tinyllm_ray.teachers.evaluate_teacher import evaluate_teacher
 
@@ -57,18 +59,11 @@ def evaluate(
         return evaluate_teacher(cfg, teacher, split=split).to_dict()
     from tinyllm_ray.student.evaluate_model import evaluate_student
 
-    path = model or student_dir(cfg)
-    if model is not None and model.startswith(("/", ".", "~")) and not os.path.isdir(os.path.expanduser(model)):
-        raise UsageError(f"--model {model}: no such folder (a Hugging Face model folder, e.g. <run>/student)")
-    if model is None and not os.path.isdir(path):
-        raise UsageError(f"no trained student at {path}; run `tinyllm-ray train` first or pass --model PATH")
-    return evaluate_student(cfg, path, split=split).to_dict(with_predictions=False)
+    return evaluate_student(cfg, model or paths.student, split=split).to_dict(with_predictions=False)
 
 
 def run(cfg: JobConfig) -> dict[str, Any]:
-    """generate -> train -> evaluate as one job; writes report.json and report.md."""
-    from tinyllm_ray.jobs.run import run_pipeline
-
+    """generate -> train -> evaluate as one streaming job; writes report.json and report.md."""
     return run_pipeline(cfg)
 
 
@@ -77,13 +72,3 @@ def tune(cfg: JobConfig) -> dict[str, Any]:
     from tinyllm_ray.tune import run_tune
 
     return run_tune(cfg)
-
-
-def write_report(report: dict[str, Any], out_dir: str | Path, markdown: str) -> dict[str, str]:
-    """Write ``report.json`` + ``report.md`` next to the run's artifacts (local paths)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    (out / "report.md").write_text(markdown)
-    return {"json": str(out / "report.json"), "markdown": str(out / "report.md")}
-

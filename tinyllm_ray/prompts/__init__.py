@@ -26,6 +26,7 @@ from tinyllm_ray.prompts.templates import (
     DEFAULT_STOPS,
     DEFAULT_VERDICTS,
     LETTERS,
+    TEMPLATE_VERSION,
     answer_statement,
     cot_prompt,
     example_block,
@@ -39,16 +40,12 @@ from tinyllm_ray.prompts.templates import (
 )
 from tinyllm_ray.prompts.verdicts import ParsedVerdict, parse_verdict
 
-# The names ``teachers/evaluate_teacher.py`` imported while these were private; kept so
-# that module keeps working until its owner switches to ``question_block``/``example_block``.
-_question_block = question_block
-_example_block = example_block
-
 __all__ = [
     "DEFAULT_COT_TRIGGER",
     "DEFAULT_STOPS",
     "DEFAULT_VERDICTS",
     "LETTERS",
+    "TEMPLATE_VERSION",
     "ParsedAnswer",
     "ParsedVerdict",
     "answer_statement",

@@ -40,6 +40,12 @@ if TYPE_CHECKING:  # only for annotations: keeps this module importable without 
     from tinyllm_ray.data.schema import MCQRecord
 
 #: The sentence a rationale starts from (TinyLLM, Mind's Mirror); ``PromptConfig.cot_trigger``.
+#: Version of the teacher prompt layout the templates below render (teacher forcing, CoT
+#: and self-evaluation, with in-context examples). Stored in every record's key and
+#: provenance columns (``store.keys``): bump it when a template changes what it renders
+#: for the same inputs, so rows from the old and new layouts are told apart.
+TEMPLATE_VERSION = "1"
+
 DEFAULT_COT_TRIGGER = "Let's think step by step."
 #: vLLM stop sequences; the first one is the start of the next prompt block. ``SamplingConfig.stop``.
 DEFAULT_STOPS: tuple[str, ...] = ("\n\nQ:", "\nQuestion:", "\n\n\n")

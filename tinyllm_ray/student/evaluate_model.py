@@ -3,8 +3,9 @@
 Why answer-only: TinyLLM and Mind's Mirror use rationales only as training signal; at
 test time the student gets the answer prefix and generates the answer text. The input
 layout comes from the student's ``tinyllm_student.json`` (written when it was saved), so
-a student is evaluated exactly as it was trained; scoring is :mod:`tinyllm_ray.evaluate`
-(normalised text, letter forms accepted).
+a student is evaluated exactly as it was trained; scoring and :class:`EvalResult` are
+:mod:`tinyllm_ray.evaluate`'s (shared with teacher evaluation: normalised text, letter
+forms accepted).
 
 Used in two places: inside training workers (validation accuracy every
 ``train.eval_every_steps``; each rank scores a slice and the counts are summed), and by
@@ -16,9 +17,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tinyllm_ray.evaluate import EvalResult, score_generations, select_eval_records
 from tinyllm_ray.student.collate import CAUSAL_SEPARATOR, PromptEncoder, encode_prompt
 from tinyllm_ray.student.tasks import format_source
 
@@ -30,27 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["EvalResult", "evaluate_records", "evaluate_student", "generate_answers"]
-
-
-@dataclass
-class EvalResult:
-    """Accuracy on ``total`` records plus the raw generations (for error analysis)."""
-
-    accuracy: float
-    correct: int
-    total: int
-    split: str = ""
-    model: str = ""
-    truncated_inputs: int = 0
-    seconds: float = 0.0
-    predictions: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self, with_predictions: bool = False) -> dict[str, Any]:
-        d = {"accuracy": self.accuracy, "correct": self.correct, "total": self.total, "split": self.split,
-             "model": self.model, "truncated_inputs": self.truncated_inputs, "seconds": round(self.seconds, 3)}
-        if with_predictions:
-            d["predictions"] = self.predictions
-        return d
 
 
 def generate_answers(
@@ -144,24 +124,19 @@ def evaluate_records(
     num_batches: int | None = None,
     synced_gpus: bool = False,
     keep_predictions: int = 0,
+    partial: bool = False,
 ) -> EvalResult:
-    """Generate and score; ``correct``/``total`` can be summed across ranks."""
-    from tinyllm_ray.evaluate import exact_match, extract_prediction
+    """Generate and score; ``correct``/``total`` can be summed across ranks.
 
+    ``partial=True``: ``records`` is one rank's slice of a distributed validation (it may
+    be empty: the rank still generates in lock-step); otherwise zero records raise
+    :class:`~tinyllm_ray.errors.EmptyEvaluationError`.
+    """
     t0 = time.perf_counter()
     gens, truncated = generate_answers(model, tokenizer, records, fmt, max_new_tokens=max_new_tokens,
                                        batch_size=batch_size, num_batches=num_batches, synced_gpus=synced_gpus)
-    correct = 0
-    preds: list[dict[str, Any]] = []
-    for g, r in zip(gens, records):
-        p = extract_prediction(g, r.choices)
-        ok = exact_match(p, r)
-        correct += int(ok)
-        if len(preds) < keep_predictions:
-            preds.append({"id": r.id, "generated": g, "prediction": p, "answer": r.answer, "correct": ok})
-    total = len(records)
-    return EvalResult(accuracy=correct / total if total else 0.0, correct=correct, total=total,
-                      truncated_inputs=truncated, seconds=time.perf_counter() - t0, predictions=preds)
+    return score_generations(records, gens, keep_predictions=keep_predictions, partial=partial,
+                             truncated_inputs=truncated, seconds=time.perf_counter() - t0)
 
 
 def evaluate_student(
@@ -198,10 +173,7 @@ def evaluate_student(
         arch = detect_arch(path, cfg.student.arch, cfg.student.trust_remote_code)
         fmt = StudentFormat.from_config(cfg, arch)
         log.info("%s has no tinyllm_student.json; using the layout of cfg.student (%s)", path, arch)
-    data = load_splits(cfg.data)
-    from tinyllm_ray.evaluate import select_eval_records
-
-    records = select_eval_records(data.splits, split, limit or cfg.eval.limit)
+    records = select_eval_records(load_splits(cfg.data), split, limit or cfg.eval.limit)
     model, tok = load_student(path, fmt.arch, trust_remote_code=cfg.student.trust_remote_code)
     if torch.cuda.is_available():
         model = model.cuda()

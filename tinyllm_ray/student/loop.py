@@ -166,7 +166,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         engine.eval()
         res = evaluate_records(engine.module.model, tok, my_val, fmt, max_new_tokens=tcfg.eval_max_new_tokens,
                                batch_size=lc.eval_batch_size, num_batches=val_batches,
-                               synced_gpus=zero3 and world > 1)
+                               synced_gpus=zero3 and world > 1, partial=True)
         engine.train()
         counts = all_sum(torch.tensor([res.correct, res.total], dtype=torch.float64))
         return float(counts[0] / counts[1]) if counts[1] > 0 else 0.0

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tinyllm_ray.errors import ConfigError
+
 if TYPE_CHECKING:
     from tinyllm_ray.config import JobConfig, StudentConfig
 
@@ -49,13 +51,14 @@ def resolve_student_path(student: StudentConfig, cache_dir: str | Path | None = 
     p = Path(student.model).expanduser()
     if p.exists():
         if not (p / "config.json").is_file():
-            raise FileNotFoundError(
+            raise ConfigError(
                 f"student.model {student.model!r} is a folder without config.json; point it at a Hugging Face "
                 "model folder (config.json + weights + tokenizer)"
             )
         return str(p.resolve())
     if student.model.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"student.model {student.model!r} does not exist")
+        raise ConfigError(f"student.model {student.model!r} does not exist; give a Hugging Face model folder, "
+                          "a hub name, or tiny")
     return student.model  # hub name: resolved by transformers (needs network or HF cache)
 
 

@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tinyllm_ray.paths import RunPaths
+from tinyllm_ray.store import is_uri
 from tinyllm_ray.student.loop import HF_DIR, LoopConfig, train_loop_per_worker
 
 if TYPE_CHECKING:
@@ -51,7 +53,6 @@ __all__ = [
 
 METRICS_FILE = "metrics.jsonl"
 TRAIN_RUN_NAME = "train"
-STUDENT_DIR = "student"
 #: Controller poll interval during training (see ``_controller_poll_interval``).
 REPORT_POLL_INTERVAL_S = 0.2
 
@@ -103,7 +104,7 @@ def _metrics_callback_cls() -> type:
             self.path = path
 
         def _write(self, record: dict[str, Any]) -> None:
-            if "://" in self.path:
+            if is_uri(self.path):
                 return
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             with open(self.path, "a") as f:
@@ -135,14 +136,6 @@ class TrainerBundle:
     data: StudentData
     loop_config: LoopConfig
     metrics_file: str | None
-
-
-def _train_root(cfg: JobConfig) -> str:
-    return f"{cfg.runtime.storage_path.rstrip('/')}/{cfg.runtime.run_name}"
-
-
-def _local(path: str) -> str:
-    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
 
 
 def build_trainer(
@@ -213,7 +206,7 @@ def build_trainer(
         env.setdefault("DS_ACCELERATOR", "cpu")
     rc_kwargs: dict[str, Any] = {
         "name": TRAIN_RUN_NAME,
-        "storage_path": _local(_train_root(cfg)),
+        "storage_path": RunPaths.of(cfg).train,
         "failure_config": FailureConfig(max_failures=tcfg.max_failures),
         "checkpoint_config": CheckpointConfig(num_to_keep=tcfg.num_checkpoints_to_keep,
                                            checkpoint_score_attribute="val_accuracy",
@@ -223,7 +216,7 @@ def build_trainer(
     rc_kwargs.update(run_config_overrides or {})
     callbacks = list(callbacks or []) + list(rc_kwargs.get("callbacks") or [])
     metrics_file = None
-    if "://" not in str(rc_kwargs["storage_path"]) and rc_kwargs.get("storage_filesystem") is None:
+    if not is_uri(str(rc_kwargs["storage_path"])) and rc_kwargs.get("storage_filesystem") is None:
         metrics_file = os.path.join(str(rc_kwargs["storage_path"]), str(rc_kwargs["name"]), METRICS_FILE)
         callbacks.append(MetricsLogCallback(metrics_file))
     rc_kwargs["callbacks"] = callbacks
@@ -284,7 +277,7 @@ def export_checkpoint(ckpt: Any, model_dir: str) -> str:
         src = os.path.join(d, HF_DIR)
         if not os.path.isdir(src):
             raise FileNotFoundError(f"checkpoint {ckpt.path} has no {HF_DIR}/ export")
-        if "://" in model_dir:
+        if is_uri(model_dir):
             import pyarrow.fs as pafs
 
             pafs.copy_files(src, model_dir)
@@ -330,7 +323,7 @@ def run_training(
     model_dir = None
     if best is not None:
         ckpt, metrics = best
-        model_dir = export_checkpoint(ckpt, output_dir or f"{_local(_train_root(cfg))}/{STUDENT_DIR}")
+        model_dir = export_checkpoint(ckpt, output_dir or RunPaths.of(cfg).student)
         log.info("best checkpoint: step %s, val_accuracy %.4f -> %s", metrics.get("step"),
                  metrics["val_accuracy"], model_dir)
     latest = result.metrics or {}
@@ -349,6 +342,6 @@ def run_training(
         seconds=time.perf_counter() - t0,
         ray_result=result,
     )
-    if model_dir and "://" not in model_dir:
+    if model_dir and not is_uri(model_dir):
         Path(model_dir, "training_result.json").write_text(json.dumps(out.to_dict(), indent=2, default=str))
     return out

@@ -29,6 +29,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from tinyllm_ray.config import PromptConfig, SamplingConfig, SelfEvalConfig
 from tinyllm_ray.errors import TeacherStartupError
 from tinyllm_ray.teachers.prompt_rows import request_seed
 
@@ -37,16 +38,35 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """Plain, picklable description of one teacher engine (built by the pipeline)."""
+    """Picklable description of one teacher engine (built by ``serving.engine_spec``).
+
+    Why config models and not dicts: the actor reads ``sampling.temperature`` etc. from
+    the very objects the config validated, so every default is defined once (in
+    ``config.py``) and a renamed field fails loudly instead of silently re-defaulting.
+    Pydantic models pickle, so they travel to the actors as they are.
+    """
 
     teacher: str
     engine_kwargs: dict[str, Any]
-    sampling: dict[str, Any]
+    sampling: SamplingConfig
+    prompts: PromptConfig
+    self_eval: SelfEvalConfig  # the second pass runs iff ``self_eval.enabled``
     env: dict[str, str] = field(default_factory=dict)
     env_defaults: dict[str, str] = field(default_factory=dict)
     unset_env: tuple[str, ...] = ()
-    self_eval: dict[str, Any] | None = None  # evals_per_cot, verdicts, max_tokens, temperature
-    cot_trigger: str = "Let's think step by step."
+
+
+def sampling_kwargs(sampling: SamplingConfig, self_eval: SelfEvalConfig | None = None) -> dict[str, Any]:
+    """``vllm.SamplingParams`` arguments (seed aside) for the CoT pass, or the self-evaluation pass.
+
+    The self-evaluation pass keeps the teacher's ``top_p`` and stop sequences but uses
+    its own ``n`` (``evals_per_cot``), temperature and token budget. Pure.
+    """
+    if self_eval is None:
+        return {"n": sampling.n, "temperature": sampling.temperature, "top_p": sampling.top_p,
+                "max_tokens": sampling.max_tokens, "stop": list(sampling.stop)}
+    return {"n": self_eval.evals_per_cot, "temperature": self_eval.temperature, "top_p": sampling.top_p,
+            "max_tokens": self_eval.max_tokens, "stop": list(sampling.stop)}
 
 
 # ----------------------------------------------------------------------------- errors
@@ -118,7 +138,6 @@ class TeacherEngine:
         try:
             from vllm import LLM, SamplingParams
 
-            self._SamplingParams = SamplingParams
             self.llm = LLM(**spec.engine_kwargs)
         except Exception as exc:  # noqa: BLE001 - re-raised with the teacher's name
             cause = root_cause_from_log(_stderr_since(log_path, log_offset))
@@ -128,23 +147,25 @@ class TeacherEngine:
                 f"teacher {spec.teacher!r}: vLLM engine for model {model!r} failed to start: {detail[:1500]}"
             ) from None
         self.startup_seconds = time.perf_counter() - t0
-        s = spec.sampling
-        self._seeded = s.get("seed") is not None and float(s.get("temperature", 0.0)) > 0
-        self._cot_base = {
-            "n": int(s.get("n", 1)), "temperature": float(s.get("temperature", 0.0)), "top_p": float(s.get("top_p", 1.0)),
-            "max_tokens": int(s.get("max_tokens", 128)), "stop": list(s.get("stop") or []),
-        }
-        self._cot_params = SamplingParams(**self._cot_base)
-        se = spec.self_eval
-        if se:
-            self._se_seeded = s.get("seed") is not None and float(se.get("temperature", 0.0)) > 0
-            self._se_base = {
-                "n": int(se["evals_per_cot"]), "temperature": float(se.get("temperature", 0.0)),
-                "top_p": float(s.get("top_p", 1.0)), "max_tokens": int(se.get("max_tokens", 128)),
-                "stop": list(s.get("stop") or []),
-            }
-            self._se_params = SamplingParams(**self._se_base)
+        self._configure_sampling(SamplingParams)
         log.info("teacher %s: engine for %s ready in %.1fs", spec.teacher, model, self.startup_seconds)
+
+    def _configure_sampling(self, params_cls: Any) -> None:
+        """Build the shared SamplingParams of both passes (``params_cls``: vLLM's, or a test fake).
+
+        Requests carry their own seed only when sampling with a fixed seed (greedy
+        decoding needs none, and one shared params object is cheaper).
+        """
+        spec = self.spec
+        s, se = spec.sampling, spec.self_eval
+        self._SamplingParams = params_cls
+        self._seeded = s.seed is not None and s.temperature > 0
+        self._cot_base = sampling_kwargs(s)
+        self._cot_params = params_cls(**self._cot_base)
+        if se.enabled:
+            self._se_seeded = s.seed is not None and se.temperature > 0
+            self._se_base = sampling_kwargs(s, se)
+            self._se_params = params_cls(**self._se_base)
 
     # -------------------------------------------------------------- helpers
     def _params(self, base: dict[str, Any], shared: Any, seeded: bool, ids: list[str], kind: str,
@@ -152,7 +173,7 @@ class TeacherEngine:
         """One shared SamplingParams, or one per request when seeds make results order-free."""
         if not seeded:
             return shared
-        seed = self.spec.sampling.get("seed")
+        seed = self.spec.sampling.seed
         idx = sample_idx or [0] * len(ids)
         return [self._SamplingParams(**base, seed=request_seed(seed, self.spec.teacher, i, kind, j))
                 for i, j in zip(ids, idx)]
@@ -197,12 +218,12 @@ class TeacherEngine:
         cots: list[tuple[int, int, str, Any, float, int]] = []
         for i, out in enumerate(outs):
             for j, comp in enumerate(out.outputs):
-                cots.append((i, j, clean_rationale(comp.text, stops, self.spec.cot_trigger), comp,
+                cots.append((i, j, clean_rationale(comp.text, stops, self.spec.prompts.cot_trigger), comp,
                              share(len(comp.token_ids)), len(out.prompt_token_ids or ())))
 
         se = self.spec.self_eval
-        judged = [c for c in cots if c[2].strip()] if se else []
-        n_evals = int(se["evals_per_cot"]) if se else 0
+        judged = [c for c in cots if c[2].strip()] if se.enabled else []
+        n_evals = se.evals_per_cot if se.enabled else 0
         judged_keys = {(c[0], c[1]) for c in judged}
         for i, j, text, comp, secs, ptoks in cots:
             add("rationale", i, j, -1, cols["prompt_hash"][i], text, ptoks, comp, secs,
@@ -215,7 +236,7 @@ class TeacherEngine:
             for i, j, text, _comp, _s, _p in judged:
                 rec = MCQRecord(id=ids[i], question=cols["question"][i], choices=tuple(cols["choices"][i] or ()),
                                 answer=cols["answer"][i], context=cols["context"][i])
-                p = self_eval_prompt(rec, text, se["verdicts"])
+                p = self_eval_prompt(rec, text, se.verdicts)
                 se_prompts.append(p)
                 meta.append((i, j, prompt_hash(p)))
             se_params = self._params(self._se_base, self._se_params, self._se_seeded,

@@ -11,9 +11,9 @@ Shape of one run (per teacher, all teachers concurrently, one driver thread each
 1. the generation split (``train``) is cut into fixed shards (``prompt_rows.py``); shards
    whose commit file exists are skipped (resume); a teacher with nothing left starts no
    engine;
-2. prompt rows of the remaining shards become a Ray Dataset with one block per
-   ``teacher.batch_size`` rows, mapped by ``map_batches(TeacherEngine,
-   concurrency=replicas, num_cpus/num_gpus/placement group from placement.py)``;
+2. prompt rows of the remaining shards are served by the teacher's engine pool
+   (``serving.py``: one Ray Data block per ``teacher.batch_size`` rows, mapped by
+   ``map_batches(TeacherEngine, concurrency=replicas, resources from placement.py)``);
 3. the driver streams the outputs back, regroups them into complete shards
    (``assembler.py``), parses and filters them (``records.py``) and writes each shard
    atomically (``store.py``) before reporting it: persist, then trust;
@@ -33,7 +33,9 @@ the actor pool, resources, batching, back-pressure and streaming.
 
 Failure policy: an engine that cannot start, or dies, fails the job with the teacher's
 name and the engine's error (``max_restarts=0``: no silent restart loop); what was
-committed stays, and rerunning the same command resumes.
+committed stays, and rerunning the same command resumes. :meth:`GenerationRun.cancel`
+(thread-safe; e.g. ``run`` when training fails) stops every teacher after its current
+batch and releases the engines; the run then ends normally with what was committed.
 """
 
 from __future__ import annotations
@@ -46,86 +48,45 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tinyllm_ray.config import JobConfig, TeacherConfig
+from tinyllm_ray.config import JobConfig
 from tinyllm_ray.data.schema import MCQRecord
-from tinyllm_ray.store.manifest import build_manifest
+from tinyllm_ray.store import KeyContext, RationaleStore, build_manifest, key_context_for, resolve_shard_size
 from tinyllm_ray.store.stats import TeacherStats, total
-from tinyllm_ray.store.store import RationaleStore
 from tinyllm_ray.teachers.assembler import ShardAssembler
-from tinyllm_ray.teachers.engine import EngineSpec, root_cause_from_log
-from tinyllm_ray.teachers.models import precheck_model, resolve_model
-from tinyllm_ray.teachers.placement import (
-    PlacementError,
-    TeacherPlan,
-    check_fits,
-    choose_accelerator,
-    plan_generation,
-)
-from tinyllm_ray.teachers.prompt_rows import aligned_batch_size, default_shard_size, num_shards, prompt_rows
+from tinyllm_ray.teachers.prompt_rows import TEMPLATE_VERSION, aligned_batch_size, num_shards, prompt_rows
 from tinyllm_ray.teachers.records import build_shard_records
 from tinyllm_ray.teachers.report import GenerationError, GenerationReport, ShardWritten
+from tinyllm_ray.teachers.serving import EnginePool, ServingPlan, plan_serving
 
 log = logging.getLogger(__name__)
-
-#: Examples per shard when not given: small enough that a killed job loses little, large
-#: enough that the store does not drown in tiny files (a few hundred KB per shard).
-DEFAULT_SHARD_SIZE = 64
-
-
-# ----------------------------------------------------------------------------- actors
-
-
-def engine_spec(cfg: JobConfig, teacher: TeacherConfig, plan: TeacherPlan) -> EngineSpec:
-    """The picklable description each actor of ``teacher`` is constructed from."""
-    se = None
-    if cfg.self_eval.enabled:
-        se = {
-            "evals_per_cot": cfg.self_eval.evals_per_cot,
-            "verdicts": list(cfg.self_eval.verdicts),
-            "max_tokens": cfg.self_eval.max_tokens,
-            "temperature": cfg.self_eval.temperature,
-        }
-    return EngineSpec(
-        teacher=teacher.name,
-        engine_kwargs=dict(plan.engine_kwargs),
-        sampling=teacher.sampling.model_dump(mode="json"),
-        env=dict(plan.env),
-        env_defaults=dict(plan.env_defaults),
-        unset_env=plan.unset_env,
-        self_eval=se,
-        cot_trigger=cfg.prompts.cot_trigger,
-    )
-
-
-def describe_error(teacher: str, exc: BaseException) -> str:
-    """One line naming the teacher and the root cause, out of Ray's wrapped tracebacks."""
-    text = str(exc)
-    marker = "TeacherStartupError: "
-    if marker in text:
-        return text[text.rindex(marker) + len(marker):].splitlines()[0].strip()
-    cause = root_cause_from_log(text)
-    first = (text.strip().splitlines() or [type(exc).__name__])[0]
-    return f"teacher {teacher!r} failed: {cause or f'{type(exc).__name__}: {first}'}"
-
-
-# ----------------------------------------------------------------------------- the run
 
 
 @dataclass
 class _TeacherWork:
-    teacher: TeacherConfig
-    plan: TeacherPlan
-    spec: EngineSpec
+    pool: EnginePool
+    key: KeyContext  # what produces this teacher's rows (record keys, provenance columns)
+    batch_size: int
     pending: list[int]
     skipped: int
+
+
+@dataclass
+class _Prepared:
+    records: list[MCQRecord]
+    pool: list[MCQRecord]
+    shard_size: int
+    work: list[_TeacherWork]
+    accelerator: str
+    notes: list[str]
 
 
 class GenerationRun:
     """One generation job; iterate it to run it and receive each persisted shard.
 
     The store is consistent and readable at every point of the iteration. Breaking out
-    of the loop stops all teachers after their current batch (finished shards stay).
-    After the loop, :attr:`report` holds the totals.
+    of the loop, or :meth:`cancel` from any thread, stops all teachers after their
+    current batch (finished shards stay). After the loop, :attr:`report` holds the
+    totals. A run is iterated once.
     """
 
     def __init__(self, cfg: JobConfig, *, shard_size: int | None = None, split: str = "train") -> None:
@@ -136,50 +97,45 @@ class GenerationRun:
         self.store = RationaleStore(cfg.runtime.resolved_store_uri)
         self._shard_size_arg = shard_size
         self.report: GenerationReport | None = None
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # shared by every teacher's engine pool
+
+    def cancel(self) -> None:
+        """Stop every teacher after its current batch and release its engines (thread-safe).
+
+        Shards already committed stay; iteration then ends normally (``report.cancelled``).
+        Called before iteration starts, no engine is started at all.
+        """
+        self._stop.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._stop.is_set()
 
     # -------------------------------------------------------------- setup
-    def _prepare(self) -> tuple[list[MCQRecord], list[MCQRecord], int, list[_TeacherWork], str, list[str]]:
-        import ray
-
+    def _plan(self) -> tuple[list[MCQRecord], list[MCQRecord], ServingPlan]:
+        """Everything that can fail without touching the store: data, models, placement."""
         from tinyllm_ray.data.loader import load_splits
-        from tinyllm_ray.runtime import init_ray
 
-        cfg = self.cfg
-        init_ray(cfg.runtime)
-        loaded = load_splits(cfg.data)
+        loaded = load_splits(self.cfg.data)
         records = loaded.require(self.split)
         pool = loaded.require("train")  # in-context examples: train split only, never eval data
+        return records, pool, plan_serving(self.cfg, self.cfg.teachers, cancel_event=self._stop)
 
-        # Everything that can fail without touching the store is checked first.
-        notes: list[str] = []
-        alive = [n for n in ray.nodes() if n.get("Alive")]
-        accelerator, why = choose_accelerator(ray.cluster_resources())
-        notes.append(why)
-        same_fs = len(alive) <= 1
-        paths = {}
-        for t in cfg.teachers:
-            paths[t.name] = resolve_model(t.model)
-            precheck_model(t.name, paths[t.name], same_fs)
-        plans = plan_generation(cfg, accelerator, paths)
-        try:
-            notes += check_fits(plans, [n.get("Resources", {}) for n in alive])
-        except PlacementError as exc:
-            raise GenerationError(str(exc)) from None
-
+    def _prepare(self, records: list[MCQRecord], pool: list[MCQRecord], serving: ServingPlan) -> _Prepared:
+        """Open the store (under the writer lock): manifest, shard size, pending shards, record keys."""
+        cfg = self.cfg
+        notes = list(serving.notes)
         have = self.store.read_manifest()
-        stored_size = have.get("shard_size") if have else None
-        shard_size = (self._shard_size_arg or stored_size
-                      or default_shard_size([t.batch_size for t in cfg.teachers], DEFAULT_SHARD_SIZE))
+        shard_size, why = resolve_shard_size(self._shard_size_arg, have.get("shard_size") if have else None,
+                                             [t.batch_size for t in cfg.teachers])
         if self._shard_size_arg is None:
-            notes.append(f"shard size {shard_size} examples ("
-                         + ("from the existing store)" if stored_size else
-                            f"default: {DEFAULT_SHARD_SIZE}, or the largest teacher batch_size if bigger)"))
+            notes.append(f"shard size {shard_size} examples ({why})")
         self.store.open_manifest(build_manifest(cfg, self.split, records, shard_size))
 
         total_shards = num_shards(len(records), shard_size)
         work = []
-        for t, plan in zip(cfg.teachers, plans):
+        for p in serving.pools:
+            t = p.teacher
             bs = aligned_batch_size(shard_size, t.batch_size)
             if bs != t.batch_size:
                 notes.append(f"teacher {t.name}: batches of {bs} prompts, not {t.batch_size}: a batch must "
@@ -187,69 +143,45 @@ class GenerationRun:
             self.store.remove_temporary_files(t.name)
             done = self.store.finished_shards(t.name)
             pending = [s for s in range(total_shards) if s not in done]
-            notes += [f"teacher {t.name}: {w}" for w in plan.why]
-            work.append(_TeacherWork(t, plan, engine_spec(cfg, t, plan), pending, total_shards - len(pending)))
+            key = key_context_for(t, p.model_path, cfg, TEMPLATE_VERSION)
+            work.append(_TeacherWork(p, key, bs, pending, total_shards - len(pending)))
         for n in notes:
             log.info("%s", n)
-        return records, pool, shard_size, work, accelerator, notes
+        return _Prepared(records, pool, shard_size, work, serving.accelerator, notes)
 
     # -------------------------------------------------------------- one teacher (driver thread)
-    def _teacher_thread(
-        self,
-        w: _TeacherWork,
-        records: Sequence[MCQRecord],
-        pool: Sequence[MCQRecord],
-        shard_size: int,
-        out: queue.Queue,
-    ) -> None:
-        name = w.teacher.name
+    def _teacher_thread(self, w: _TeacherWork, prep: _Prepared, out: queue.Queue) -> None:
+        name = w.pool.name
         try:
-            import pyarrow as pa
-            import ray
-
             from tinyllm_ray.observability import TeacherMetrics
-            from tinyllm_ray.teachers.engine import TeacherEngine
 
-            # One block per batch (one actor call each). The batch size divides the shard
-            # size, so batches tile shards and are the same in a resumed run; from_blocks
-            # keeps blocks as built (no repartitioning, metadata computed here, no tasks).
-            bs = aligned_batch_size(shard_size, w.plan.batch_size)
-            blocks = []
-            for s in w.pending:
-                rows = prompt_rows(w.teacher, records, s, shard_size, pool, self.cfg.prompts, self.split)
-                blocks += [pa.Table.from_pylist(rows[i:i + bs]) for i in range(0, len(rows), bs)]
+            records, size = prep.records, prep.shard_size
+            # The batch size divides the shard size and only the split's last shard can be
+            # short, so batches tile shards and are the same in a resumed run.
+            rows = [r for s in w.pending
+                    for r in prompt_rows(w.pool.teacher, records, s, size, prep.pool, self.cfg.prompts, self.split)]
             by_id = {r.id: r for r in records}
-            n = w.teacher.sampling.n
-            expected = {s: n * len(records[s * shard_size:(s + 1) * shard_size]) for s in w.pending}
-            assembler = ShardAssembler(expected)
+            n = w.pool.teacher.sampling.n
+            assembler = ShardAssembler({s: n * len(records[s * size:(s + 1) * size]) for s in w.pending})
             metrics = TeacherMetrics(name)
-
-            kwargs = w.plan.map_batches_kwargs(bs)
-            ds = ray.data.from_blocks(blocks).map_batches(
-                TeacherEngine, fn_constructor_kwargs={"spec": w.spec}, batch_format="pyarrow", **kwargs
-            )
-            try:
-                for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1):
-                    if self._stop.is_set():
-                        break
-                    for s in assembler.add(batch.to_pylist()):
-                        out.put(self._persist(name, s, assembler.take(s), by_id, metrics))
-            finally:
-                factory = kwargs.get("ray_remote_args_fn")
-                if factory is not None:
-                    factory.remove_all()
-            if not self._stop.is_set() and assembler.pending:
+            with w.pool as engines:
+                for batch in engines.run(rows, w.batch_size):
+                    for s in assembler.add(batch):
+                        out.put(self._persist(w, s, assembler.take(s), by_id, metrics))
+            if not self.cancelled and assembler.pending:
                 raise GenerationError(f"teacher {name!r}: shards {assembler.pending} never completed")
             out.put(("done", name, None))
         except BaseException as exc:  # noqa: BLE001 - forwarded to the consumer thread
             out.put(("failed", name, exc))
 
-    def _persist(self, name: str, shard: int, raw: list[dict[str, Any]], by_id: Mapping[str, MCQRecord],
+    def _persist(self, w: _TeacherWork, shard: int, raw: list[dict[str, Any]], by_id: Mapping[str, MCQRecord],
                  metrics: Any) -> ShardWritten:
         """Parse, filter, write one complete shard; only then is it reported."""
-        recs = build_shard_records(raw, by_id, name, self.cfg.filter, self.cfg.self_eval.verdicts)
+        name = w.pool.name
+        recs = build_shard_records(raw, by_id, name, self.cfg.filter, self.cfg.self_eval.verdicts, key=w.key)
         path = self.store.write_shard(
-            name, shard, recs.rationale, recs.self_eval if self.cfg.self_eval.enabled else None, recs.stats
+            name, shard, recs.rationale, recs.self_eval if self.cfg.self_eval.enabled else None, recs.stats,
+            failed=recs.failed,
         )
         st = recs.stats
         metrics.record_batch(outputs=st.outputs, kept=st.kept, dropped=st.dropped, tokens=st.output_tokens,
@@ -259,24 +191,29 @@ class GenerationRun:
     # -------------------------------------------------------------- iteration
     def __iter__(self) -> Iterator[ShardWritten]:
         t0 = time.perf_counter()
-        self._stop = threading.Event()
-        records, pool, shard_size, work, accelerator, notes = self._prepare()
+        records, pool, serving = self._plan()
+        with self.store.writer_lock():  # one generation writes a store at a time
+            yield from self._generate(self._prepare(records, pool, serving), t0)
+
+    def _generate(self, prep: _Prepared, t0: float) -> Iterator[ShardWritten]:
         out: queue.Queue = queue.Queue()
         threads = []
-        for w in work:
+        for w in prep.work:
+            name = w.pool.name
             if not w.pending:
-                log.info("teacher %s: all %d shards already in the store, nothing to generate", w.teacher.name,
-                         w.skipped)
+                log.info("teacher %s: all %d shards already in the store, nothing to generate", name, w.skipped)
                 continue
-            log.info("teacher %s: %d shards to generate, %d already done", w.teacher.name, len(w.pending), w.skipped)
-            th = threading.Thread(target=self._teacher_thread, args=(w, records, pool, shard_size, out),
-                                  name=f"teacher-{w.teacher.name}", daemon=True)
+            if self.cancelled:
+                break
+            log.info("teacher %s: %d shards to generate, %d already done", name, len(w.pending), w.skipped)
+            th = threading.Thread(target=self._teacher_thread, args=(w, prep, out), name=f"teacher-{name}",
+                                  daemon=True)
             th.start()
             threads.append(th)
-        written = {w.teacher.name: 0 for w in work}
-        tokens = {w.teacher.name: 0 for w in work}
-        alive = len(threads)
+        written = {w.pool.name: 0 for w in prep.work}
+        tokens = {w.pool.name: 0 for w in prep.work}
         try:
+            alive = len(threads)
             while alive:
                 item = out.get()
                 if isinstance(item, ShardWritten):
@@ -284,25 +221,30 @@ class GenerationRun:
                     tokens[item.teacher] += item.stats.output_tokens
                     yield item
                     continue
-                status, name, exc = item
+                _status, _name, exc = item
                 alive -= 1
-                if status == "failed":
-                    self._stop.set()
-                    if isinstance(exc, GenerationError):
-                        raise GenerationError(str(exc)) from None
-                    raise GenerationError(describe_error(name, exc)) from exc
-        finally:
+                if exc is not None:
+                    # Engine failures are already one GenerationError line naming the teacher
+                    # (serving.describe_error); store errors are UserErrors; anything else is a
+                    # bug and keeps its traceback.
+                    raise exc
+        except BaseException:  # a failure, or the caller broke out: stop the other teachers
             self._stop.set()
+            raise
+        finally:
+            for th in threads:  # no thread may still write once the caller moves on
+                th.join()
         totals = {}
-        for w in work:
-            name = w.teacher.name
+        for w in prep.work:
+            name = w.pool.name
             totals[name] = total(name, self.store.shard_stats(name).values())
             self.store.write_stats(totals[name])
         self.report = GenerationReport(
-            store_uri=self.store.uri, split=self.split, shard_size=shard_size,
-            num_shards=num_shards(len(records), shard_size), teachers=totals, shards_written=written,
-            shards_skipped={w.teacher.name: w.skipped for w in work}, run_output_tokens=tokens,
-            wall_seconds=time.perf_counter() - t0, accelerator=accelerator, notes=notes,
+            store_uri=self.store.uri, split=self.split, shard_size=prep.shard_size,
+            num_shards=num_shards(len(prep.records), prep.shard_size), teachers=totals, shards_written=written,
+            shards_skipped={w.pool.name: w.skipped for w in prep.work}, run_output_tokens=tokens,
+            wall_seconds=time.perf_counter() - t0, accelerator=prep.accelerator, notes=prep.notes,
+            cancelled=self.cancelled,
         )
 
 
@@ -337,13 +279,10 @@ def committed_stats(store_uri: str, teachers: Sequence[str]) -> Mapping[str, Tea
 
 
 __all__ = [
-    "DEFAULT_SHARD_SIZE",
     "GenerationError",
     "GenerationReport",
     "GenerationRun",
     "ShardWritten",
     "committed_stats",
-    "describe_error",
-    "engine_spec",
     "run_generation",
 ]

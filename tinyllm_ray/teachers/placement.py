@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tinyllm_ray.config import JobConfig, SelfEvalConfig, TeacherConfig
+from tinyllm_ray.config import SelfEvalConfig, TeacherConfig
 from tinyllm_ray.errors import PlacementError
 
 log = logging.getLogger(__name__)
@@ -287,19 +287,6 @@ def choose_accelerator(cluster_resources: Mapping[str, float]) -> tuple[Accelera
     if gpus > 0:
         return "gpu", f"the Ray cluster reports {gpus:g} GPUs: teachers run the CUDA vLLM build on GPUs"
     return "cpu", "the Ray cluster reports no GPU: teachers run the vLLM CPU build on CPUs"
-
-
-def plan_generation(
-    cfg: JobConfig,
-    accelerator: Accelerator,
-    model_paths: Mapping[str, str] | None = None,
-) -> list[TeacherPlan]:
-    """One plan per teacher, in config order."""
-    model_paths = model_paths or {}
-    return [
-        plan_teacher(t, accelerator, model_path=model_paths.get(t.name), self_eval=cfg.self_eval)
-        for t in cfg.teachers
-    ]
 
 
 def _fits(need: Mapping[str, float], have: Mapping[str, float]) -> bool:

@@ -18,7 +18,13 @@ from typing import Any
 
 from tinyllm_ray.config import PromptConfig, TeacherConfig
 from tinyllm_ray.data.schema import MCQRecord
-from tinyllm_ray.prompts import cot_prompt, prompt_hash, sample_icl_examples, teacher_forcing_prompt
+from tinyllm_ray.prompts import (  # noqa: F401 (TEMPLATE_VERSION re-exported for the pipeline)
+    TEMPLATE_VERSION,
+    cot_prompt,
+    prompt_hash,
+    sample_icl_examples,
+    teacher_forcing_prompt,
+)
 
 #: Columns of a prompt row (the input of :class:`~tinyllm_ray.teachers.engine.TeacherEngine`).
 PROMPT_COLUMNS: tuple[str, ...] = (
@@ -49,14 +55,19 @@ def aligned_batch_size(shard_size: int, batch_size: int) -> int:
     return 1  # pragma: no cover - 1 always divides
 
 
-def default_shard_size(batch_sizes: Sequence[int], minimum: int) -> int:
-    """``minimum`` examples, or more when a teacher's batch is bigger (a batch never exceeds a shard)."""
-    return max([minimum, *batch_sizes])
-
-
 def shard_slice(records: Sequence[MCQRecord], shard: int, shard_size: int) -> Sequence[MCQRecord]:
     """The examples of shard ``shard``."""
     return records[shard * shard_size:(shard + 1) * shard_size]
+
+
+def icl_examples(record: MCQRecord, pool: Sequence[MCQRecord], prompts: PromptConfig) -> list[MCQRecord]:
+    """The in-context examples shown with ``record``: ``prompts.icl_k`` of ``pool`` (none for ``icl_strategy: none``).
+
+    Depend only on ``(prompts.seed, record.id)``, never include ``record`` itself; shared
+    by generation and teacher evaluation so both show a question the same examples.
+    """
+    k = prompts.icl_k if prompts.icl_strategy == "random" else 0
+    return sample_icl_examples(pool, k, prompts.seed, exclude_id=record.id)
 
 
 def build_prompt(teacher: TeacherConfig, record: MCQRecord, pool: Sequence[MCQRecord], prompts: PromptConfig) -> str:
@@ -66,8 +77,7 @@ def build_prompt(teacher: TeacherConfig, record: MCQRecord, pool: Sequence[MCQRe
     depend only on ``(prompts.seed, record.id)``, so every teacher sees the same
     examples for a question and a resumed run rebuilds byte-identical prompts.
     """
-    k = prompts.icl_k if prompts.icl_strategy == "random" else 0
-    examples = sample_icl_examples(pool, k, prompts.seed, exclude_id=record.id)
+    examples = icl_examples(record, pool, prompts)
     if teacher.prompt_style == "teacher_forcing":
         return teacher_forcing_prompt(record, examples, prompts.cot_trigger)
     return cot_prompt(record, examples, prompts.cot_trigger)
@@ -87,21 +97,28 @@ def prompt_rows(
     The example travels with the prompt because the actor builds the self-evaluation
     prompts from it (question and options) without another round trip.
     """
-    rows = []
-    for rec in shard_slice(records, shard, shard_size):
-        text = build_prompt(teacher, rec, pool, prompts)
-        rows.append({
-            "example_id": rec.id,
-            "split": split,
-            "shard": shard,
-            "prompt": text,
-            "prompt_hash": prompt_hash(text),
-            "question": rec.question,
-            "choices": list(rec.choices),
-            "answer": rec.answer,
-            "context": rec.context,
-        })
-    return rows
+    return [prompt_row(rec, build_prompt(teacher, rec, pool, prompts), split, shard)
+            for rec in shard_slice(records, shard, shard_size)]
+
+
+def prompt_row(record: MCQRecord, prompt: str, split: str, shard: int, *, with_answer: bool = True) -> dict[str, Any]:
+    """One engine input row (:data:`PROMPT_COLUMNS`): ``prompt`` plus the example it asks about.
+
+    The one builder of this row for generation and teacher evaluation. The example
+    travels with the prompt because the actor builds self-evaluation prompts from it;
+    ``with_answer=False`` withholds the gold answer (evaluation: it stays on the driver).
+    """
+    return {
+        "example_id": record.id,
+        "split": split,
+        "shard": shard,
+        "prompt": prompt,
+        "prompt_hash": prompt_hash(prompt),
+        "question": record.question,
+        "choices": list(record.choices),
+        "answer": record.answer if with_answer else "",
+        "context": record.context,
+    }
 
 
 def request_seed(base: int | None, teacher: str, example_id: str, kind: str, sample_idx: int = 0) -> int | None:

@@ -46,6 +46,7 @@ class GenerationReport:
     wall_seconds: float
     accelerator: str = "cpu"
     notes: list[str] = field(default_factory=list)
+    cancelled: bool = False  # GenerationRun.cancel() was called: shards may be missing (rerun to finish)
 
     @property
     def run_tokens_per_s(self) -> float:
@@ -60,6 +61,7 @@ class GenerationReport:
             f"this run wrote {sum(self.shards_written.values())} shards, skipped "
             f"{sum(self.shards_skipped.values())} finished ones, {sum(self.run_output_tokens.values())} tokens "
             f"in {self.wall_seconds:.1f}s ({self.run_tokens_per_s:.0f} tok/s wall)"
+            + ("; cancelled before the end (rerun to finish)" if self.cancelled else "")
         )
         lines = [head, format_table(self.teachers.values())]
         for name, st in self.teachers.items():
@@ -80,4 +82,5 @@ class GenerationReport:
             "shards_written": self.shards_written, "shards_skipped": self.shards_skipped,
             "run_output_tokens": self.run_output_tokens, "wall_seconds": round(self.wall_seconds, 3),
             "run_tokens_per_s": round(self.run_tokens_per_s, 3), "notes": list(self.notes),
+            "cancelled": self.cancelled,
         }

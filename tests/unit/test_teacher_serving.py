@@ -1,0 +1,205 @@
+"""Teacher serving without Ray: pool plans from logical resources, and the run/cancel logic
+of ``EnginePool`` and ``GenerationRun`` with the Ray Data step replaced by the real
+``TeacherEngine.__call__`` over a fake LLM (``EnginePool._serve`` is the only fake)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from tests.unit.test_teacher_engine import FakeLLM, make_engine
+from tinyllm_ray.config import JobConfig, SelfEvalConfig, TeacherConfig
+from tinyllm_ray.errors import GenerationError
+from tinyllm_ray.store import RationaleStore
+from tinyllm_ray.teachers import pipeline, serving
+from tinyllm_ray.teachers.pipeline import GenerationRun
+from tinyllm_ray.teachers.serving import EnginePool, plan_pools, to_batches
+
+CLUSTER = {"CPU": 8.0}
+TWO_NODES = [{"CPU": 4.0}, {"CPU": 4.0}]  # more than one node: local model paths are not prechecked
+
+
+def job(tmp_path=None, teachers=({"name": "llama", "model": "org/llama"},), **kw) -> JobConfig:
+    runtime = {"store_uri": str(tmp_path / "store")} if tmp_path is not None else {}
+    return JobConfig(data={"name": "synthetic", "synthetic": {"train": 8, "validation": 2, "test": 2}},
+                     teachers=[TeacherConfig(**t) for t in teachers], runtime=runtime, **kw)
+
+
+class Served:
+    """What the fake serving step saw: pools started, batches served, pools released."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.batches: list[int] = []
+        self.released: list[str] = []
+        self.specs: dict[str, Any] = {}
+
+
+def fake_serving(monkeypatch, llm: Callable[[], Any] = FakeLLM,
+                 before_batch: Callable[[EnginePool, int], None] | None = None) -> Served:
+    """Replace Ray (cluster view + Ray Data actors) by ``TeacherEngine`` on a fake LLM, in-process."""
+    served = Served()
+
+    def _serve(self: EnginePool, batches, batch_size):
+        served.started.append(self.name)
+        served.specs[self.name] = self.spec
+        eng = make_engine(self.spec)
+        eng.llm = llm()
+        try:
+            for i, b in enumerate(batches):
+                if before_batch is not None:
+                    before_batch(self, i)
+                served.batches.append(len(b))
+                yield eng(pa.Table.from_pylist(b)).to_pylist()
+        finally:
+            served.released.append(self.name)
+
+    def _plan_serving(cfg, teachers, **kw):
+        return plan_pools(cfg, teachers, CLUSTER, TWO_NODES, **kw)
+
+    monkeypatch.setattr(EnginePool, "_serve", _serve)
+    monkeypatch.setattr(serving, "plan_serving", _plan_serving)
+    monkeypatch.setattr(pipeline, "plan_serving", _plan_serving)
+    return served
+
+
+# ----------------------------------------------------------------------------- plans
+
+
+def test_plan_pools_resolves_models_plans_each_teacher_and_says_why(monkeypatch):
+    from tinyllm_ray.models import tiny
+
+    monkeypatch.setattr(tiny, "tiny_model_path", lambda cfg, cache_dir=None: f"/cache/{cfg.family}")
+    cfg = job(teachers=({"name": "a", "model": "org/a"}, {"name": "b", "model": "tiny:qwen2", "replicas": 2}),
+              self_eval={"enabled": True}, prompts={"cot_trigger": "Think."})
+    sp = plan_pools(cfg, cfg.teachers, {"CPU": 16, "GPU": 2}, [{"CPU": 8, "GPU": 1}, {"CPU": 8, "GPU": 1}])
+    assert sp.accelerator == "gpu" and [p.name for p in sp.pools] == ["a", "b"]
+    b = sp.pool("b")
+    assert b.model_path == b.plan.model == b.spec.engine_kwargs["model"] == "/cache/qwen2"
+    assert b.plan.replicas == 2 and b.plan.num_gpus == 1.0
+    # the config models travel to the actors as they are
+    assert b.spec.sampling is cfg.teachers[1].sampling and b.spec.self_eval is cfg.self_eval
+    assert b.spec.prompts.cot_trigger == "Think."
+    assert "2 GPUs" in sp.notes[0] and any(n.startswith("teacher b: GPU") for n in sp.notes)
+    off = plan_pools(cfg, cfg.teachers[:1], CLUSTER, TWO_NODES, self_eval=SelfEvalConfig(enabled=False))
+    assert off.accelerator == "cpu" and not off.pools[0].spec.self_eval.enabled
+
+
+def test_plan_pools_fails_fast_naming_the_teacher():
+    missing = job(teachers=({"name": "ghost", "model": "/no/such/model"},))
+    with pytest.raises(GenerationError, match=r"teacher 'ghost'.*/no/such/model.*does not exist"):
+        plan_pools(missing, missing.teachers, CLUSTER, [CLUSTER])  # one node: the path is checked
+    huge = job(teachers=({"name": "huge", "model": "org/m", "tensor_parallel_size": 4},))
+    with pytest.raises(GenerationError, match=r"teacher 'huge'.*GPU: 4"):
+        plan_pools(huge, huge.teachers, {"CPU": 8, "GPU": 2}, [{"CPU": 8, "GPU": 2}])
+
+
+def test_to_batches_tile_the_rows():
+    rows = [{"i": i} for i in range(10)]
+    assert [len(b) for b in to_batches(rows, 4)] == [4, 4, 2]
+    assert to_batches([], 4) == []
+
+
+# ----------------------------------------------------------------------------- the pool
+
+
+def test_pool_runs_batches_and_releases_engines_on_break_and_cancel(monkeypatch):
+    served = fake_serving(monkeypatch)
+    cfg = job()
+    from tests.unit.test_teacher_engine import POOL
+    from tinyllm_ray.teachers.prompt_rows import prompt_rows
+
+    rows = prompt_rows(cfg.teachers[0], POOL, 0, 10, POOL, cfg.prompts)
+    pool = plan_pools(cfg, cfg.teachers, CLUSTER, TWO_NODES).pool("llama")
+    with pool:
+        out = [r for batch in pool.run(rows, 4) for r in batch]
+    assert served.batches == [4, 4, 2] and len(out) == 10 and served.released == ["llama"]
+    with pool:  # leaving the block releases a run the caller did not finish
+        next(pool.run(rows, 4))
+    assert served.released == ["llama", "llama"]
+    pool.cancel()
+    assert pool.cancelled and list(pool.run(rows, 4)) == []  # cancelled: nothing starts
+    assert served.started == ["llama", "llama"]
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def test_cancel_stops_every_teacher_after_its_current_batch_then_rerun_resumes(monkeypatch, tmp_path):
+    """4 shards of 2 examples per teacher, one batch per shard. Cancelled (from another
+    thread) when the first shard arrives: each teacher delivers at most the batch in
+    flight, its engines are released, the run ends normally; a rerun writes the rest."""
+    both_started = threading.Barrier(2, timeout=10)
+
+    def before_batch(pool: EnginePool, i: int) -> None:
+        if i == 0:
+            both_started.wait()  # both teachers are serving before anything is cancelled
+        else:  # a later batch is only delivered once cancel() has arrived: it is "in flight"
+            assert pool._cancel.wait(10)
+
+    served = fake_serving(monkeypatch, before_batch=before_batch)
+    cfg = job(tmp_path, teachers=({"name": "a", "model": "org/a", "batch_size": 2},
+                                  {"name": "b", "model": "org/b", "batch_size": 2, "prompt_style": "cot"}))
+    run = GenerationRun(cfg, shard_size=2)
+    got = []
+    for shard in run:
+        got.append((shard.teacher, shard.shard))
+        if len(got) == 1:
+            t = threading.Thread(target=run.cancel)
+            t.start()
+            t.join()
+    assert run.cancelled and run.report is not None and run.report.cancelled
+    assert sorted(served.released) == ["a", "b"]
+    written = run.report.shards_written
+    assert all(1 <= written[t] <= 2 for t in ("a", "b")), written  # batch 0, at most the one in flight
+    store = RationaleStore(cfg.runtime.resolved_store_uri)
+    assert {t: store.finished_shards(t) for t in ("a", "b")} == {t: set(range(written[t])) for t in ("a", "b")}
+    assert "cancelled" in run.report.summary()
+
+    served2 = fake_serving(monkeypatch)
+    again = GenerationRun(cfg)  # the shard size comes from the manifest
+    rest = [(s.teacher, s.shard) for s in again]
+    assert sorted(rest) == sorted((t, k) for t in ("a", "b") for k in range(written[t], 4))
+    assert again.report.shards_skipped == written and not again.report.cancelled
+    assert len(served2.batches) == 8 - sum(written.values())
+
+
+def test_cancel_before_iteration_starts_no_engine(monkeypatch, tmp_path):
+    served = fake_serving(monkeypatch)
+    run = GenerationRun(job(tmp_path))
+    run.cancel()
+    assert list(run) == [] and served.started == []
+    assert run.report.cancelled and run.report.shards_written == {"llama": 0}
+
+
+def test_a_failing_teacher_stops_the_others_and_keeps_its_own_error(monkeypatch, tmp_path):
+    class Broken(FakeLLM):
+        def generate(self, prompts, params, use_tqdm=False):
+            raise KeyError("a bug in the engine")
+
+    served = fake_serving(monkeypatch, llm=Broken)
+    with pytest.raises(KeyError, match="a bug in the engine"):  # a bug keeps its type and traceback
+        list(GenerationRun(job(tmp_path)))
+    assert served.released == ["llama"]
+
+
+def test_generation_holds_the_writer_lock_and_keys_every_row(monkeypatch, tmp_path):
+    from tinyllm_ray.errors import UsageError
+    from tinyllm_ray.teachers.prompt_rows import TEMPLATE_VERSION
+
+    fake_serving(monkeypatch)
+    cfg = job(tmp_path)
+    it = iter(GenerationRun(cfg, shard_size=4))
+    next(it)  # mid-generation: the store has a writer
+    with pytest.raises(UsageError, match="being written by another generation"):
+        list(GenerationRun(cfg))
+    assert len(list(it)) == 1  # the first run finishes (and releases the lock)
+    rows = RationaleStore(cfg.runtime.resolved_store_uri).read_table("rationale").to_pylist()
+    assert len(rows) == 8 and len({r["record_key"] for r in rows}) == 8
+    assert {(r["model"], r["model_revision"], r["template_version"]) for r in rows} == {
+        ("org/llama", "hub:org/llama", TEMPLATE_VERSION)}
+    list(GenerationRun(cfg))  # lock released: a rerun (nothing left to do) may open the store

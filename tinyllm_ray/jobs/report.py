@@ -1,0 +1,74 @@
+"""The run report: ``report.json`` (every figure) and ``report.md`` (for people).
+
+Why here and not in a stage: the report joins what several stages produced (teacher
+statistics, training, evaluation, the streaming overlap) and says where the run's
+outputs are (:class:`tinyllm_ray.paths.RunPaths`), which only the job knows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tinyllm_ray.paths import RunPaths
+
+__all__ = ["render_markdown", "write_report"]
+
+
+def write_report(report: dict[str, Any], paths: RunPaths, markdown: str) -> dict[str, str]:
+    """Write ``report.json`` + ``report.md`` into the run folder; returns their paths.
+
+    A run folder on a URI gets its report through pyarrow's filesystem layer, so the
+    report always sits beside the run's artifacts.
+    """
+    body = json.dumps(report, indent=2, default=str)
+    if paths.local:
+        Path(paths.run).mkdir(parents=True, exist_ok=True)
+        Path(paths.report_json).write_text(body)
+        Path(paths.report_md).write_text(markdown)
+    else:
+        from tinyllm_ray.store import resolve_filesystem
+
+        for target, text in ((paths.report_json, body), (paths.report_md, markdown)):
+            fs, path, _ = resolve_filesystem(target)
+            with fs.open_output_stream(path) as f:
+                f.write(text.encode())
+    return {"json": paths.report_json, "markdown": paths.report_md}
+
+
+def render_markdown(r: dict[str, Any]) -> str:
+    """The human-readable run report."""
+    where = r.get("paths") or {"student": r["student"], "store": r["store_uri"]}
+    lines = [f"# tinyllm-ray run `{r['run']}`", "", f"Student: `{where['student']}`  ", f"Store: `{where['store']}`"]
+    if where.get("report"):
+        lines[-1] += "  "
+        lines.append(f"Report: `{where['report']}`")
+    lines.append("")
+    if r["teachers"]:
+        lines += ["## Teachers", "", "| teacher | prompts | outputs | kept | dropped | output tokens | tokens/s |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, s in r["teachers"].items():
+            dropped = ", ".join(f"{k} {v}" for k, v in (s.get("dropped") or {}).items() if v) or "0"
+            lines.append(f"| {name} | {s.get('prompts')} | {s.get('outputs')} | {s.get('kept')} | {dropped} | "
+                         f"{s.get('output_tokens')} | {s.get('tokens_per_s', 0):.0f} |")
+        lines.append("")
+    t = r["training"]
+    lines += ["## Training", "", (f"Best step {t['best_step']} of {t['total_steps']} "
+              f"(validation accuracy {t['best_val_accuracy']})."), "", "| loss | first | last |", "|---|---|---|"]
+    lines += [f"| {k} | {v['first']} | {v['last']} |" for k, v in t["task_losses"].items()]
+    lines += ["", "## Evaluation (answer-only, normalised exact match)", "", "| split | accuracy | correct/total |",
+              "|---|---|---|"]
+    lines += [f"| {k} | {v['accuracy']:.4f} | {v['correct']}/{v['total']} |" for k, v in r["evaluation"].items()]
+    s = r["seconds"]
+    lines += ["", "## Time", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in s.items()]
+    if r.get("overlap"):
+        o = r["overlap"]
+        lines += ["", "## Streaming overlap", "",
+                  (f"Generation ran {o['generation_started_s']}–{o['generation_ended_s']} s; the first training step "
+                  f"finished at {o['first_train_step_s']} s; training began before generation ended: "
+                  f"**{o['train_started_before_generation_ended']}** (overlap {o['overlap_s']} s, "
+                  f"{o['shards_committed_after_first_step']} of {o['shards_committed_this_run']} shards committed "
+                  "after the first step).")]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,109 @@
+"""Where one job writes everything: :class:`RunPaths`, built once from ``cfg.runtime``.
+
+Why one object: the run folder, the rationale store, Ray Train's storage, the exported
+student, the Tune folder and the report files used to be derived in five places, each
+with its own ``"://"`` test and its own idea of when a relative path becomes absolute.
+Relative paths are made absolute **once, at construction, against the driver's working
+directory**, because the processes that read them later (Tune trials, Ray Train workers,
+the Train controller, ``ray job submit`` drivers whose working dir Ray may garbage-collect)
+run elsewhere; URIs stay URIs (``tinyllm_ray.store.is_uri`` is the one test).
+
+Low level on purpose: imports only the config models and the store's ``is_uri``, so the
+stages (``student/trainer.py``, ``tune.py``) and ``jobs/`` all import it without cycles.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from tinyllm_ray.config import JobConfig, RuntimeConfig, validate_config
+from tinyllm_ray.store import is_uri
+
+__all__ = ["RunPaths", "absolute", "join"]
+
+STUDENT_DIR = "student"
+TUNE_DIR = "tune"
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+
+
+def absolute(path: str) -> str:
+    """A local path made absolute (``~`` expanded) against the current directory; a URI unchanged."""
+    if is_uri(path):
+        return path.rstrip("/")
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def join(base: str, *parts: str) -> str:
+    """``base/part/...`` for a local path or a URI (URIs always use ``/``)."""
+    if is_uri(base):
+        return "/".join([base.rstrip("/"), *parts])
+    return os.path.join(base, *parts)
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Every location of one run; local ones absolute, URIs as given.
+
+    ``run``      ``<storage_path>/<run_name>``: every artifact of the job lives below it
+    ``store``    the rationale store (``runtime.store_uri`` or ``<run>/rationales``)
+    ``train``    Ray Train's ``storage_path`` (checkpoints under ``<train>/train/``)
+    ``student``  the exported best student (Hugging Face folder)
+    ``tune``     the Tune folder (trials, results table, plot, best config)
+    """
+
+    run: str
+    store: str
+    train: str
+    student: str
+    tune: str
+
+    @classmethod
+    def from_runtime(cls, runtime: RuntimeConfig) -> RunPaths:
+        run = join(absolute(runtime.storage_path), runtime.run_name)
+        return cls(run=run, store=absolute(runtime.resolved_store_uri), train=run,
+                   student=join(run, STUDENT_DIR), tune=join(run, TUNE_DIR))
+
+    @classmethod
+    def of(cls, cfg: JobConfig) -> RunPaths:
+        """The paths of ``cfg`` (same as ``from_runtime(cfg.runtime)``)."""
+        return cls.from_runtime(cfg.runtime)
+
+    @property
+    def local(self) -> bool:
+        """Whether the run folder is on the local filesystem (reports, metrics logs)."""
+        return not is_uri(self.run)
+
+    @property
+    def report_json(self) -> str:
+        return join(self.run, REPORT_JSON)
+
+    @property
+    def report_md(self) -> str:
+        return join(self.run, REPORT_MD)
+
+    @property
+    def tune_trials(self) -> str:
+        """Ray Train storage of the Tune trials (one folder per trial)."""
+        return join(self.tune, "trials")
+
+    def trial_student(self, trial: str) -> str:
+        """Where trial ``trial`` exports its best student (never the run's own student)."""
+        return join(self.tune_trials, trial, STUDENT_DIR)
+
+    def pin(self, cfg: JobConfig) -> JobConfig:
+        """``cfg`` with ``storage_path`` and ``store_uri`` replaced by these absolute locations.
+
+        Why: a config travels to Tune trials and Ray Train workers as JSON and is turned
+        into paths again there; pinned, every process derives the same :class:`RunPaths`
+        whatever its working directory.
+        """
+        raw = cfg.model_dump(mode="json")
+        raw["runtime"]["storage_path"] = absolute(cfg.runtime.storage_path)
+        raw["runtime"]["store_uri"] = self.store
+        return validate_config(raw, source="run paths")
+
+    def describe(self) -> dict[str, str]:
+        """Where a user finds the results (for reports and the job's last log lines)."""
+        return {"student": self.student, "store": self.store, "report": self.report_md}

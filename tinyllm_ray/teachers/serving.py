@@ -1,0 +1,260 @@
+"""Teacher serving: the one path from a teacher's config to its vLLM engines answering prompts.
+
+Generation (``pipeline.py``) and teacher evaluation (``evaluate_teacher.py``) both serve
+teachers exactly this way, so a teacher is planned, started, fed, described when it
+fails and cleaned up identically in both::
+
+    serving = plan_serving(cfg, cfg.teachers)         # resolve + precheck models, plan, check_fits
+    with serving.pool("llama") as pool:               # nothing starts until run()
+        for out_rows in pool.run(prompt_rows, batch_size):   # one list of RAW_COLUMNS rows per batch
+            ...
+
+What :func:`plan_serving` does before any engine starts (everything that can fail fast):
+join or start Ray (``runtime.init_ray``), then :func:`plan_pools` (pure): choose the accelerator from the cluster's
+resources, resolve each model (``models.resolve_model``: ``tiny:<family>`` is built
+locally) and precheck local paths, compute each teacher's :class:`TeacherPlan` and
+check that every replica can ever be placed (``placement.check_fits``). Each teacher
+gets an :class:`EnginePool` carrying its :class:`~tinyllm_ray.teachers.engine.EngineSpec`
+(the config *models* the actor needs, not hand-copied dicts).
+
+What :meth:`EnginePool.run` owns: the Ray Data pipeline (``from_blocks`` with one block
+per batch, then ``map_batches(TeacherEngine, concurrency=replicas, ...)`` with the plan's
+resources; never more actors than batches), turning any engine failure into one
+:class:`GenerationError` line that names the teacher and vLLM's root cause
+(:func:`describe_error`), cancellation after the current batch (:meth:`EnginePool.cancel`),
+and cleanup: the iterator is closed, so Ray Data kills the pool's actors (and with them
+the engines), and the plan's placement groups are removed (Ray does not remove a
+placement group together with its actor).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Self
+
+from tinyllm_ray.config import JobConfig, PromptConfig, SelfEvalConfig, TeacherConfig
+from tinyllm_ray.errors import GenerationError, InternalError, PlacementError, UserError
+from tinyllm_ray.teachers.engine import EngineSpec, root_cause_from_log
+from tinyllm_ray.teachers.models import precheck_model, resolve_model
+from tinyllm_ray.teachers.placement import (
+    Accelerator,
+    TeacherPlan,
+    check_fits,
+    choose_accelerator,
+    plan_teacher,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EnginePool", "ServingPlan", "describe_error", "engine_spec", "plan_pools", "plan_serving", "to_batches"]
+
+
+def engine_spec(teacher: TeacherConfig, plan: TeacherPlan, prompts: PromptConfig,
+                self_eval: SelfEvalConfig) -> EngineSpec:
+    """The picklable description each actor of ``teacher`` is constructed from.
+
+    ``teacher.sampling``, ``prompts`` and ``self_eval`` travel as the validated config
+    models; the plan contributes the engine arguments and the environment.
+    """
+    return EngineSpec(
+        teacher=teacher.name,
+        engine_kwargs=dict(plan.engine_kwargs),
+        sampling=teacher.sampling,
+        prompts=prompts,
+        self_eval=self_eval,
+        env=dict(plan.env),
+        env_defaults=dict(plan.env_defaults),
+        unset_env=plan.unset_env,
+    )
+
+
+def describe_error(teacher: str, exc: BaseException) -> str:
+    """One line naming the teacher and the root cause, out of Ray's wrapped tracebacks."""
+    text = str(exc)
+    marker = "TeacherStartupError: "
+    if marker in text:
+        return text[text.rindex(marker) + len(marker):].splitlines()[0].strip()
+    cause = root_cause_from_log(text)
+    first = (text.strip().splitlines() or [type(exc).__name__])[0]
+    return f"teacher {teacher!r} failed: {cause or f'{type(exc).__name__}: {first}'}"
+
+
+def to_batches(rows: Sequence[Mapping[str, Any]], batch_size: int) -> list[list[Mapping[str, Any]]]:
+    """Consecutive batches of ``batch_size`` rows (the last may be shorter): one engine call each."""
+    if batch_size < 1:
+        raise InternalError(f"batch_size must be >= 1, got {batch_size}")
+    return [list(rows[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
+
+
+class EnginePool:
+    """One teacher's vLLM engines in a Ray Data actor pool; a context manager.
+
+    Built by :func:`plan_serving` (planned and checked, nothing started). Engines start
+    when :meth:`run` is iterated and are released when that iteration ends, breaks,
+    fails or is cancelled; leaving the ``with`` block closes a run still open.
+    ``cancel_event`` may be shared by several pools (one ``cancel`` stops them all).
+    """
+
+    def __init__(self, teacher: TeacherConfig, model_path: str, plan: TeacherPlan, spec: EngineSpec,
+                 cancel_event: threading.Event | None = None) -> None:
+        self.teacher = teacher
+        self.model_path = model_path
+        self.plan = plan
+        self.spec = spec
+        self._cancel = cancel_event if cancel_event is not None else threading.Event()
+        self._open: list[Generator[Any, None, None]] = []
+
+    @property
+    def name(self) -> str:
+        return self.teacher.name
+
+    @property
+    def cancelled(self) -> bool:
+        """True once :meth:`cancel` was called (on this pool or through its shared event)."""
+        return self._cancel.is_set()
+
+    def cancel(self) -> None:
+        """Stop after the current batch and release the engines (thread-safe, idempotent)."""
+        self._cancel.set()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for gen in self._open:
+            gen.close()  # no-op for a finished run; otherwise releases its engines now
+        self._open = []
+
+    def run(self, rows: Sequence[Mapping[str, Any]], batch_size: int) -> Generator[list[dict[str, Any]], None, None]:
+        """Serve ``rows`` (``prompt_rows.PROMPT_COLUMNS``) in batches of ``batch_size``.
+
+        Yields each engine call's output rows (``records.RAW_COLUMNS``) as they arrive
+        (completion order, not input order). Checked after every yielded batch: once
+        cancelled, the iteration ends and the engines are released. Engine failures
+        raise :class:`GenerationError` naming the teacher (:func:`describe_error`);
+        user errors pass through unchanged.
+        """
+        gen = self._run(to_batches(rows, batch_size), batch_size)
+        self._open.append(gen)
+        return gen
+
+    def _run(self, batches: list[list[Mapping[str, Any]]], batch_size: int) -> Generator[list[dict[str, Any]], None, None]:
+        if not batches or self.cancelled:
+            return
+        stream = self._serve(batches, batch_size)
+        try:
+            for rows in stream:
+                yield rows
+                if self.cancelled:
+                    log.info("teacher %s: cancelled; engines released after the current batch", self.name)
+                    break
+        finally:
+            stream.close()  # releases the engines now, whichever way the run ended
+
+    def _serve(self, batches: list[list[Mapping[str, Any]]], batch_size: int) -> Generator[list[dict[str, Any]], None, None]:
+        """The Ray Data pipeline over ``TeacherEngine`` actors; closing it releases them."""
+        import pyarrow as pa
+        import ray
+
+        # Imported here, at run time, so a benchmark can substitute an instrumented subclass.
+        from tinyllm_ray.teachers.engine import TeacherEngine
+
+        # One block per batch (one actor call each); from_blocks keeps blocks as built
+        # (no repartitioning, metadata computed here, no tasks).
+        plan = dataclasses.replace(self.plan, replicas=max(1, min(self.plan.replicas, len(batches))))
+        kwargs = plan.map_batches_kwargs(batch_size)
+        it: Any = None
+        try:
+            ds = ray.data.from_blocks([pa.Table.from_pylist(b) for b in batches]).map_batches(
+                TeacherEngine, fn_constructor_kwargs={"spec": self.spec}, batch_format="pyarrow", **kwargs
+            )
+            it = iter(ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1))
+            for batch in it:
+                yield batch.to_pylist()
+        except UserError:
+            raise
+        except Exception as exc:
+            raise GenerationError(describe_error(self.name, exc)) from exc
+        finally:
+            if it is not None and hasattr(it, "close"):
+                it.close()  # Ray Data shuts its executor down now (kills the actors), not at GC
+            factory = kwargs.get("ray_remote_args_fn")
+            if factory is not None:
+                factory.remove_all()
+
+
+@dataclass(frozen=True)
+class ServingPlan:
+    """Every requested teacher planned and checked against the cluster; nothing started.
+
+    ``notes`` say why each automatic choice was made (accelerator, engine settings,
+    queueing when all teachers together exceed the cluster); they are logged.
+    """
+
+    pools: tuple[EnginePool, ...]
+    accelerator: Accelerator
+    notes: tuple[str, ...]
+
+    def pool(self, name: str) -> EnginePool:
+        for p in self.pools:
+            if p.name == name:
+                return p
+        raise InternalError(f"no engine pool planned for teacher {name!r}")
+
+
+def plan_pools(
+    cfg: JobConfig,
+    teachers: Sequence[TeacherConfig],
+    cluster_resources: Mapping[str, float],
+    nodes: Sequence[Mapping[str, float]],
+    *,
+    self_eval: SelfEvalConfig | None = None,
+    cancel_event: threading.Event | None = None,
+) -> ServingPlan:
+    """Plan one :class:`EnginePool` per teacher for a cluster described by its resources.
+
+    Pure (no Ray, no vLLM; ``tiny:`` models are built locally), so plans are checked in
+    unit tests with logical GPUs. ``nodes`` are the per-node resource totals of the live
+    nodes; one node means driver and actors share a filesystem, so local model paths are
+    checked here. ``self_eval`` defaults to ``cfg.self_eval`` (evaluation passes a
+    disabled one). Raises :class:`GenerationError` naming the teacher when its local
+    model path is missing or one of its replicas can never be placed.
+    """
+    self_eval = cfg.self_eval if self_eval is None else self_eval
+    accelerator, why = choose_accelerator(cluster_resources)
+    notes = [why]
+    paths = {}
+    for t in teachers:
+        paths[t.name] = resolve_model(t.model)
+        precheck_model(t.name, paths[t.name], same_filesystem=len(nodes) <= 1)
+    plans = [plan_teacher(t, accelerator, model_path=paths[t.name], self_eval=self_eval) for t in teachers]
+    try:
+        notes += check_fits(plans, nodes)
+    except PlacementError as exc:
+        raise GenerationError(str(exc)) from None
+    pools = []
+    for t, plan in zip(teachers, plans):
+        notes += [f"teacher {t.name}: {w}" for w in plan.why]
+        pools.append(EnginePool(t, paths[t.name], plan, engine_spec(t, plan, cfg.prompts, self_eval), cancel_event))
+    return ServingPlan(tuple(pools), accelerator, tuple(notes))
+
+
+def plan_serving(
+    cfg: JobConfig,
+    teachers: Sequence[TeacherConfig],
+    *,
+    self_eval: SelfEvalConfig | None = None,
+    cancel_event: threading.Event | None = None,
+) -> ServingPlan:
+    """:func:`plan_pools` for the Ray cluster ``cfg.runtime`` names (started or joined here)."""
+    import ray
+
+    from tinyllm_ray.runtime import init_ray
+
+    init_ray(cfg.runtime)
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    return plan_pools(cfg, teachers, ray.cluster_resources(), nodes, self_eval=self_eval, cancel_event=cancel_event)
