@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from tinyllm_ray.student.data import StudentData
     from tinyllm_ray.student.tasks import TaskPlan
 
-__all__ = ["clear_generation_failed", "mark_generation_failed", "slice_group_counts", "streaming_student_data"]
+__all__ = ["slice_group_counts", "streaming_student_data"]
 
 
 def slice_group_counts(records: Sequence[MCQRecord], shard_size: int, plan: TaskPlan) -> int:
@@ -78,17 +78,3 @@ def streaming_student_data(
         stats.update(report_ignored(plan, RationaleStore(uri).row_counts(None), uri))
     return StudentData(plan=plan, datasets={"train_stage0": train, "validation": val}, groups={0: groups},
                        stats=stats)
-
-
-def mark_generation_failed(store_uri: str, message: str) -> None:
-    """Deprecated alias of ``RationaleStore(store_uri).mark_generation_failed`` (until jobs/run.py switches)."""
-    from tinyllm_ray.store import RationaleStore
-
-    RationaleStore(store_uri).mark_generation_failed(message)
-
-
-def clear_generation_failed(store_uri: str) -> None:
-    """Deprecated alias of ``RationaleStore(store_uri).clear_generation_failed`` (until jobs/run.py switches)."""
-    from tinyllm_ray.store import RationaleStore
-
-    RationaleStore(store_uri).clear_generation_failed()
