@@ -192,37 +192,32 @@ def _warn_once(what: str, exc: BaseException) -> None:
         )
 
 
-def _inc(spec_key: str, value: float, tags: dict[str, str]) -> None:
-    """Counter.inc rejects 0, so a zero count (nothing happened) is simply skipped."""
-    if value <= 0:
-        return
+def _record(spec_key: str, method: str, value: float, tags: dict[str, str]) -> None:
+    """Call ``metric.<method>(value, tags=tags)``; a failure is logged once, never raised.
+
+    Why never raised: observability must never kill a teacher or a trainer.
+    """
     metric = _metric(spec_key)
     if metric is None:
         return
     try:
-        metric.inc(value, tags=tags)
-    except Exception as exc:  # noqa: BLE001 - observability must never kill a teacher/trainer
+        getattr(metric, method)(float(value), tags=tags)
+    except Exception as exc:  # noqa: BLE001 - see docstring
         _warn_once(spec_key, exc)
+
+
+def _inc(spec_key: str, value: float, tags: dict[str, str]) -> None:
+    """Counter.inc rejects 0, so a zero count (nothing happened) is simply skipped."""
+    if value > 0:
+        _record(spec_key, "inc", value, tags)
 
 
 def _set(spec_key: str, value: float, tags: dict[str, str]) -> None:
-    metric = _metric(spec_key)
-    if metric is None:
-        return
-    try:
-        metric.set(float(value), tags=tags)
-    except Exception as exc:  # noqa: BLE001
-        _warn_once(spec_key, exc)
+    _record(spec_key, "set", value, tags)
 
 
 def _observe(spec_key: str, value: float, tags: dict[str, str]) -> None:
-    metric = _metric(spec_key)
-    if metric is None:
-        return
-    try:
-        metric.observe(float(value), tags=tags)
-    except Exception as exc:  # noqa: BLE001
-        _warn_once(spec_key, exc)
+    _record(spec_key, "observe", value, tags)
 
 
 # --------------------------------------------------------------------------- validation

@@ -13,6 +13,7 @@ from tinyllm_ray.teachers.assembler import AssemblyError, ShardAssembler
 from tinyllm_ray.teachers.records import build_shard_records, judged_wrong, wrong_verdict
 
 VERDICTS = ["correct", "wrong", "uncertain"]
+CTX = KeyContext("t", "tiny:llama", "sha256:" + "0" * 32, "v1", '{"seed":0}', '{"temperature":0}')
 EX = {
     "q1": MCQRecord("q1", "Which is a mammal?", ("shark", "whale", "trout"), "whale"),
     "q2": MCQRecord("q2", "What is 3 plus 4?", (), "7"),
@@ -49,7 +50,7 @@ def test_every_output_is_kept_or_dropped_once_with_a_reason():
         rat("q2", 1, "3 plus 4 is 7. Thus, the answer is 7."),
     ]
     filt = FilterConfig(require_answer_match=True)
-    out = build_shard_records(raw, EX, "llama", filt, VERDICTS)
+    out = build_shard_records(raw, EX, "llama", filt, VERDICTS, key=CTX)
     st = out.stats
     r = st.kinds["rationale"]
     assert r.outputs == 5 and r.kept == 2
@@ -70,13 +71,13 @@ def test_every_output_is_kept_or_dropped_once_with_a_reason():
 
 def test_lenient_filter_keeps_unparsable_text_with_null_answer():
     raw = [rat("q1", 0, "no idea at all"), rat("q1", 1, "")]
-    out = build_shard_records(raw, EX, "t", FilterConfig(drop_unparsable=False, drop_empty=False), VERDICTS)
+    out = build_shard_records(raw, EX, "t", FilterConfig(drop_unparsable=False, drop_empty=False), VERDICTS, key=CTX)
     assert len(out.rationale) == 2 and out.stats.kept == 2
     assert out.rationale[0]["parsed_answer"] is None and out.rationale[0]["answer_match"] is None
 
 
 def test_min_rationale_chars_counts_as_empty():
-    out = build_shard_records([rat("q1", 0, "(b)")], EX, "t", FilterConfig(min_rationale_chars=10), VERDICTS)
+    out = build_shard_records([rat("q1", 0, "(b)")], EX, "t", FilterConfig(min_rationale_chars=10), VERDICTS, key=CTX)
     assert out.stats.dropped["empty"] == 1
 
 
@@ -91,7 +92,7 @@ def test_self_evaluation_verdicts_drop_wrong_cots_but_keep_their_evaluations():
         se("q1", 1, 0, "Sharks are fish.\nVerdict: wrong"),
         se("q1", 1, 1, "I cannot tell what this is"),  # unparsable verdict
     ]
-    out = build_shard_records(raw, EX, "t", FilterConfig(drop_verdict_wrong=True), VERDICTS)
+    out = build_shard_records(raw, EX, "t", FilterConfig(drop_verdict_wrong=True), VERDICTS, key=CTX)
     st = out.stats
     assert [x["sample_idx"] for x in out.rationale] == [0]
     assert st.kinds["rationale"].dropped["verdict_wrong"] == 1
@@ -107,7 +108,7 @@ def test_self_evaluation_verdicts_drop_wrong_cots_but_keep_their_evaluations():
 
 
 def test_every_stored_row_carries_its_record_key_and_provenance():
-    ctx = KeyContext("t", "tiny:llama", "sha256:" + "0" * 32, "v1", '{"seed":0}', '{"temperature":0}')
+    ctx = CTX
     raw = [rat("q1", 0, "Thus, the answer is (b) whale.", n_evals=1), rat("q1", 1, "Thus, the answer is (a) shark."),
            se("q1", 0, 0, "Verdict: correct")]
     out = build_shard_records(raw, EX, "t", FilterConfig(), VERDICTS, key=ctx)
@@ -117,8 +118,6 @@ def test_every_stored_row_carries_its_record_key_and_provenance():
         assert r["record_key"] == ctx.record_key(r["prompt_hash"], r["kind"], r["sample_idx"], r["eval_idx"])
         assert (r["model"], r["model_revision"], r["template_version"]) == ("tiny:llama", ctx.model_revision, "v1")
     assert len({r["record_key"] for r in rows}) == 3
-    plain = build_shard_records(raw, EX, "t", FilterConfig(), VERDICTS)  # no context: provenance stays null
-    assert all(r["record_key"] is None and r["model"] is None for r in plain.rationale)
 
 
 def test_assembler_completes_shards_only_when_all_outputs_arrived():

@@ -91,7 +91,7 @@ def build_shard_records(
     filt: FilterConfig,
     verdicts: Sequence[str],
     *,
-    key: KeyContext | None = None,
+    key: KeyContext,
     self_eval_prompts: int | None = None,
 ) -> ShardRecords:
     """Parse, filter and count one shard's raw outputs.
@@ -141,12 +141,8 @@ def build_shard_records(
             reason = "answer_mismatch"
         elif filt.drop_verdict_wrong and judged_wrong(votes.get(cot, []), wrong):
             reason = "verdict_wrong"
-        _count(rs, r)
-        if reason:
-            rs.dropped[reason] += 1
-            stats.note_drop(f"rationale:{reason}", text)
+        if not _tally(stats, "rationale", r, reason, text):
             continue
-        rs.kept += 1
         out.rationale.append(_record(r, teacher, ex, key, rationale=text, parsed=parsed_text, match=match))
 
     # --- self-evaluations
@@ -162,12 +158,8 @@ def build_shard_records(
             reason = "empty"
         elif verdict is None and filt.drop_unparsable:
             reason = "unparsable"
-        _count(ss, r)
-        if reason:
-            ss.dropped[reason] += 1
-            stats.note_drop(f"self_eval:{reason}", text)
+        if not _tally(stats, "self_eval", r, reason, text):
             continue
-        ss.kept += 1
         ex = examples[r["example_id"]]
         cot, parsed_text, match = cot_info.get((r["example_id"], int(r["sample_idx"])), ("", None, None))
         out.self_eval.append(_record(
@@ -188,6 +180,18 @@ def build_shard_records(
     return out
 
 
+def _tally(stats: TeacherStats, kind: str, r: Mapping[str, Any], reason: str | None, text: str) -> bool:
+    """Count one output of ``kind`` as kept (True) or dropped for ``reason`` (False): exactly once."""
+    k = stats.kind(kind)
+    _count(k, r)
+    if reason:
+        k.dropped[reason] += 1
+        stats.note_drop(f"{kind}:{reason}", text)
+        return False
+    k.kept += 1
+    return True
+
+
 def _count(k: KindStats, r: Mapping[str, Any]) -> None:
     k.outputs += 1
     k.output_tokens += int(r["output_tokens"])
@@ -203,7 +207,7 @@ def _record(
     r: Mapping[str, Any],
     teacher: str,
     ex: MCQRecord,
-    key: KeyContext | None,
+    key: KeyContext,
     *,
     rationale: str | None,
     parsed: str | None,
@@ -231,7 +235,6 @@ def _record(
         "prompt_tokens": int(r.get("prompt_tokens") or 0),
         "output_tokens": int(r.get("output_tokens") or 0),
         "finish_reason": r.get("finish_reason"),
-        "record_key": (key.record_key(r["prompt_hash"], r["kind"], int(r["sample_idx"]), int(r["eval_idx"]))
-                       if key is not None else None),
-        **(key.columns() if key is not None else dict.fromkeys(("model", "model_revision", "template_version"))),
+        "record_key": key.record_key(r["prompt_hash"], r["kind"], int(r["sample_idx"]), int(r["eval_idx"])),
+        **key.columns(),
     }
