@@ -251,3 +251,22 @@ def test_importing_the_config_imports_no_heavy_module() -> None:
             "print(sorted(m for m in ('omegaconf', 'ray', 'torch', 'vllm', 'datasets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", list_shipped_configs())
+def test_shipped_config_headers_only_show_commands_the_config_can_run(name):
+    """A header's `tinyllm-ray run` must pass run's pre-flight; each command names its config."""
+    import re
+
+    from tinyllm_ray.config import shipped_config_path
+    from tinyllm_ray.jobs.checks import check_runnable
+
+    text = shipped_config_path(name).read_text()
+    header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    commands = re.findall(r"tinyllm-ray (\w+) --config (\S+)", header)
+    assert commands, f"{name}: the header shows no tinyllm-ray command"
+    cfg = load_config(name)
+    for command, config in commands:
+        assert config == name
+        if command == "run":
+            check_runnable(cfg)
