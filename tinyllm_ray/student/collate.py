@@ -11,8 +11,20 @@ Layouts (``P`` = task prefix tokens, ``S`` = source tokens, ``Y`` = target token
   one encoder pass (``row_group`` maps decoder rows to encoder rows).
 - seq2seq, ``prefix_side="encoder"`` (the papers' layout): encoder ``P S`` per task row;
   decoder ``Y </s>``.
-- causal: ``[bos] P S <sep> Y </s>``; the prompt ``[bos] P S <sep>`` is masked out of the
-  loss (labels -100), so the student is not trained to reproduce questions.
+- causal, ``prefix_side="decoder"`` (default; one pass per question): the question
+  ``Q = [bos] S <sep>`` once, then every task's ``P Y </s>`` in the same row:
+  ``Q[:-1] | Q[-1] P_1 Y_1 </s> | ... | Q[-1] P_k Y_k </s>``. ``segment_ids`` (0 question,
+  j target j, -1 padding) give the block mask (a target sees the question and itself),
+  ``position_ids`` restart at ``len(Q) - 1`` for every target block, so each target is
+  computed exactly as in its own sequence ``Q P_j Y_j </s>``. The last question token is
+  repeated at the head of each block because its logits predict that task's first token
+  (needed when a prefix is empty). ``labels`` are already aligned with the logits
+  (``labels[i]`` is the token predicted at ``i``), ``label_target`` names the target row of
+  each label (-1: none). Rows of a separate pass: ``Q P_j Y_j </s>``.
+- causal, ``prefix_side="encoder"`` (the layout of students saved before the one-pass
+  step): ``[bos] P S <sep> Y </s>`` per task row.
+  In both causal layouts the prompt is masked out of the loss (labels -100), so the student
+  is not trained to reproduce questions.
 
 Truncation is honoured and COUNTED: a source longer than its budget keeps its first
 tokens (``format_source`` puts the context last, so a long abstract loses its tail); a
@@ -43,6 +55,7 @@ __all__ = [
     "encode_prompt",
     "encode_target",
     "length_stats",
+    "pack_one_pass",
 ]
 
 IGNORE_INDEX = -100
@@ -59,7 +72,7 @@ class CollateSpec:
     max_input_length: int
     max_target_length: int
     truncation: str = "count"  # "count" | "error"
-    prefix_side: str = "decoder"  # seq2seq only: "decoder" (encode once) | "encoder"
+    prefix_side: str = "decoder"  # "decoder" (question computed once) | "encoder" (prefix before it)
 
     def __post_init__(self) -> None:
         if self.arch not in ("seq2seq", "causal"):
@@ -73,6 +86,11 @@ class CollateSpec:
     def shares_encoder(self) -> bool:
         """True when every task of a group is decoded from one encoder pass."""
         return self.arch == "seq2seq" and self.prefix_side == "decoder"
+
+    @property
+    def one_pass(self) -> bool:
+        """True for the causal layout that computes each question once for all its targets."""
+        return self.arch == "causal" and self.prefix_side == "decoder"
 
     def to_dict(self) -> dict[str, Any]:
         return {"arch": self.arch, "task_names": list(self.task_names),
@@ -217,9 +235,9 @@ class TaskCollator:
         tgt_ids = enc.plain(targets)
         causal = spec.arch == "causal"
 
-        enc_rows: list[list[int]] = []
+        enc_rows: list[list[int]] = []  # seq2seq: encoder rows; causal one-pass: questions Q
         enc_index: dict[tuple[str, str], int] = {}
-        dec_rows: list[list[int]] = []  # seq2seq: decoder content P? Y </s>; causal: full sequence
+        dec_rows: list[list[int]] = []  # decoder content / causal target block P? Y </s>; else full row
         label_rows: list[list[int]] = []
         row_group: list[int] = []
         row_task: list[int] = []
@@ -241,9 +259,9 @@ class TaskCollator:
                                     "max_target_length")
                     cut_targets += 1
                 p_ids = pre_ids[prefix]
-                enc_prefix = p_ids if (causal or not spec.shares_encoder) else []
+                enc_prefix = [] if spec.prefix_side == "decoder" else p_ids
                 key = (source, prefix if enc_prefix else "")
-                if causal:
+                if causal and not spec.one_pass:
                     prompt, xcut = encode_prompt(enc, p_ids, src_ids[source], spec.max_input_length,
                                                  causal=True, sep_ids=self.sep_ids)
                     if xcut:
@@ -256,7 +274,7 @@ class TaskCollator:
                 else:
                     if key not in enc_index:
                         ids, xcut = encode_prompt(enc, enc_prefix, src_ids[source], spec.max_input_length,
-                                                  causal=False)
+                                                  causal=causal, sep_ids=self.sep_ids)
                         if xcut:
                             if spec.truncation == "error":
                                 raise _fail("input", task, ex, len(ids) + xcut, spec.max_input_length,
@@ -286,6 +304,9 @@ class TaskCollator:
             "num_groups": torch.tensor(len(groups), dtype=torch.long),
         }
         pad = self.enc.pad_id
+        if self.spec.one_pass:
+            out.update(pack_one_pass(lay["enc_rows"], lay["dec_rows"], lay["label_rows"], lay["row_group"], pad))
+            return out
         if self.spec.arch == "causal":
             ids = _pad(lay["dec_rows"], pad)
             out["input_ids"] = ids
@@ -301,6 +322,52 @@ class TaskCollator:
         out["labels"] = _pad(lay["label_rows"], IGNORE_INDEX)
         out["row_group"] = torch.tensor(lay["row_group"], dtype=torch.long)
         return out
+
+
+def pack_one_pass(
+    questions: Sequence[list[int]],
+    blocks: Sequence[list[int]],
+    block_labels: Sequence[list[int]],
+    row_group: Sequence[int],
+    pad_id: int,
+) -> dict[str, torch.Tensor]:
+    """Questions + target blocks -> one row per question (causal one-pass layout, module doc).
+
+    ``blocks[t]`` (``P Y </s>``) belongs to question ``row_group[t]``; ``block_labels[t]`` is
+    its labels in input order (prefix -100). Returns padded ``input_ids``,
+    ``attention_mask`` (1 = real token), ``position_ids``, ``segment_ids``, aligned
+    ``labels``, ``label_target`` and ``row_group``.
+    """
+    per_row: list[list[int]] = [[] for _ in questions]
+    for t, r in enumerate(row_group):
+        per_row[r].append(t)
+    ids_rows, pos_rows, seg_rows, lab_rows, tgt_rows = [], [], [], [], []
+    for r, q in enumerate(questions):
+        start = len(q) - 1
+        ids, pos = list(q[:-1]), list(range(start))
+        seg, lab, tgt = [0] * start, [IGNORE_INDEX] * start, [-1] * start
+        for j, t in enumerate(per_row[r], start=1):
+            block = [q[-1], *blocks[t]]
+            aligned = [*block_labels[t], IGNORE_INDEX]  # label at i = the block's token i + 1
+            ids += block
+            pos += range(start, start + len(block))
+            seg += [j] * len(block)
+            lab += aligned
+            tgt += [t if y != IGNORE_INDEX else -1 for y in aligned]
+        ids_rows.append(ids)
+        pos_rows.append(pos)
+        seg_rows.append(seg)
+        lab_rows.append(lab)
+        tgt_rows.append(tgt)
+    return {
+        "input_ids": _pad(ids_rows, pad_id),
+        "attention_mask": _pad([[1] * len(r) for r in ids_rows], 0),
+        "position_ids": _pad(pos_rows, 0),
+        "segment_ids": _pad(seg_rows, -1),
+        "labels": _pad(lab_rows, IGNORE_INDEX),
+        "label_target": _pad(tgt_rows, -1),
+        "row_group": torch.tensor(list(row_group), dtype=torch.long),
+    }
 
 
 def length_stats(groups: Sequence[Mapping[str, Any]], collator: TaskCollator) -> dict[str, int]:

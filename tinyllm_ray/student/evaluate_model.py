@@ -58,7 +58,9 @@ def generate_answers(
     causal = fmt.arch == "causal"
     prefix_ids = penc.plain([fmt.answer_prefix])[0]
     sep_ids = penc.plain([CAUSAL_SEPARATOR])[0] if causal else []
-    enc_prefix = prefix_ids if (causal or fmt.prefix_side == "encoder") else []
+    # the training layout: prefix before the question ("encoder") or after it ("decoder";
+    # causal: question <sep> prefix, then generation; seq2seq: in the decoder's start)
+    enc_prefix = prefix_ids if fmt.prefix_side == "encoder" else []
     dec_prefix = [] if enc_prefix else prefix_ids
     device = device or next(model.parameters()).device
     start = getattr(model.config, "decoder_start_token_id", None)
@@ -85,7 +87,7 @@ def generate_answers(
             for s in src_ids:
                 ids, cut = encode_prompt(penc, enc_prefix, s, fmt.max_input_length, causal=causal, sep_ids=sep_ids)
                 truncated += int(cut > 0) if b < needed else 0
-                prompts.append(ids)
+                prompts.append(ids + dec_prefix if causal else ids)
             width = max(len(p) for p in prompts)
             pad = penc.pad_id
             if causal:  # left padding so every prompt ends where generation starts

@@ -8,7 +8,8 @@ task per teacher, self-evaluation) and task weights ``w_k``::
 i.e. each task's cross-entropy is averaged over ITS OWN tokens (a long rationale task does
 not drown the short answer task by token count), then weighted. The original code runs
 one forward pass per task; :func:`packed_task_loss` computes the same number from ONE
-forward over all rows, with per-row task ids and weights, via two ``index_add`` s.
+forward over all rows, with per-row task ids and weights, via two ``index_add`` s
+(:func:`target_task_loss` when one row holds several targets: the causal one-pass layout).
 :func:`separate_pass_loss` is the M+1-pass reference it is tested against (and the
 baseline of the packed-vs-separate benchmark).
 
@@ -24,7 +25,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["IGNORE_INDEX", "TaskLoss", "packed_task_loss", "separate_pass_loss", "token_cross_entropy"]
+__all__ = [
+    "IGNORE_INDEX",
+    "TaskLoss",
+    "packed_task_loss",
+    "separate_pass_loss",
+    "target_task_loss",
+    "token_cross_entropy",
+]
 
 IGNORE_INDEX = -100
 
@@ -78,8 +86,39 @@ def packed_task_loss(
     ``sum_k w_k * mean_k``.
     """
     ce, mask = token_cross_entropy(logits, labels)
-    row_sum = ce.sum(dim=1)  # [R]
-    row_tok = mask.sum(dim=1).to(row_sum.dtype)  # [R]
+    return _weighted_task_loss(ce.sum(dim=1), mask.sum(dim=1).to(ce.dtype), row_task, row_weight, num_tasks)
+
+
+def target_task_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    label_target: torch.Tensor,
+    row_task: torch.Tensor,
+    row_weight: torch.Tensor,
+    num_tasks: int,
+) -> TaskLoss:
+    """:func:`packed_task_loss` for label tokens gathered from rows that hold several targets.
+
+    Why: the causal one-pass layout puts every target of a question in one row, so a row is
+    no longer one task. ``logits`` ``[N, V]`` / ``labels`` ``[N]`` are the N label positions
+    of the batch and ``label_target[n]`` the target (task row) each belongs to; targets then
+    count exactly as the rows of :func:`packed_task_loss` do.
+    """
+    if logits.dim() != 2 or labels.shape != label_target.shape or logits.shape[0] != labels.shape[0]:
+        raise ValueError(f"logits {tuple(logits.shape)}, labels {tuple(labels.shape)} and label_target "
+                         f"{tuple(label_target.shape)} are not [N, V], [N], [N]")
+    ce = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="none")
+    n = row_task.shape[0]
+    row_sum = torch.zeros(n, dtype=ce.dtype, device=ce.device).index_add(0, label_target, ce)
+    counted = (labels != IGNORE_INDEX).to(ce.dtype)
+    row_tok = torch.zeros(n, dtype=ce.dtype, device=ce.device).index_add(0, label_target, counted)
+    return _weighted_task_loss(row_sum, row_tok, row_task, row_weight, num_tasks)
+
+
+def _weighted_task_loss(
+    row_sum: torch.Tensor, row_tok: torch.Tensor, row_task: torch.Tensor, row_weight: torch.Tensor, num_tasks: int
+) -> TaskLoss:
+    """Per-row CE sums and token counts -> ``sum_k w_k * mean_k`` (shared by both packings)."""
     task_tokens = torch.zeros(num_tasks, dtype=row_sum.dtype, device=row_sum.device).index_add(0, row_task, row_tok)
     denom = task_tokens.index_select(0, row_task).clamp(min=1.0)
     total = (row_weight.to(row_sum.dtype) * row_sum / denom).sum()

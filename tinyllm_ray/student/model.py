@@ -35,10 +35,13 @@ __all__ = [
 ]
 
 FORMAT_FILE = "tinyllm_student.json"
-FORMAT_VERSION = 1
-#: seq2seq default: the task prefix goes to the decoder so a question is encoded once for
-#: all its tasks (same loss as the separate-pass reference, >= 1.5x cheaper at
-#: PubMedQA lengths). ``student.task_prefix_side: encoder`` restores the papers' layout.
+#: 2: causal students may have ``prefix_side: decoder`` (question, then the task prefix);
+#: version-1 causal students are all ``encoder`` (prefix, then question) and load unchanged.
+FORMAT_VERSION = 2
+#: Default: the task prefix follows the question so a question is computed once for all its
+#: tasks (seq2seq: one encoder pass; causal: one row with a block mask). Same loss as the
+#: separate-pass reference of that layout and cheaper (benchmarks/student_throughput.py).
+#: ``student.task_prefix_side: encoder`` restores the prefix-first layout (the papers').
 DEFAULT_PREFIX_SIDE = "decoder"
 
 
@@ -80,10 +83,10 @@ def detect_arch(path: str, arch: str = "auto", trust_remote_code: bool = False) 
 def prefix_side_for(student: StudentConfig, arch: str) -> str:
     """Task-prefix side: ``student.task_prefix_side`` when the config has it, else the default.
 
-    Causal students always read the prefix in the prompt ("encoder" side).
+    For causal students "decoder" means ``question <sep> prefix target`` (the one-pass
+    layout) and "encoder" ``prefix question <sep> target`` (one row per task).
     """
-    if arch == "causal":
-        return "encoder"
+    del arch  # both architectures take the configured side
     side = student.task_prefix_side or DEFAULT_PREFIX_SIDE
     if side not in ("encoder", "decoder"):
         raise ValueError(f"student.task_prefix_side must be 'encoder' or 'decoder', got {side!r}")
@@ -147,6 +150,9 @@ def read_student_format(folder: str | Path) -> StudentFormat | None:
     if not p.is_file():
         return None
     d = json.loads(p.read_text())
+    if int(d.get("format_version", 1)) > FORMAT_VERSION:
+        raise ConfigError(f"{p} has format_version {d['format_version']}, newer than this tinyllm-ray reads "
+                          f"({FORMAT_VERSION}); evaluate it with the version that trained it")
     d["task_names"] = tuple(d.get("task_names", ()))
     known = set(StudentFormat.__dataclass_fields__)
     return StudentFormat(**{k: v for k, v in d.items() if k in known})
