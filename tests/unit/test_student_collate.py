@@ -84,7 +84,7 @@ def test_seq2seq_encoder_side_is_the_papers_layout(tokenizers):
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
 def test_causal_prompt_is_masked_out_of_the_loss(tokenizers, family):
     tok = tokenizers[family]
-    b = TaskCollator(tok, spec("causal"))(groups())
+    b = TaskCollator(tok, spec("causal", prefix_side="encoder"))(groups())
     assert "row_group" not in b
     for r in range(5):
         ids, labels, mask = b["input_ids"][r], b["labels"][r], b["attention_mask"][r]
@@ -96,6 +96,47 @@ def test_causal_prompt_is_masked_out_of_the_loss(tokenizers, family):
         assert torch.equal(labels[target_pos], ids[target_pos])
         prompt = tok.decode(ids[: target_pos[0]], skip_special_tokens=True)
         assert prompt.endswith(("Output: ", "Output:"))
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_causal_one_pass_row_holds_the_question_once_then_every_target(tokenizers, family):
+    tok = tokenizers[family]
+    b = TaskCollator(tok, spec("causal"))(groups())
+    assert b["input_ids"].shape[0] == 2 and b["row_group"].tolist() == [0, 0, 0, 1, 1]
+    for r, g in enumerate(groups()):
+        ids, seg, pos = b["input_ids"][r], b["segment_ids"][r], b["position_ids"][r]
+        labels, target = b["labels"][r], b["label_target"][r]
+        question = ids[seg == 0]
+        q = len(question) + 1  # the last question token heads every target block
+        assert tok.decode(question, skip_special_tokens=True).startswith(g["source"].split("\n")[0])
+        assert pos[seg == 0].tolist() == list(range(q - 1))
+        first = [t for t, gr in enumerate(b["row_group"].tolist()) if gr == r][0]
+        for j, (prefix, text) in enumerate(zip(g["prefixes"], g["targets"]), start=1):
+            block = seg == j
+            assert pos[block].tolist() == list(range(q - 1, q - 1 + int(block.sum())))
+            # the block reads <last question token> prefix target </s>, as after the question alone
+            assert tok.decode(ids[block][1:], skip_special_tokens=True) == prefix + text
+            # labels are aligned: the label at i is the token at i + 1, only for the target
+            lab = labels[block]
+            kept = lab != IGNORE_INDEX
+            assert tok.decode(lab[kept], skip_special_tokens=True) == text
+            assert lab[kept][-1].item() == tok.eos_token_id and lab[-1].item() == IGNORE_INDEX
+            assert torch.equal(lab[:-1][kept[:-1]], ids[block][1:][kept[:-1]])
+            assert set(target[block][kept].tolist()) == {first + j - 1}
+        assert (target[seg == 0] == -1).all() and (seg[b["attention_mask"][r] == 0] == -1).all()
+
+
+def test_block_attention_mask():
+    from tinyllm_ray.student.packed import block_attention_mask
+
+    seg = torch.tensor([[0, 0, 1, 1, 2, 2, -1]])
+    m = block_attention_mask(seg, torch.float32)[0, 0]
+    sees = (m == 0).int().tolist()
+    assert sees[1] == [1, 1, 0, 0, 0, 0, 0]  # the question: causal
+    assert sees[3] == [1, 1, 1, 1, 0, 0, 0]  # target 1: the question and itself
+    assert sees[5] == [1, 1, 0, 0, 1, 1, 0]  # target 2: never target 1
+    assert sees[6] == [0, 0, 0, 0, 0, 0, 1]  # padding: itself only, so no row is all -inf
+    assert set(m.unique().tolist()) == {0.0, float("-inf")}
 
 
 def test_truncation_is_counted(tokenizers):
@@ -124,7 +165,7 @@ def test_truncation_error_mode_names_the_fix(tokenizers):
 
 
 def test_prefix_that_does_not_fit_is_a_config_error(tokenizers):
-    c = TaskCollator(tokenizers["llama"], spec("causal", max_input_length=16))
+    c = TaskCollator(tokenizers["llama"], spec("causal", max_input_length=16, prefix_side="encoder"))
     g = groups()
     g[0]["prefixes"][0] = "a very long task prefix " * 5
     with pytest.raises(ValueError, match="max_input_length"):

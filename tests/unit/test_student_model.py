@@ -48,7 +48,8 @@ def test_resolve_and_detect(t5_path, llama_path, tmp_path):
 
 def test_prefix_side():
     assert prefix_side_for(StudentConfig(), "seq2seq") == "decoder"
-    assert prefix_side_for(StudentConfig(), "causal") == "encoder"
+    assert prefix_side_for(StudentConfig(), "causal") == "decoder"
+    assert prefix_side_for(StudentConfig(task_prefix_side="encoder"), "causal") == "encoder"
 
 
 def test_format_round_trip(tmp_path):
@@ -103,8 +104,31 @@ def test_answer_only_generation_scores_letters_and_text(family, t5_path, llama_p
         pre = tok("predict: ", add_special_tokens=False)["input_ids"]
         assert call["decoder_input_ids"][0].tolist() == [0, *pre]
         assert not tok.decode(call["input_ids"][0], skip_special_tokens=True).startswith("predict:")
-    else:  # prompt left-padded and starting with the prefix
-        assert tok.decode(call["input_ids"][0], skip_special_tokens=True).startswith("predict: Q: Q0?")
+    else:  # prompt left-padded: the question, the separator, then the answer prefix (as trained)
+        prompt = tok.decode(call["input_ids"][0], skip_special_tokens=True)
+        assert prompt.startswith("Q: Q0?") and prompt.endswith("Output: predict: ")
+
+
+def test_causal_students_saved_before_the_one_pass_layout_still_read_prefix_first(llama_path, tmp_path):
+    """A version-1 tinyllm_student.json (causal ones all say prefix_side: encoder) loads and
+    is prompted as it was trained; a newer format version is refused."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(llama_path)
+    old = {**dataclasses.asdict(StudentFormat.from_config(JobConfig(), "causal")), "prefix_side": "encoder",
+           "format_version": 1}
+    (tmp_path / "tinyllm_student.json").write_text(json.dumps(old))
+    fmt = read_student_format(tmp_path)
+    assert fmt.prefix_side == "encoder"
+    model = _EchoModel(tok, [], seq2seq=False)
+    generate_answers(model, tok, _recs()[:1], fmt, max_new_tokens=4, batch_size=2)
+    prompt = tok.decode(model.calls[0]["input_ids"][0], skip_special_tokens=True)
+    assert prompt.startswith("predict: Q: Q0?") and prompt.endswith("Output: ")
+    (tmp_path / "tinyllm_student.json").write_text(json.dumps({**old, "format_version": 99}))
+    with pytest.raises(ConfigError, match="format_version 99"):
+        read_student_format(tmp_path)
 
 
 def test_padding_batches_keep_ranks_in_lock_step(t5_path):
