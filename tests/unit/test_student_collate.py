@@ -110,7 +110,7 @@ def test_causal_one_pass_row_holds_the_question_once_then_every_target(tokenizer
         q = len(question) + 1  # the last question token heads every target block
         assert tok.decode(question, skip_special_tokens=True).startswith(g["source"].split("\n")[0])
         assert pos[seg == 0].tolist() == list(range(q - 1))
-        first = [t for t, gr in enumerate(b["row_group"].tolist()) if gr == r][0]
+        first = next(t for t, gr in enumerate(b["row_group"].tolist()) if gr == r)
         for j, (prefix, text) in enumerate(zip(g["prefixes"], g["targets"]), start=1):
             block = seg == j
             assert pos[block].tolist() == list(range(q - 1, q - 1 + int(block.sum())))

@@ -29,7 +29,13 @@ from typing import Any
 
 import torch
 
-from tinyllm_ray.student.losses import IGNORE_INDEX, TaskLoss, packed_task_loss, separate_pass_loss, target_task_loss
+from tinyllm_ray.student.losses import (
+    IGNORE_INDEX,
+    TaskLoss,
+    packed_task_loss,
+    separate_pass_loss,
+    target_task_loss,
+)
 
 __all__ = ["PackedStudent", "batch_to_device", "block_attention_mask"]
 
