@@ -8,7 +8,9 @@ Kept tiny for a 2-core machine: 64 synthetic training questions, 2 teachers whos
   DeepSpeed state in the same checkpoint (round trip), and ``evaluate_student`` (the
   ``eval --model PATH --split test`` path) scores it.
 - Llama, ZeRO-3, 2 workers, ``max_failures=1``: rank 1 ``os._exit``s after step 6; the run
-  resumes from the step-4 checkpoint (the next attempt starts at step 5, not 1) and ends.
+  resumes from the step-4 checkpoint (the next attempt starts at step 5, not 1) and ends;
+  the causal one-pass layout (block mask, position ids) under ZeRO-3, and its export is
+  evaluated answer-only with the same layout.
 - T5, ZeRO-0, 1 worker, bf16, convex loss, Mind's Mirror two-stage schedule.
 - Store problems fail before any worker starts.
 """
@@ -128,6 +130,7 @@ def test_t5_zero2_two_workers_learns_and_exports(ray_session, tiny_cache, tmp_pa
 def test_llama_zero3_resumes_after_a_worker_dies(ray_session, tiny_cache, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from tinyllm_ray.student.evaluate_model import evaluate_student
     from tinyllm_ray.student.trainer import run_training
 
     cfg = _job(tmp_path, _model(tiny_cache, "llama"),
@@ -152,6 +155,11 @@ def test_llama_zero3_resumes_after_a_worker_dies(ray_session, tiny_cache, tmp_pa
     assert last < first
     AutoModelForCausalLM.from_pretrained(res.model_dir)
     AutoTokenizer.from_pretrained(res.model_dir)
+    # trained with the one-pass layout (question, then the task prefix); eval prompts the same way
+    fmt = json.loads((Path(res.model_dir) / "tinyllm_student.json").read_text())
+    assert fmt["arch"] == "causal" and fmt["prefix_side"] == "decoder" and fmt["format_version"] == 2
+    ev = evaluate_student(cfg, res.model_dir, "test")
+    assert ev.total == 16 and 0.0 <= ev.accuracy <= 1.0
 
 
 def test_two_stage_convex_bf16_single_worker(ray_session, tiny_cache, tmp_path):
