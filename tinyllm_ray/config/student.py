@@ -37,8 +37,9 @@ class StudentConfig(StrictModel):
     self_eval_prefix: str = "evaluate: "
     task_prefix_side: Literal["decoder", "encoder"] = Field(
         "decoder",
-        description="seq2seq: 'decoder' encodes each question once for all tasks (faster, same loss "
-        "form); 'encoder' is the papers' layout (prefix + question in the encoder)",
+        description="'decoder': the task prefix follows the question, computed once for all tasks (seq2seq: "
+        "one encoder pass; causal: one row with a block mask; faster, same loss form); 'encoder' is the "
+        "papers' layout (prefix before the question)",
     )
     truncation: Literal["count", "error"] = "count"
     trust_remote_code: bool = False
