@@ -177,9 +177,9 @@ class PackedStudent(torch.nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One-pass batch, targets ``idx``: plain HF forward over ``question + P Y </s>`` rows.
 
-        Rebuilds each target's own sequence (the question's tokens, then that target's block
-        without its repeated last question token) and runs it with an ordinary padding mask
-        and default positions: what a separate pass of this layout computes.
+        Rebuilds each target's own sequence (the question's shared tokens, then that target's
+        block, which starts with the question's last token: ``Q P Y </s>``) and runs it with an
+        ordinary padding mask and default positions: what a separate pass of this layout computes.
         """
         row_group = batch["row_group"]
         seqs: list[torch.Tensor] = []
