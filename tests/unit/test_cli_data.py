@@ -154,7 +154,7 @@ def test_the_command_imports_no_ray_and_no_model_library() -> None:
     code = ("import sys; from tinyllm_ray import cli; rc = cli.main(['data', '--show', '1']); "
             "heavy = [m for m in ('ray', 'vllm', 'torch', 'transformers', 'deepspeed') if m in sys.modules]; "
             "sys.exit(f'{rc} {heavy}' if rc or heavy else 0)")
-    proc = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--- example 1" in proc.stdout
