@@ -89,7 +89,7 @@ def data_view(cfg: JobConfig, show: int, split: str | None = None) -> dict[str, 
     loaded = load_splits(cfg.data)
     split = _example_split(loaded, split)
     records = loaded.splits.get(split, [])[: max(show, 0)]
-    solutions = _gold_solutions(cfg, split)
+    solutions = _gold_solutions(cfg, split) if records else {}
     pool = loaded.splits.get("train", [])  # teachers' in-context examples: train only
     notes = []
     if "train" not in loaded.splits:
