@@ -9,7 +9,9 @@ Kept tiny for a 2-core machine: 64 synthetic training questions, 2 teachers whos
   ``eval --model PATH --split test`` path) scores it.
 - Llama, ZeRO-3, 2 workers, ``max_failures=1``: rank 1 ``os._exit``s after step 6; the run
   resumes from the step-4 checkpoint (the next attempt starts at step 5, not 1) and ends.
-- T5, ZeRO-0, 1 worker, bf16, convex loss, Mind's Mirror two-stage schedule.
+- T5, ZeRO-0, 1 worker, bf16, convex loss, Mind's Mirror two-stage schedule: self-evaluation
+  (verdict + critique tasks) then CoT; the learning rate restarts at stage 2; the worker dies
+  mid stage 2 and the run resumes there.
 - Store problems fail before any worker starts.
 """
 
@@ -154,26 +156,46 @@ def test_llama_zero3_resumes_after_a_worker_dies(ray_session, tiny_cache, tmp_pa
     AutoTokenizer.from_pretrained(res.model_dir)
 
 
-def test_two_stage_convex_bf16_single_worker(ray_session, tiny_cache, tmp_path):
+def test_two_stage_convex_bf16_single_worker_restarts_each_stage_and_resumes_in_stage_two(
+        ray_session, tiny_cache, tmp_path):
     from transformers import AutoModelForSeq2SeqLM
 
     from tinyllm_ray.student.trainer import run_training
 
+    lr = 3e-3
     cfg = _job(tmp_path, _model(tiny_cache, "t5"), teachers=("llama",),
                self_eval={"enabled": True},
                loss={"form": "convex", "convex_alpha": 0.5, "schedule": "two_stage", "alpha": {}},
-               train={"num_workers": 1, "zero_stage": 0, "precision": "bf16", "max_steps": 3,
-                      "eval_every_steps": 3, "checkpoint_every_steps": 3})
+               train={"num_workers": 1, "zero_stage": 0, "precision": "bf16", "max_steps": 3, "lr": lr,
+                      "scheduler": "linear", "warmup_steps": 2, "max_failures": 1, "num_checkpoints_to_keep": 8,
+                      "eval_every_steps": 2, "checkpoint_every_steps": 2})
     _store_for(cfg, self_eval=True)
-    res = run_training(cfg)
+    flag = tmp_path / "fault.flag"
+    # the worker dies right after step 5 (mid stage 2): the run resumes from the step-4 checkpoint
+    res = run_training(cfg, worker_env={"TINYLLM_FAULT_AT_STEP": "5", "TINYLLM_FAULT_RANK": "0",
+                                        "TINYLLM_FAULT_FLAG": str(flag)})
     hist = res.history()
+    assert flag.exists(), "the injected fault never fired"
     assert res.total_steps == 6 and res.final_step == 6
     stage0 = [h for h in hist if h["stage"] == 0]
     stage1 = [h for h in hist if h["stage"] == 1]
     assert [h["step"] for h in stage0] == [1, 2, 3] and [h["step"] for h in stage1] == [4, 5, 6]
-    assert all(set(h) & {"loss_self_eval"} and "loss_answer" not in h for h in stage0)
-    assert all("loss_answer" in h and "loss_rationale_llama" in h and "loss_self_eval" not in h for h in stage1)
-    assert res.best_step == 6  # selection among final-stage (CoT) checkpoints
+    assert [h["stage_step"] for h in stage0] == [h["stage_step"] for h in stage1] == [1, 2, 3]
+    assert [h["attempt_start_step"] for h in stage1] == [0, 4, 4]
+    assert all({"loss_self_eval_verdict", "loss_self_eval_critique"} <= set(h) and "loss_answer" not in h
+               for h in stage0)
+    assert all("loss_answer" in h and "loss_rationale_llama" in h and "loss_self_eval_verdict" not in h
+               and "loss_self_eval_critique" not in h for h in stage1)
+    # each stage has its own linear schedule, as a fresh DeepSpeed run has: its first step runs at the
+    # warm-up start (0), then iteration i of WarmupDecayLR (warm-up over max(2, warmup_steps) = 2 steps)
+    # -> 0, lr/2. One schedule over both stages would go on 0, 0, lr/2 | lr, ...; so stage 2 restarts,
+    # also after resuming from a stage-2 checkpoint
+    expected = [0.0, 0.0, lr / 2]
+    assert [h["lr"] for h in stage0] == pytest.approx(expected)
+    assert [h["lr"] for h in stage1] == pytest.approx(expected)
+    assert stage1[0]["lr"] < stage0[-1]["lr"]
+    best = [c for c in res.checkpoints if c["step"] == res.best_step]
+    assert res.best_step in (4, 6) and best and best[0]["stage"] == 1  # selection among CoT-stage checkpoints
     AutoModelForSeq2SeqLM.from_pretrained(res.model_dir)
 
 
