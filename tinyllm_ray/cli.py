@@ -1,4 +1,4 @@
-"""``tinyllm-ray {run,generate,train,tune,eval,demo,config}`` — a thin front door.
+"""``tinyllm-ray {run,generate,train,tune,eval,demo,config,data}`` — a thin front door.
 
 Every subcommand takes ``--config`` (a YAML path or a shipped config's name; default
 ``demo_cpu``) followed by dotted overrides (``train.max_steps=20 loss.alpha.llama=2``).
@@ -25,6 +25,7 @@ from tinyllm_ray.errors import UserError
 log = logging.getLogger("tinyllm_ray")
 
 DEFAULT_CONFIG = "demo_cpu"
+DEFAULT_SHOW = 2  # examples `tinyllm-ray data` shows
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -41,6 +42,25 @@ def _cmd_config(cfg: JobConfig, args: argparse.Namespace) -> int:
     """Print the validated, fully-defaulted config (what every stage will see)."""
     print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
     return 0
+
+
+def _cmd_data(cfg: JobConfig, args: argparse.Namespace) -> int:
+    """Print what the dataset is and what teachers and student see of it (no Ray, no model)."""
+    from tinyllm_ray.jobs.data_view import data_view, render_data_view
+
+    report = data_view(cfg, show=args.show, split=args.split)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(render_data_view(report), end="")
+    return 0
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def _job(name: str) -> Callable[[JobConfig, argparse.Namespace], int]:
@@ -70,6 +90,8 @@ COMMANDS: dict[str, tuple[str, Callable[[JobConfig, argparse.Namespace], int]]] 
     "tune": ("Ray Tune sweep of the loss weights over the stored rationales", _job("tune")),
     "eval": ("answer-only accuracy of a student folder or a teacher", _job("evaluate")),
     "config": ("print the validated config with every default filled in", _cmd_config),
+    "data": ("split sizes, skipped rows, split overlap and examples as teachers and student see them",
+             _cmd_data),
 }
 
 
@@ -84,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--model", default=None, help="student folder (HF format); default: the trained student")
             p.add_argument("--teacher", default=None, help="evaluate this teacher (served by vLLM) instead")
             p.add_argument("--split", default=None, choices=["train", "validation", "test"])
+        if name == "data":
+            p.add_argument("--show", type=_non_negative, default=DEFAULT_SHOW, metavar="N",
+                           help=f"examples to show (default {DEFAULT_SHOW})")
+            p.add_argument("--split", default=None, choices=["train", "validation", "test"],
+                           help="split the examples come from (default: train)")
+            p.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
 

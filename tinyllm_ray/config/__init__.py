@@ -16,6 +16,9 @@ from tinyllm_ray.config.base import NAME_RE, SPLITS, Split, StrictModel
 from tinyllm_ray.config.dataset import (
     BUILTIN_DATASETS,
     DATASET_NAMES,
+    GENERATED_DATASETS,
+    ArithmeticConfig,
+    ArithmeticForm,
     ColumnMap,
     DataConfig,
     DatasetName,
@@ -45,8 +48,11 @@ from tinyllm_ray.errors import ConfigError
 __all__ = [
     "BUILTIN_DATASETS",
     "DATASET_NAMES",
+    "GENERATED_DATASETS",
     "NAME_RE",
     "SPLITS",
+    "ArithmeticConfig",
+    "ArithmeticForm",
     "ColumnMap",
     "ConfigError",
     "DataConfig",

@@ -2,8 +2,10 @@
 
 ``DatasetName`` is the one list of dataset names a config may use. The adapter registry
 (:mod:`tinyllm_ray.data.adapters`) checks at import that it has an adapter for every name
-here except the two built in to the loader (``synthetic``, ``generic``), so the two can
-never disagree silently.
+here except those built in to the loader (:data:`BUILTIN_DATASETS`), so the two can
+never disagree silently. Two of those are *generated* tasks that need no files
+(:data:`GENERATED_DATASETS`): ``synthetic`` (fact recall, the demo) and ``arithmetic``
+(multi-step word problems with gold step-by-step solutions, where reasoning matters).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from tinyllm_ray.config.base import Split, StrictModel, each_at_least
 
 DatasetName = Literal[
     "synthetic",
+    "arithmetic",
     "tinyllm",
     "obqa",
     "arc",
@@ -29,8 +32,12 @@ DatasetName = Literal[
     "generic",
 ]
 DATASET_NAMES: tuple[str, ...] = get_args(DatasetName)
+#: Tasks the loader generates itself from a seed: no files, no network.
+GENERATED_DATASETS: tuple[str, ...] = ("synthetic", "arithmetic")
 #: Names the loader handles itself, without a registered adapter.
-BUILTIN_DATASETS: tuple[str, ...] = ("synthetic", "generic")
+BUILTIN_DATASETS: tuple[str, ...] = (*GENERATED_DATASETS, "generic")
+#: The two forms of the arithmetic task: four numeric choices, or a free-form number (SVAMP's shape).
+ArithmeticForm = Literal["mcq", "free"]
 
 
 class ColumnMap(StrictModel):
@@ -49,6 +56,20 @@ class SyntheticConfig(StrictModel):
     train: int = Field(256, ge=4)
     validation: int = Field(64, ge=2)
     test: int = Field(64, ge=2)
+
+
+class ArithmeticConfig(StrictModel):
+    """The built-in arithmetic reasoning task (``data.name: arithmetic``): sizes, depth, form.
+
+    Problems cycle through 1..``max_steps`` operations, so each split holds every
+    difficulty equally often; ``form: free`` drops the choices (answers compared as numbers).
+    """
+
+    train: int = Field(2000, ge=4)
+    validation: int = Field(200, ge=2)
+    test: int = Field(200, ge=2)
+    max_steps: int = Field(3, ge=1, description="most operations per problem (its difficulty)")
+    form: ArithmeticForm = Field("mcq", description="mcq: four numeric choices; free: a number, no choices")
 
 
 class DataConfig(StrictModel):
@@ -71,6 +92,7 @@ class DataConfig(StrictModel):
     seed: int = 0
     on_malformed: Literal["error", "skip"] = "error"
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    arithmetic: ArithmeticConfig = Field(default_factory=ArithmeticConfig)
 
     @field_validator("limit")
     @classmethod
@@ -79,7 +101,7 @@ class DataConfig(StrictModel):
 
     @model_validator(mode="after")
     def _source_present(self) -> DataConfig:
-        if self.name == "synthetic":
+        if self.name in GENERATED_DATASETS:
             return self
         if self.path is None and not self.files:
             raise ValueError(f"dataset {self.name!r} needs data.path (hub name or local path) or data.files")

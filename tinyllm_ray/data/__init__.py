@@ -7,7 +7,14 @@ import ``datasets`` (only reading a file does), so workers can use the schema ch
 from __future__ import annotations
 
 from tinyllm_ray.data.adapters import ADAPTERS, DatasetAdapter, get_adapter, normalise_number
-from tinyllm_ray.data.loader import DataLoadError, LoadedData, carve_validation, load_splits
+from tinyllm_ray.data.arithmetic import ArithmeticProblem, difficulty_of, make_arithmetic_splits
+from tinyllm_ray.data.loader import (
+    DataLoadError,
+    LoadedData,
+    arithmetic_problems,
+    carve_validation,
+    load_splits,
+)
 from tinyllm_ray.data.schema import (
     REASONS,
     MalformedRowError,
@@ -22,16 +29,20 @@ from tinyllm_ray.data.synthetic import make_synthetic_splits
 __all__ = [
     "ADAPTERS",
     "REASONS",
+    "ArithmeticProblem",
     "DataLoadError",
     "DatasetAdapter",
     "LoadedData",
     "MCQRecord",
     "MalformedRowError",
     "RowError",
+    "arithmetic_problems",
     "carve_validation",
     "choice_letters",
+    "difficulty_of",
     "get_adapter",
     "load_splits",
+    "make_arithmetic_splits",
     "make_synthetic_splits",
     "normalise_number",
     "records_from_dicts",

@@ -20,20 +20,21 @@ Each problem has a **difficulty** (its number of operations, 1..``max_steps``), 
 
 Splits are seeded and disjoint by question text; ids carry the difficulty
 (``arith-test-d3-00012``) so per-difficulty accuracy needs nothing but the id.
-Pure: no Ray, no torch.
+Sizes, depth and form come from ``data.arithmetic`` (their defaults live there only);
+``data.name: arithmetic`` loads the task through ``load_splits``, and
+:func:`tinyllm_ray.data.loader.arithmetic_problems` gives the same problems with their
+gold solutions. Pure: no Ray, no torch.
 """
 
 from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
+from tinyllm_ray.config import ArithmeticForm as Form
 from tinyllm_ray.data.schema import MCQRecord
-
-Form = Literal["mcq", "free"]
 
 N_CHOICES = 4
 _NAMES = ("Tom", "Ann", "Raj", "Mia", "Leo", "Zoe", "Sam", "Ivy", "Ben", "Eva", "Kai", "Lia")
@@ -145,7 +146,7 @@ def _distractors(answer: int, values: Sequence[int], rng: random.Random) -> list
     return out
 
 
-def make_problem(problem_id: str, difficulty: int, rng: random.Random, form: Form = "mcq") -> ArithmeticProblem:
+def make_problem(problem_id: str, difficulty: int, rng: random.Random, form: Form) -> ArithmeticProblem:
     """One random problem with exactly ``difficulty`` operations (seeded by ``rng``)."""
     if difficulty < 1:
         raise ValueError(f"difficulty must be >= 1, got {difficulty}")
@@ -171,17 +172,20 @@ def make_problem(problem_id: str, difficulty: int, rng: random.Random, form: For
         if len(steps) - 1 == difficulty:
             break
     sentences.append(rng.choice(_QUESTIONS).format(name=name, thing=thing))
+    # Choices come from their own generator, drawn in both forms: the mcq and free forms of
+    # one config then ask the same questions, so the two are comparable problem for problem.
+    choice_rng = random.Random(rng.getrandbits(64))
     choices: tuple[str, ...] = ()
     if form == "mcq":
-        nums = [value, *_distractors(value, values, rng)]
-        rng.shuffle(nums)
+        nums = [value, *_distractors(value, values, choice_rng)]
+        choice_rng.shuffle(nums)
         choices = tuple(str(n) for n in nums)
     return ArithmeticProblem(id=problem_id, question=" ".join(sentences), steps=tuple(steps), answer=value,
                              difficulty=difficulty, choices=choices)
 
 
 def make_arithmetic_splits(
-    sizes: dict[str, int], *, max_steps: int = 3, seed: int = 0, form: Form = "mcq"
+    sizes: Mapping[str, int], *, max_steps: int, seed: int, form: Form
 ) -> dict[str, list[ArithmeticProblem]]:
     """Seeded splits of problems cycling through difficulties 1..``max_steps``.
 

@@ -4,7 +4,9 @@ Why everything funnels through here: the teachers, the student and evaluation mu
 the *same* train/validation/test records, so carving, limits, id checks and malformed-row
 policy are decided once, from the config, deterministically. Where rows come from is
 :mod:`tinyllm_ray.data.readers` (files or hub) and :mod:`tinyllm_ray.data.discovery`
-(which file is which split); ``data.name: synthetic`` is the built-in demo task.
+(which file is which split); ``data.name: synthetic`` is the built-in demo task and
+``data.name: arithmetic`` the built-in reasoning task (:func:`arithmetic_problems` gives its
+problems with their gold step-by-step solutions, split for split the records loaded here).
 
 Split policy:
 
@@ -27,9 +29,11 @@ import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from tinyllm_ray.config import SPLITS, DataConfig
 from tinyllm_ray.data.adapters import TINYLLM, DatasetAdapter, get_adapter
+from tinyllm_ray.data.arithmetic import ArithmeticProblem, make_arithmetic_splits
 from tinyllm_ray.data.discovery import where
 from tinyllm_ray.data.readers import RawPart, read_sources
 from tinyllm_ray.data.schema import (
@@ -45,6 +49,8 @@ from tinyllm_ray.data.synthetic import make_synthetic_splits
 from tinyllm_ray.errors import DataLoadError
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -89,6 +95,11 @@ def load_splits(cfg: DataConfig) -> LoadedData:
         splits = make_synthetic_splits(cfg.synthetic, seed=cfg.seed)
         sources = {s: f"synthetic (seed {cfg.seed})" for s in splits}
         splits = _apply_limits(splits, cfg.limit)
+        return LoadedData(splits=splits, skipped={s: {} for s in splits}, sources=sources)
+    if cfg.name == "arithmetic":
+        a = cfg.arithmetic
+        splits = {s: [p.to_record() for p in ps] for s, ps in arithmetic_problems(cfg).items()}
+        sources = {s: f"arithmetic ({a.form}, 1-{a.max_steps} steps, seed {cfg.seed})" for s in splits}
         return LoadedData(splits=splits, skipped={s: {} for s in splits}, sources=sources)
 
     adapter = get_adapter(cfg.name, cfg.columns)
@@ -141,6 +152,26 @@ def load_splits(cfg: DataConfig) -> LoadedData:
     splits = _apply_limits(splits, cfg.limit)
     log.info("loaded %s: %s", cfg.name, {s: len(r) for s, r in splits.items()})
     return LoadedData(splits=splits, skipped=skipped, sources=sources)
+
+
+def arithmetic_problems(cfg: DataConfig) -> dict[str, list[ArithmeticProblem]]:
+    """The problems of ``data.name: arithmetic``, with their gold step-by-step solutions.
+
+    Why next to :func:`load_splits`: gold solutions (``ArithmeticProblem.solution``) are
+    what a teacher is bootstrapped on, and they must be the solutions of exactly the
+    records every stage loads. Both come from here, with the same sizes, seed, form and
+    ``data.limit``: ``[p.to_record() for p in arithmetic_problems(cfg)[s]] ==
+    load_splits(cfg).splits[s]``.
+    """
+    if cfg.name != "arithmetic":
+        raise DataLoadError(
+            f"gold step-by-step solutions exist only for the built-in arithmetic task, but data.name is "
+            f"{cfg.name!r}; set data.name: arithmetic"
+        )
+    a = cfg.arithmetic
+    sizes = {"train": a.train, "validation": a.validation, "test": a.test}
+    problems = make_arithmetic_splits(sizes, max_steps=a.max_steps, seed=cfg.seed, form=a.form)
+    return _apply_limits(problems, cfg.limit)
 
 
 def carve_validation(
@@ -234,6 +265,6 @@ def _adapter_for(part: RawPart, adapter: DatasetAdapter) -> DatasetAdapter:
     )
 
 
-def _apply_limits(splits: dict[str, list[MCQRecord]], limit: Mapping[str, int]) -> dict[str, list[MCQRecord]]:
-    """First N records of each limited split (after carving, so carving ignores limits)."""
+def _apply_limits(splits: dict[str, list[_T]], limit: Mapping[str, int]) -> dict[str, list[_T]]:
+    """First N items of each limited split (after carving or generating, so neither sees limits)."""
     return {s: (recs[: limit[s]] if s in limit else recs) for s, recs in splits.items()}

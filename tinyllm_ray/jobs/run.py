@@ -182,6 +182,25 @@ def _train_streaming(cfg: JobConfig, gen: _GenerationThread, train: list, val: l
     return result, t_train, t_end
 
 
+def _resolve_models_before_threads(cfg: JobConfig) -> None:
+    """Import transformers' classes and build/resolve every model on this thread, first.
+
+    Why: ``transformers`` imports its classes lazily and that is not thread-safe. With the
+    generation thread building the tiny teachers while this thread built the tiny student,
+    a fresh ``tinyllm-ray run`` failed with ``ImportError: cannot import name
+    'AutoModelForCausalLM' from 'transformers'``. Done once here, both threads later find
+    the modules imported and the models cached.
+    """
+    from tinyllm_ray.runtime import import_package_now
+    from tinyllm_ray.student.model import resolve_student_path
+    from tinyllm_ray.teachers.models import resolve_model
+
+    import_package_now()
+    for teacher in cfg.teachers:
+        resolve_model(teacher.model)
+    resolve_student_path(cfg.student)
+
+
 def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
     """Generate (streaming) + train + evaluate; write and return the run report.
 
@@ -206,6 +225,7 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
     log.info("store shard size %d (%s)", shard_size, why)
     store.clear_generation_failed()
 
+    _resolve_models_before_threads(cfg)
     gen = _GenerationThread(cfg, shard_size)
     if cfg.teachers:
         gen.start()
