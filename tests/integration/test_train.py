@@ -11,7 +11,9 @@ Kept tiny for a 2-core machine: 64 synthetic training questions, 2 teachers whos
   resumes from the step-4 checkpoint (the next attempt starts at step 5, not 1) and ends;
   the causal one-pass layout (block mask, position ids) under ZeRO-3, and its export is
   evaluated answer-only with the same layout.
-- T5, ZeRO-0, 1 worker, bf16, convex loss, Mind's Mirror two-stage schedule.
+- T5, ZeRO-0, 1 worker, bf16, convex loss, Mind's Mirror two-stage schedule: self-evaluation
+  (verdict + critique tasks) then CoT; the learning rate restarts at stage 2; the worker dies
+  in stage 2 and the run resumes from a stage-2 checkpoint.
 - Store problems fail before any worker starts.
 """
 
@@ -162,26 +164,52 @@ def test_llama_zero3_resumes_after_a_worker_dies(ray_session, tiny_cache, tmp_pa
     assert ev.total == 16 and 0.0 <= ev.accuracy <= 1.0
 
 
-def test_two_stage_convex_bf16_single_worker(ray_session, tiny_cache, tmp_path):
+def test_two_stage_convex_bf16_single_worker_restarts_each_stage_and_resumes_in_stage_two(
+        ray_session, tiny_cache, tmp_path):
     from transformers import AutoModelForSeq2SeqLM
 
     from tinyllm_ray.student.trainer import run_training
 
+    lr = 3e-3
     cfg = _job(tmp_path, _model(tiny_cache, "t5"), teachers=("llama",),
                self_eval={"enabled": True},
                loss={"form": "convex", "convex_alpha": 0.5, "schedule": "two_stage", "alpha": {}},
-               train={"num_workers": 1, "zero_stage": 0, "precision": "bf16", "max_steps": 3,
-                      "eval_every_steps": 3, "checkpoint_every_steps": 3})
+               train={"num_workers": 1, "zero_stage": 0, "precision": "bf16", "max_steps": 3, "lr": lr,
+                      "scheduler": "linear", "warmup_steps": 2, "max_failures": 1, "num_checkpoints_to_keep": 8,
+                      "eval_every_steps": 2, "checkpoint_every_steps": 2})
     _store_for(cfg, self_eval=True)
-    res = run_training(cfg)
+    flag = tmp_path / "fault.flag"
+    # the worker dies right after step 6 (stage 2); the run resumes from the step-4 checkpoint, mid stage 2
+    # (one step after the checkpoint gives the controller time to register it, as in the Llama test)
+    res = run_training(cfg, worker_env={"TINYLLM_FAULT_AT_STEP": "6", "TINYLLM_FAULT_RANK": "0",
+                                        "TINYLLM_FAULT_FLAG": str(flag)})
     hist = res.history()
+    assert flag.exists(), "the injected fault never fired"
     assert res.total_steps == 6 and res.final_step == 6
-    stage0 = [h for h in hist if h["stage"] == 0]
-    stage1 = [h for h in hist if h["stage"] == 1]
-    assert [h["step"] for h in stage0] == [1, 2, 3] and [h["step"] for h in stage1] == [4, 5, 6]
-    assert all(set(h) & {"loss_self_eval"} and "loss_answer" not in h for h in stage0)
-    assert all("loss_answer" in h and "loss_rationale_llama" in h and "loss_self_eval" not in h for h in stage1)
-    assert res.best_step == 6  # selection among final-stage (CoT) checkpoints
+    resumed = [h for h in hist if h["attempt_start_step"] > 0]
+    assert {h["attempt_start_step"] for h in resumed} == {4} and [h["step"] for h in resumed] == [5, 6]
+    by_step: dict[int, list[dict[str, Any]]] = {}
+    for h in hist:
+        by_step.setdefault(h["step"], []).append(h)
+    assert sorted(by_step) == [1, 2, 3, 4, 5, 6]
+    # each stage has its own linear schedule, as a fresh DeepSpeed run has: its first step runs at the
+    # warm-up start (0), then iteration i of WarmupDecayLR (warm-up over max(2, warmup_steps) = 2 steps)
+    # -> 0, lr/2. One schedule over both stages would go on 0, 0, lr/2 | lr, ...; so stage 2 restarts,
+    # and the resumed attempt (step 5 again, then 6) continues stage 2's schedule where it was
+    expected = [0.0, 0.0, lr / 2]
+    for step, reports in by_step.items():
+        stage = 0 if step <= 3 else 1
+        for h in reports:
+            assert h["stage"] == stage and h["stage_step"] == step - 3 * stage
+            assert h["lr"] == pytest.approx(expected[h["stage_step"] - 1]), (step, h["lr"])
+            if stage == 0:
+                assert {"loss_self_eval_verdict", "loss_self_eval_critique"} <= set(h) and "loss_answer" not in h
+            else:
+                assert "loss_answer" in h and "loss_rationale_llama" in h
+                assert "loss_self_eval_verdict" not in h and "loss_self_eval_critique" not in h
+    assert by_step[4][0]["lr"] < by_step[3][0]["lr"]
+    best = [c for c in res.checkpoints if c["step"] == res.best_step]
+    assert res.best_step in (4, 6) and best and best[0]["stage"] == 1  # selection among CoT-stage checkpoints
     AutoModelForSeq2SeqLM.from_pretrained(res.model_dir)
 
 

@@ -101,7 +101,8 @@ def test_arithmetic_examples_show_their_gold_solution(capsys) -> None:
 def test_self_evaluation_task_is_shown_when_enabled(capsys) -> None:
     report = data_json(capsys, "--show", "1", "self_eval.enabled=true")
     tasks = {t["task"]: t for t in report["examples"]["items"][0]["student"]}
-    assert tasks["self_eval"]["input"].startswith("evaluate: ") and "Proposed reasoning:" in tasks["self_eval"]["input"]
+    for task, prefix in (("self_eval_verdict", "verdict: "), ("self_eval_critique", "critique: ")):
+        assert tasks[task]["input"].startswith(prefix) and "Proposed reasoning:" in tasks[task]["input"]
 
 
 def test_skipped_rows_and_overlap_between_splits(tmp_path, capsys) -> None:

@@ -147,9 +147,9 @@ def test_overrides_index_lists_and_read_flow_values() -> None:
 
 
 def test_a_prefix_ending_in_a_colon_stays_a_string() -> None:
-    cfg = load_config("demo_cpu", ["student.answer_prefix=explain:", "student.self_eval_prefix="])
+    cfg = load_config("demo_cpu", ["student.answer_prefix=explain:", "student.self_eval_verdict_prefix="])
     assert cfg.student.answer_prefix == "explain:"
-    assert cfg.student.self_eval_prefix == ""
+    assert cfg.student.self_eval_verdict_prefix == ""
     assert load_config("demo_cpu", ["runtime.run_name=r2024-01-01", "runtime.storage_path=2024-01-01"]
                        ).runtime.storage_path == "2024-01-01"
 
@@ -270,3 +270,8 @@ def test_shipped_config_headers_only_show_commands_the_config_can_run(name):
         assert config == name
         if command == "run":
             check_runnable(cfg)
+
+
+def test_the_old_single_self_eval_prefix_names_its_two_replacements() -> None:
+    with pytest.raises(ConfigError, match="self_eval_verdict_prefix and student.self_eval_critique_prefix"):
+        load_config("demo_cpu", ["student.self_eval_prefix=evaluate:"])

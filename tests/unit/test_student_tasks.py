@@ -21,13 +21,14 @@ from tinyllm_ray.store import DEFAULT_SHARD_SIZE, RECORD_COLUMNS, RationaleStore
 from tinyllm_ray.student.tasks import (
     ANSWER_TASK,
     GROUP_SCHEMA,
-    SELF_EVAL_TASK,
+    SELF_EVAL_CRITIQUE_TASK,
+    SELF_EVAL_TASKS,
+    SELF_EVAL_VERDICT_TASK,
     TASK_ROW_SCHEMA,
     TaskPlan,
     build_task_groups,
     check_teacher_coverage,
     format_source,
-    self_eval_target,
 )
 
 # --------------------------------------------------------------------------- helpers (shared, see docstring)
@@ -114,13 +115,34 @@ def test_convex_weights_share_the_rationale_half():
     assert plan.weights["rationale:qwen"] == pytest.approx(0.35)
 
 
-def test_two_stage_puts_self_eval_first():
+def test_two_stage_puts_both_self_eval_tasks_first():
     plan = plan_of(self_eval={"enabled": True}, loss={"schedule": "two_stage", "self_eval_weight": 0.7})
-    assert plan.names[-1] == SELF_EVAL_TASK
-    assert plan.stages == {"answer": 1, "rationale:llama": 1, "rationale:qwen": 1, "self_eval": 0}
-    assert plan.weights["self_eval"] == 0.7
-    assert plan.tasks_of_stage(0) == ("self_eval",)
+    assert SELF_EVAL_TASKS == ("self_eval_verdict", "self_eval_critique")
+    assert plan.names[-2:] == SELF_EVAL_TASKS
+    assert plan.stages == {"answer": 1, "rationale:llama": 1, "rationale:qwen": 1,
+                           "self_eval_verdict": 0, "self_eval_critique": 0}
+    assert plan.weights["self_eval_verdict"] == plan.weights["self_eval_critique"] == 0.7  # additive: both
+    assert plan.prefixes["self_eval_verdict"] == "verdict: " and plan.prefixes["self_eval_critique"] == "critique: "
+    assert plan.tasks_of_stage(0) == SELF_EVAL_TASKS
+    assert plan.tasks_of_stage(1) == ("answer", "rationale:llama", "rationale:qwen")
     assert plan.store_kinds == ("rationale", "self_eval")
+    assert TaskPlan.from_dict(plan.to_dict()) == plan
+
+
+def test_convex_self_eval_is_split_like_the_cot_stage():
+    # the authors' loss: a L_verdict + (1-a) L_critique, scaled by the self-evaluation weight
+    plan = plan_of(teachers=[{"name": "llama", "model": "x"}], self_eval={"enabled": True},
+                   loss={"form": "convex", "convex_alpha": 0.3, "self_eval_weight": 2.0, "schedule": "two_stage"})
+    assert plan.weights == pytest.approx({"answer": 0.3, "rationale:llama": 0.7,
+                                          "self_eval_verdict": 0.6, "self_eval_critique": 1.4})
+
+
+def test_joint_self_eval_tasks_share_stage_zero():
+    plan = plan_of(self_eval={"enabled": True}, student={"self_eval_verdict_prefix": "predict: ",
+                                                         "self_eval_critique_prefix": "explain: "})
+    assert plan.num_stages == 1 and set(plan.stages.values()) == {0}
+    assert plan.prefixes[SELF_EVAL_VERDICT_TASK] == "predict: "  # the official code's heads, if wanted
+    assert plan.prefixes[SELF_EVAL_CRITIQUE_TASK] == "explain: "
 
 
 def test_two_stage_without_self_eval_is_an_error():
@@ -188,20 +210,38 @@ def test_self_eval_rows_are_counted_when_disabled():
     assert out.stats.ignored_kinds == {"self_eval": 1}
 
 
-def test_self_eval_rows_and_two_stage_groups():
+def test_self_eval_gives_a_verdict_row_and_a_critique_row_in_stage_zero():
     rec = records(1)[0]
-    plan = plan_of(self_eval={"enabled": True}, loss={"schedule": "two_stage"})
+    plan = plan_of(self_eval={"enabled": True}, loss={"schedule": "two_stage", "self_eval_weight": 0.5})
     se = store_row(rec, "llama", kind="self_eval", eval_idx=0, critique="The steps hold.", verdict="correct")
     out = build_task_groups([rec], [*both([rec]), se], plan)
-    (row,) = [r for r in out.rows if r["task"] == SELF_EVAL_TASK]
-    assert row["stage"] == 0 and row["input"].startswith("evaluate: ")
-    assert "Proposed reasoning: llama thinks it is red." in row["source"]
-    assert row["target"] == "The steps hold.\nVerdict: correct"
+    by_task = {r["task"]: r for r in out.rows if r["task"] in SELF_EVAL_TASKS}
+    verdict, critique = by_task[SELF_EVAL_VERDICT_TASK], by_task[SELF_EVAL_CRITIQUE_TASK]
+    assert verdict["target"] == "correct" and verdict["input"].startswith("verdict: ")
+    assert critique["target"] == "The steps hold." and critique["input"].startswith("critique: ")
+    for r in (verdict, critique):
+        assert r["stage"] == 0 and r["weight"] == 0.5 and r["origin"] == "teacher"
+        assert "Proposed reasoning: llama thinks it is red." in r["source"]
+    assert verdict["group"] == critique["group"]  # one CoT to judge: one encoder pass for both tasks
     by_stage = {g["stage"]: g for g in out.groups}
-    assert by_stage[0]["tasks"] == ["self_eval"]
+    assert by_stage[0]["tasks"] == ["self_eval_critique", "self_eval_verdict"]
+    assert by_stage[0]["weights"] == [0.5, 0.5]
     assert by_stage[1]["tasks"] == ["answer", "rationale:llama", "rationale:qwen"]
     assert out.stats.groups_per_stage == {0: 1, 1: 1}
-    assert self_eval_target("Fine.\nVerdict: wrong", "wrong") == "Fine.\nVerdict: wrong"
+    assert out.stats.rows_per_task[SELF_EVAL_VERDICT_TASK] == out.stats.rows_per_task[SELF_EVAL_CRITIQUE_TASK] == 1
+
+
+def test_a_self_eval_without_verdict_or_critique_gives_its_other_task_and_is_counted():
+    rec = records(1)[0]
+    plan = plan_of(teachers=[{"name": "llama", "model": "x"}], self_eval={"enabled": True})
+    rows = [store_row(rec, "llama"),
+            store_row(rec, "llama", kind="self_eval", eval_idx=0, critique="No verdict given.", verdict=None),
+            store_row(rec, "llama", kind="self_eval", eval_idx=1, critique="  ", verdict="wrong")]
+    out = build_task_groups([rec], rows, plan)
+    got = sorted((r["task"], r["target"]) for r in out.rows if r["task"] in SELF_EVAL_TASKS)
+    assert got == [("self_eval_critique", "No verdict given."), ("self_eval_verdict", "wrong")]
+    assert out.stats.missing_targets == {"self_eval_verdict": 1, "self_eval_critique": 1}
+    assert out.stats.to_dict()["missing_targets"] == {"self_eval_verdict": 1, "self_eval_critique": 1}
 
 
 def test_teacher_labels_replace_gold_in_groups():

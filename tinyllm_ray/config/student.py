@@ -34,7 +34,12 @@ class StudentConfig(StrictModel):
     max_target_length: int = Field(128, ge=4)
     answer_prefix: str = "predict: "
     rationale_prefix: str = Field("explain {teacher}: ", description="'{teacher}' is replaced by the name")
-    self_eval_prefix: str = "evaluate: "
+    self_eval_verdict_prefix: str = Field(
+        "verdict: ", description="Mind's Mirror self-evaluation, task 1: predict the verdict word of a CoT"
+    )
+    self_eval_critique_prefix: str = Field(
+        "critique: ", description="Mind's Mirror self-evaluation, task 2: write the critique of a CoT"
+    )
     task_prefix_side: Literal["decoder", "encoder"] = Field(
         "decoder",
         description="'decoder': the task prefix follows the question, computed once for all tasks (seq2seq: "
@@ -43,6 +48,14 @@ class StudentConfig(StrictModel):
     )
     truncation: Literal["count", "error"] = "count"
     trust_remote_code: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_self_eval_prefix(cls, data: object) -> object:
+        if isinstance(data, dict) and "self_eval_prefix" in data:
+            raise ValueError("student.self_eval_prefix was split in two: self-evaluation is distilled as two "
+                             "tasks; set student.self_eval_verdict_prefix and student.self_eval_critique_prefix")
+        return data
 
     @field_validator("rationale_prefix")
     @classmethod
@@ -59,7 +72,11 @@ class LossConfig(StrictModel):
     alpha: dict[str, float] = Field(default_factory=dict, description="per-teacher weight (additive)")
     default_alpha: float = Field(1.0, ge=0.0)
     convex_alpha: float = Field(0.5, ge=0.0, le=1.0)
-    self_eval_weight: float = Field(1.0, ge=0.0)
+    self_eval_weight: float = Field(
+        1.0, ge=0.0,
+        description="weight of the two self-evaluation tasks: each gets it (additive); convex splits it as "
+        "the CoT tasks are split, verdict convex_alpha x w and critique (1 - convex_alpha) x w",
+    )
     schedule: Literal["joint", "two_stage"] = "joint"
 
     @field_validator("alpha")

@@ -30,7 +30,13 @@ from tinyllm_ray.data.loader import LoadedData, arithmetic_problems, load_splits
 from tinyllm_ray.data.schema import MCQRecord
 from tinyllm_ray.student.tasks.build import build_task_groups
 from tinyllm_ray.student.tasks.formats import self_eval_source
-from tinyllm_ray.student.tasks.plan import ANSWER_TASK, SELF_EVAL_TASK, TaskPlan, rationale_task
+from tinyllm_ray.student.tasks.plan import (
+    ANSWER_TASK,
+    SELF_EVAL_TASKS,
+    SELF_EVAL_VERDICT_TASK,
+    TaskPlan,
+    rationale_task,
+)
 from tinyllm_ray.teachers.prompt_rows import build_prompt
 
 __all__ = ["data_view", "normalise_question", "question_overlap", "render_data_view"]
@@ -157,9 +163,10 @@ def _student_tasks(plan: TaskPlan, record: MCQRecord) -> list[dict[str, Any]]:
         prefix = plan.prefixes[task]
         if task == ANSWER_TASK:
             source, target = answer["source"], answer["target"]
-        elif task == SELF_EVAL_TASK:
+        elif task in SELF_EVAL_TASKS:
             source = self_eval_source(record.question, record.choices, record.context, _COT_PLACEHOLDER)
-            target = "<that teacher's critique and verdict, from the rationale store>"
+            part = "verdict" if task == SELF_EVAL_VERDICT_TASK else "critique"
+            target = f"<that teacher's self-evaluation {part}, from the rationale store>"
         else:
             source = answer["source"]
             target = f"<{teacher_of[task]}'s rationale for this question, from the rationale store>"

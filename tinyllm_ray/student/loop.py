@@ -18,9 +18,16 @@ a baseline taken before the first update): Ray Tune checks that each result hold
 metric it optimises, and ``val_step`` says how fresh the value is. Checkpoint selection
 only ever sees fresh values (those reported with a checkpoint).
 
+Stages (``loss.schedule: two_stage``): each stage starts like a run of its own, with an
+empty optimizer state and a full learning-rate schedule over its own steps (see
+``student/stages.py``: Mind's Mirror's code trains the two stages as two runs). Each report
+carries ``lr``, the learning rate of the step it reports, and ``stage_step`` (1-based step
+within the stage); a joint run has one stage and one schedule.
+
 Resuming: ``ray.train.get_checkpoint()`` (set by Ray Train after a worker failure) restores
-the DeepSpeed engine (weights, optimizer, LR schedule) and the step; the data stream of
-the current epoch is fast-forwarded by the micro-batches already consumed. Every report
+the DeepSpeed engine (weights, optimizer, LR schedule) and the step; the engine is built
+with the schedule of the stage the next step belongs to, and the data stream of the
+current epoch is fast-forwarded by the micro-batches already consumed. Every report
 carries ``attempt_start_step`` (0 on a fresh start), which shows a resumed run resumed.
 
 Fault injection for tests (off unless set; via ``run_training(worker_env=...)``):
@@ -30,6 +37,7 @@ rank ``r`` creates the flag file and ``os._exit(1)`` right after step ``K``, onc
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -103,6 +111,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from tinyllm_ray.student.evaluate_model import evaluate_records
     from tinyllm_ray.student.model import StudentFormat, load_student, write_student_format
     from tinyllm_ray.student.packed import PackedStudent, batch_to_device
+    from tinyllm_ray.student.stages import reset_optimizer_state, stage_of_step, stage_offsets
     from tinyllm_ray.student.tasks import TaskPlan
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # one log line per step, not bars
@@ -119,29 +128,41 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(tcfg.seed)
     model, tok = load_student(lc.model_path, spec.arch, trust_remote_code=job.student.trust_remote_code)
     module = PackedStudent(model, spec.arch, k_tasks)
-    ds_config = build_deepspeed_config(tcfg, world, total_steps)
-    if rank == 0:
-        log.info("DeepSpeed config: %s", json.dumps(ds_config))
-    engine, _, _, _ = deepspeed.initialize(
-        model=module,
-        model_parameters=[p for p in module.parameters() if p.requires_grad],
-        config=ds_config,
-        dist_init_required=False,
-    )
-    device = engine.device
-
-    step = 0
-    val_acc: float | None = None
-    val_step = 0
     ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            engine.load_checkpoint(os.path.join(d, DS_DIR), tag=DS_TAG)
-            with open(os.path.join(d, STATE_FILE)) as f:
+    with ckpt.as_directory() if ckpt is not None else contextlib.nullcontext() as ckpt_dir:
+        state: dict[str, Any] = {}
+        if ckpt_dir is not None:
+            with open(os.path.join(ckpt_dir, STATE_FILE)) as f:
                 state = json.load(f)
-        step, val_acc, val_step = int(state["step"]), state.get("val_accuracy"), int(state.get("val_step", 0))
-        log.info("rank %d resumed from step %d", rank, step)
+        step = int(state.get("step", 0))
+        # the schedule of the stage the next step belongs to (a joint run: the whole run)
+        ds_config = build_deepspeed_config(tcfg, world, lc.stage_steps[stage_of_step(lc.stage_steps, step)])
+        if rank == 0:
+            log.info("DeepSpeed config: %s", json.dumps(ds_config))
+        engine, _, _, _ = deepspeed.initialize(
+            model=module,
+            model_parameters=[p for p in module.parameters() if p.requires_grad],
+            config=ds_config,
+            dist_init_required=False,
+        )
+        if ckpt_dir is not None:
+            engine.load_checkpoint(os.path.join(ckpt_dir, DS_DIR), tag=DS_TAG)
+            log.info("rank %d resumed from step %d (stage %s)", rank, step, state.get("stage"))
+    device = engine.device
+    val_acc: float | None = state.get("val_accuracy")
+    val_step = int(state.get("val_step", 0))
     attempt_start = step
+
+    def start_stage(stage: int, n_steps: int) -> None:
+        """A later stage starts like a new run on the weights so far (``student/stages.py``)."""
+        from deepspeed.runtime import lr_schedules
+
+        cleared = reset_optimizer_state(engine.optimizer)
+        sched = build_deepspeed_config(tcfg, world, n_steps)["scheduler"]
+        engine.lr_scheduler = getattr(lr_schedules, sched["type"])(engine.optimizer, **sched["params"])
+        if rank == 0:
+            log.info("stage %d: fresh optimizer state (%d cleared) and %s schedule over %d steps",
+                     stage, cleared, sched["type"], n_steps)
 
     # The collator runs in Ray Data's prefetch thread while validation tokenizes in this one;
     # a Rust tokenizer must not be used from two threads at once, so the collator gets a copy.
@@ -185,7 +206,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 tok.save_pretrained(hf)
                 write_student_format(hf, fmt)
                 with open(os.path.join(tmp, STATE_FILE), "w") as f:
-                    json.dump({"step": metrics["step"], "stage": metrics["stage"],
+                    json.dump({"step": metrics["step"], "stage": metrics["stage"], "stage_step": metrics["stage_step"],
                                "val_accuracy": metrics["val_accuracy"], "val_step": metrics["val_step"]}, f)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
                              checkpoint_dir_name=f"checkpoint_step{metrics['step']:07d}")
@@ -195,12 +216,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     setup_seconds = time.perf_counter() - t_start
     log.info("rank %d ready in %.1f s (imports, model, DeepSpeed engine, validation data)", rank, setup_seconds)
     engine.train()
-    offsets = [sum(lc.stage_steps[:i]) for i in range(len(lc.stage_steps))]
+    offsets = stage_offsets(lc.stage_steps)
     mb, ga = tcfg.micro_batch_size, tcfg.grad_accum_steps
     for stage, (offset, n_steps, micro_per_epoch) in enumerate(zip(offsets, lc.stage_steps, lc.micro_per_epoch)):
         end = offset + n_steps
         if step >= end:
             continue
+        if stage > 0 and step == offset:
+            start_stage(stage, n_steps)
         shard = ray.train.get_dataset_shard(f"train_stage{stage}")
         consumed = (step - offset) * ga
         epoch, skip = divmod(consumed, micro_per_epoch)
@@ -219,6 +242,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 total, task_sum, task_tokens = engine(batch)
                 engine.backward(total)
                 boundary = engine.is_gradient_accumulation_boundary()
+                step_lr = float(engine.get_lr()[0])  # the rate this optimizer step uses
                 engine.step()
                 acc[:k_tasks] += task_sum.detach().double().cpu()
                 acc[k_tasks:2 * k_tasks] += task_tokens.detach().double().cpu()
@@ -238,9 +262,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                         f.write(f"rank {rank} exited after step {step}\n")
                     os._exit(1)
                 metrics: dict[str, Any] = {
-                    "step": step, "stage": stage, "epoch": epoch, "attempt_start_step": attempt_start,
+                    "step": step, "stage": stage, "stage_step": step - offset, "epoch": epoch,
+                    "attempt_start_step": attempt_start,
                     "loss": float(g[2 * k_tasks] / max(g[2 * k_tasks + 1], 1)),
-                    "lr": float(engine.get_lr()[0]),
+                    "lr": step_lr,
                     "truncated_inputs": int(g[2 * k_tasks + 2]), "truncated_targets": int(g[2 * k_tasks + 3]),
                     "groups": int(g[2 * k_tasks + 4]),
                     "step_seconds": time.perf_counter() - t_step, "setup_seconds": setup_seconds,

@@ -123,17 +123,19 @@ class StudentFormat:
     prefix_side: str
     answer_prefix: str
     rationale_prefix: str
-    self_eval_prefix: str
     max_input_length: int
     max_target_length: int
     task_names: tuple[str, ...] = ()
     format_version: int = FORMAT_VERSION
+    self_eval_verdict_prefix: str = ""  # "" in files written before self-evaluation became two tasks
+    self_eval_critique_prefix: str = ""
 
     @classmethod
     def from_config(cls, cfg: JobConfig, arch: str, task_names: tuple[str, ...] = ()) -> StudentFormat:
         s = cfg.student
         return cls(arch=arch, prefix_side=prefix_side_for(s, arch), answer_prefix=s.answer_prefix,
-                   rationale_prefix=s.rationale_prefix, self_eval_prefix=s.self_eval_prefix,
+                   rationale_prefix=s.rationale_prefix, self_eval_verdict_prefix=s.self_eval_verdict_prefix,
+                   self_eval_critique_prefix=s.self_eval_critique_prefix,
                    max_input_length=s.max_input_length, max_target_length=s.max_target_length,
                    task_names=tuple(task_names))
 

@@ -18,13 +18,22 @@ from tinyllm_ray.student.tasks.build import (
     build_task_groups,
     check_teacher_coverage,
 )
-from tinyllm_ray.student.tasks.formats import format_source, group_key, self_eval_source, self_eval_target
-from tinyllm_ray.student.tasks.plan import ANSWER_TASK, SELF_EVAL_TASK, TaskPlan, rationale_task
+from tinyllm_ray.student.tasks.formats import format_source, group_key, self_eval_source
+from tinyllm_ray.student.tasks.plan import (
+    ANSWER_TASK,
+    SELF_EVAL_CRITIQUE_TASK,
+    SELF_EVAL_TASKS,
+    SELF_EVAL_VERDICT_TASK,
+    TaskPlan,
+    rationale_task,
+)
 
 __all__ = [
     "ANSWER_TASK",
     "GROUP_SCHEMA",
-    "SELF_EVAL_TASK",
+    "SELF_EVAL_CRITIQUE_TASK",
+    "SELF_EVAL_TASKS",
+    "SELF_EVAL_VERDICT_TASK",
     "STORE_COLUMNS",
     "TASK_ROW_SCHEMA",
     "EmptyTargetError",
@@ -39,5 +48,4 @@ __all__ = [
     "group_key",
     "rationale_task",
     "self_eval_source",
-    "self_eval_target",
 ]

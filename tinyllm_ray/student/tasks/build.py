@@ -10,7 +10,8 @@ Task row (one target; :data:`TASK_ROW_SCHEMA`)::
     {"input": prefix + source, "target": str, "task": str, "weight": float, "stage": int,
      "source": str, "prefix": str, "group": str, "origin": "gold" | "teacher", "example_id": str}
 
-``task`` is ``answer``, ``rationale:<teacher>`` or ``self_eval``. ``source`` (the text
+``task`` is ``answer``, ``rationale:<teacher>``, ``self_eval_verdict`` or
+``self_eval_critique``. ``source`` (the text
 without the task prefix) and ``prefix`` are kept apart so a seq2seq student can encode a
 question ONCE and decode every task's target from it (task prefix on the decoder side).
 
@@ -25,7 +26,9 @@ Errors, never silent skips: an empty target or a store row that cannot be mapped
 store row for an example that is not among the given records raises
 :class:`~tinyllm_ray.errors.StoreMismatchError`. Store rows of teachers that are not
 configured (and self-evaluations when disabled) are *counted* in :class:`TaskStats`,
-because dropping a teacher from the config is a legitimate ablation.
+because dropping a teacher from the config is a legitimate ablation; so are stored
+self-evaluations without a verdict (kept with ``filter.drop_unparsable: false``) or without
+a critique, which give only their other task's row.
 """
 
 from __future__ import annotations
@@ -39,8 +42,14 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from tinyllm_ray.errors import EmptyTargetError, MissingTeacherError, StoreMismatchError, TaskDataError
-from tinyllm_ray.student.tasks.formats import format_source, group_key, self_eval_source, self_eval_target
-from tinyllm_ray.student.tasks.plan import ANSWER_TASK, SELF_EVAL_TASK, TaskPlan, rationale_task
+from tinyllm_ray.student.tasks.formats import format_source, group_key, self_eval_source
+from tinyllm_ray.student.tasks.plan import (
+    ANSWER_TASK,
+    SELF_EVAL_CRITIQUE_TASK,
+    SELF_EVAL_VERDICT_TASK,
+    TaskPlan,
+    rationale_task,
+)
 
 if TYPE_CHECKING:
     from tinyllm_ray.data.schema import MCQRecord
@@ -79,18 +88,22 @@ GROUP_SCHEMA = pa.schema([
 @dataclass
 class TaskStats:
     """What became of the inputs, all counted: targets per task (as trained), groups per
-    stage, and store rows left out (unconfigured teachers; self-evaluations when disabled)."""
+    stage, store rows left out (unconfigured teachers; self-evaluations when disabled) and
+    targets a stored self-evaluation lacks (``missing_targets[task]``: no verdict or no
+    critique, so no row for that task)."""
 
     rows_per_task: Counter = field(default_factory=Counter)
     groups_per_stage: Counter = field(default_factory=Counter)
     ignored_teachers: Counter = field(default_factory=Counter)
     ignored_kinds: Counter = field(default_factory=Counter)
+    missing_targets: Counter = field(default_factory=Counter)
 
     def merge(self, other: TaskStats) -> TaskStats:
         self.rows_per_task.update(other.rows_per_task)
         self.groups_per_stage.update(other.groups_per_stage)
         self.ignored_teachers.update(other.ignored_teachers)
         self.ignored_kinds.update(other.ignored_kinds)
+        self.missing_targets.update(other.missing_targets)
         return self
 
     def to_dict(self) -> dict[str, dict[Any, int]]:
@@ -99,6 +112,7 @@ class TaskStats:
             "groups_per_stage": dict(self.groups_per_stage),
             "ignored_teachers": dict(self.ignored_teachers),
             "ignored_kinds": dict(self.ignored_kinds),
+            "missing_targets": dict(self.missing_targets),
         }
 
 
@@ -124,8 +138,9 @@ def build_task_groups(
     ``rationale:<teacher>`` row (target = the CoT) and, with ``filter.label_source:
     teacher``, one answer row labelled with the answer parsed from that CoT (gold when
     unparsed), which then replaces the gold answer in that question's group (Mind's
-    Mirror). Each ``self_eval`` row gives one ``self_eval`` row (input = question + CoT,
-    target = critique + verdict) when self-evaluation is enabled. Rows are grouped by
+    Mirror). When self-evaluation is enabled, each ``self_eval`` store row gives a
+    ``self_eval_verdict`` row (target = the verdict word) and a ``self_eval_critique`` row
+    (target = the critique), both with input = question + CoT. Rows are grouped by
     (stage, source); ``stats.rows_per_task`` counts the targets that are trained.
 
     ``store_rows`` must belong to ``records`` (one store slice and its examples, or the
@@ -230,8 +245,9 @@ def _store_rows(rows: Iterable[Mapping[str, Any]], plan: TaskPlan, stats: TaskSt
                     raise EmptyTargetError(f"rationale store: no parsed or gold answer for {where}")
                 out.append(_row(plan, ANSWER_TASK, source, label, "teacher", ex))
         elif kind == "self_eval":
-            target = self_eval_target(_get(row, "critique"), _get(row, "verdict"))
-            if not target.strip():
+            targets = {SELF_EVAL_VERDICT_TASK: (_get(row, "verdict") or "").strip(),
+                       SELF_EVAL_CRITIQUE_TASK: (_get(row, "critique") or "").strip()}
+            if not any(targets.values()):
                 raise EmptyTargetError(
                     f"rationale store: empty critique and verdict for self-evaluation "
                     f"{_get(row, 'eval_idx')} of {where}; regenerate, or drop such rows in the teacher filter"
@@ -239,7 +255,11 @@ def _store_rows(rows: Iterable[Mapping[str, Any]], plan: TaskPlan, stats: TaskSt
             if not rationale:
                 raise EmptyTargetError(f"rationale store: self-evaluation of {where} has an empty CoT to judge")
             source = self_eval_source(question, choices, context, rationale)
-            out.append(_row(plan, SELF_EVAL_TASK, source, target, "teacher", ex))
+            for task, target in targets.items():
+                if target:
+                    out.append(_row(plan, task, source, target, "teacher", ex))
+                else:
+                    stats.missing_targets[task] += 1
         else:
             raise TaskDataError(f"rationale store: unknown kind {kind!r} for {where} (expected rationale|self_eval)")
     return out

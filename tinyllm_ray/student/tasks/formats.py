@@ -1,4 +1,4 @@
-"""How the student sees a question: source text, self-evaluation input and target, group keys.
+"""How the student sees a question: source text, self-evaluation input, group keys.
 
 Why a module of its own: the same layout is used when training (``build.py``) and when
 evaluating a saved student (``student/evaluate_model.py``), so a change to it must happen
@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-__all__ = ["format_source", "group_key", "self_eval_source", "self_eval_target"]
+__all__ = ["format_source", "group_key", "self_eval_source"]
 
 
 def _one_line(text: str) -> str:
@@ -50,23 +50,6 @@ def self_eval_source(question: str, choices: Sequence[str] | None, context: str 
     if context:
         parts.append(f"Context: {_one_line(context)}")
     return "\n".join(parts)
-
-
-def self_eval_target(critique: str | None, verdict: str | None) -> str:
-    """Critique followed by its verdict line (added when the critique does not end with it).
-
-    One self-evaluation target teaches both halves of Mind's Mirror's self-evaluation
-    (the critique and the verdict) while keeping one ``self_eval`` task.
-    """
-    crit = (critique or "").strip()
-    verd = (verdict or "").strip()
-    if not verd:
-        return crit
-    last = crit.splitlines()[-1].lower() if crit else ""
-    if verd.lower() in last and "verdict" in last:
-        return crit
-    line = f"Verdict: {verd}"
-    return f"{crit}\n{line}" if crit else line
 
 
 def group_key(stage: int, source: str) -> str:

@@ -6,9 +6,15 @@ Step-by-Step / Mind's Mirror; Mind's Mirror's two-stage schedule). Weights (one 
 so the packed loss equals the separate-pass reference):
 
 - additive: answer 1, ``rationale:<m>`` alpha_m (``loss.alpha`` / ``default_alpha``),
-  ``self_eval`` ``loss.self_eval_weight``;
+  ``self_eval_verdict`` and ``self_eval_critique`` each ``w = loss.self_eval_weight``;
 - convex: answer a, each ``rationale:<m>`` (1-a)/M (the M teachers share the rationale
-  half equally, so M=1 is exactly DSS / Mind's Mirror), ``self_eval`` the self-eval weight.
+  half equally, so M=1 is exactly DSS / Mind's Mirror), and the self-evaluation split the
+  same way, scaled by w: ``self_eval_verdict`` a*w, ``self_eval_critique`` (1-a)*w.
+
+Why self-evaluation is two tasks: Mind's Mirror's official code distils a self-evaluation
+as its verdict (under the label/``predict`` head) and its critique (under the
+rationale/``explain`` head), trained with the same ``a L_label + (1-a) L_rationale`` loss as
+the CoT stage. With the convex form, a = 0.5 and w = 1 this is exactly the authors' loss.
 
 Stages: ``joint`` puts every task in stage 0; ``two_stage`` puts self-evaluation in stage 0
 and the CoT tasks (answer + rationales) in stage 1, trained in that order. Pure.
@@ -25,10 +31,21 @@ from tinyllm_ray.errors import TaskDataError
 if TYPE_CHECKING:
     from tinyllm_ray.config import JobConfig
 
-__all__ = ["ANSWER_TASK", "RATIONALE_PREFIX", "SELF_EVAL_TASK", "TaskPlan", "rationale_task"]
+__all__ = [
+    "ANSWER_TASK",
+    "RATIONALE_PREFIX",
+    "SELF_EVAL_CRITIQUE_TASK",
+    "SELF_EVAL_TASKS",
+    "SELF_EVAL_VERDICT_TASK",
+    "TaskPlan",
+    "rationale_task",
+]
 
 ANSWER_TASK = "answer"
-SELF_EVAL_TASK = "self_eval"
+SELF_EVAL_VERDICT_TASK = "self_eval_verdict"
+SELF_EVAL_CRITIQUE_TASK = "self_eval_critique"
+#: The self-evaluation tasks, in task order (verdict = the label, critique = the rationale).
+SELF_EVAL_TASKS: tuple[str, ...] = (SELF_EVAL_VERDICT_TASK, SELF_EVAL_CRITIQUE_TASK)
 RATIONALE_PREFIX = "rationale:"
 
 
@@ -65,23 +82,28 @@ class TaskPlan:
             )
         names = [ANSWER_TASK, *(rationale_task(t) for t in teachers)]
         if self_eval:
-            names.append(SELF_EVAL_TASK)
-        prefixes = {ANSWER_TASK: cfg.student.answer_prefix, SELF_EVAL_TASK: cfg.student.self_eval_prefix}
+            names.extend(SELF_EVAL_TASKS)
+        prefixes = {ANSWER_TASK: cfg.student.answer_prefix,
+                    SELF_EVAL_VERDICT_TASK: cfg.student.self_eval_verdict_prefix,
+                    SELF_EVAL_CRITIQUE_TASK: cfg.student.self_eval_critique_prefix}
         for t in teachers:
             prefixes[rationale_task(t)] = cfg.student.rationale_prefix.format(teacher=t)
         weights: dict[str, float] = {}
+        w = float(loss.self_eval_weight)
         if loss.form == "additive":
             weights[ANSWER_TASK] = 1.0
             for t in teachers:
                 weights[rationale_task(t)] = float(cfg.alpha_for(t))
+            weights[SELF_EVAL_VERDICT_TASK] = weights[SELF_EVAL_CRITIQUE_TASK] = w
         else:
             a = float(loss.convex_alpha)
             weights[ANSWER_TASK] = a
             for t in teachers:
                 weights[rationale_task(t)] = (1.0 - a) / len(teachers)
-        weights[SELF_EVAL_TASK] = float(loss.self_eval_weight)
+            weights[SELF_EVAL_VERDICT_TASK] = a * w
+            weights[SELF_EVAL_CRITIQUE_TASK] = (1.0 - a) * w
         cot_stage = 1 if loss.schedule == "two_stage" else 0
-        stages = {n: (0 if n == SELF_EVAL_TASK else cot_stage) for n in names}
+        stages = {n: (0 if n in SELF_EVAL_TASKS else cot_stage) for n in names}
         return cls(
             names=tuple(names),
             prefixes={n: prefixes[n] for n in names},
