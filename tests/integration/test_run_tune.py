@@ -109,23 +109,43 @@ def test_run_shows_the_saved_generation_failure(stored, tmp_path):
     assert str(info.value).startswith(f"generation failed: {saved}")
 
 
-def test_a_training_failure_cancels_generation_at_once(ray_session, tiny_cache, tmp_path):
-    """The student cannot load: the run stops in seconds (no teacher engine keeps generating
-    the whole store) and says that training failed and generation was cancelled."""
+def test_a_training_failure_cancels_generation_at_once(ray_session, tiny_cache, tmp_path, monkeypatch):
+    """Training fails while the real teachers generate (injected: ``run_training`` raises, as it
+    does when Ray Train's workers die for good): the run stops in seconds instead of waiting
+    for the whole store, and its error says that training failed and generation was cancelled."""
     import time
 
+    from tinyllm_ray.jobs.run import run_pipeline
+    from tinyllm_ray.store import RationaleStore
+    from tinyllm_ray.student import trainer
+
+    def failing_training(cfg, **kwargs):
+        time.sleep(2)  # generation is under way by now
+        raise RuntimeError("Ray Train workers failed (injected by the test)")
+
+    monkeypatch.setattr(trainer, "run_training", failing_training)
+    raw = make_cfg(tmp_path, tiny_cache)
+    raw["runtime"]["run_name"] = "cancel"
+    cfg = validate_config(raw)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"^training failed: .*injected.*generation was cancelled"):
+        run_pipeline(cfg)
+    assert time.monotonic() - t0 < 90
+    store = RationaleStore(cfg.runtime.resolved_store_uri)
+    assert len(store.shard_files("llama")) < 3 and store.generation_failure() is None
+
+
+def test_a_missing_student_stops_run_before_any_generation(ray_session, tiny_cache, tmp_path):
+    """Models are resolved on the driver before generation starts: a missing student folder is
+    one ConfigError, and no teacher has written anything."""
+    from tinyllm_ray.errors import ConfigError
     from tinyllm_ray.jobs.run import run_pipeline
     from tinyllm_ray.store import RationaleStore
 
     raw = make_cfg(tmp_path, tiny_cache)
     raw["student"]["model"] = str(tmp_path / "no-such-student")
-    raw["runtime"]["run_name"] = "cancel"
+    raw["runtime"]["run_name"] = "nostudent"
     cfg = validate_config(raw)
-    t0 = time.monotonic()
-    # RuntimeError: the student loader reports a missing folder as FileNotFoundError (not a
-    # UserError), so the run keeps its traceback; a UserError would be a StreamingError.
-    with pytest.raises(RuntimeError, match=r"^training failed: .*no-such-student.*generation was cancelled"):
+    with pytest.raises(ConfigError, match="no-such-student.*does not exist"):
         run_pipeline(cfg)
-    assert time.monotonic() - t0 < 90
-    store = RationaleStore(cfg.runtime.resolved_store_uri)
-    assert len(store.shard_files("llama")) < 3 and store.generation_failure() is None
+    assert RationaleStore(cfg.runtime.resolved_store_uri).shard_files("llama") == {}
