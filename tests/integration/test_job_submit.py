@@ -50,7 +50,7 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _ray(env: dict, *args: str, timeout: float = 180, check: bool = True) -> subprocess.CompletedProcess:
-    out = subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if check and out.returncode != 0:
         raise AssertionError(f"ray {' '.join(args[:3])} failed ({out.returncode}):\n{out.stdout[-3000:]}\n"
                              f"{out.stderr[-3000:]}")
@@ -62,7 +62,7 @@ def _wait_jobs_api(env: dict, dash: str) -> None:
     code = f"from ray.job_submission import JobSubmissionClient as C\nC({dash!r}).list_jobs()\nprint('ok')"
     deadline = time.time() + 120
     while time.time() < deadline:
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False)
         if out.stdout.strip().endswith("ok"):
             return
         time.sleep(2)
@@ -153,7 +153,7 @@ def _job_status(env: dict, dash: str, sub_id: str) -> str:
     """The job's status through the Jobs SDK (token from ``env``), e.g. ``SUCCEEDED``."""
     code = ("from ray.job_submission import JobSubmissionClient as C\n"
             f"print(C({dash!r}).get_job_status({sub_id!r}).value)")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False)
     return (out.stdout.strip().splitlines() or [out.stderr[-300:]])[-1]
 
 
