@@ -30,6 +30,13 @@ DEFAULT_SHARD_SIZE = 64
 WRITER_LOCK = ".writer.lock"
 
 
+def num_shards(num_examples: int, shard_size: int) -> int:
+    """How many shards ``num_examples`` make (the last one may be short): slices for the student."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    return -(-num_examples // shard_size)
+
+
 def resolve_shard_size(configured: int | None, stored: int | None, batch_sizes: Sequence[int]) -> tuple[int, str]:
     """The store's shard size and why: config, else the existing store's, else the default.
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tinyllm_ray.errors import ConfigError, DataError, TaskDataError, UserError
+from tinyllm_ray.store.layout import num_shards
 from tinyllm_ray.student.store_checks import ignored_store_rows, open_training_store, scan_store_targets
 from tinyllm_ray.student.tasks import GROUP_SCHEMA, STORE_COLUMNS, TaskGroups, TaskPlan, build_task_groups
 
@@ -131,7 +132,7 @@ def slice_dataset(plan: TaskPlan, train_records: Sequence[MCQRecord], shard_size
     """
     import ray.data
 
-    n = -(-len(train_records) // shard_size)
+    n = num_shards(len(train_records), shard_size)
     kwargs = {"plan": plan.to_dict(), "store_uri": store_uri, "records": [r.to_dict() for r in train_records],
               "shard_size": shard_size, "wait": wait, "fingerprint": fingerprint}
     if wait is None:
@@ -242,7 +243,7 @@ def prepare_student_data(
     datasets["validation"], stats["validation_rows"] = validation_dataset(cfg, validation_records)
     stats["prepare_seconds"] = round(time.perf_counter() - t0, 2)
     log.info("student data: %s groups per stage from %s slice(s) of %d examples in %.1f s",
-             groups, -(-len(train_records) // view.shard_size), view.shard_size, stats["prepare_seconds"])
+             groups, num_shards(len(train_records), view.shard_size), view.shard_size, stats["prepare_seconds"])
     return StudentData(plan=plan, datasets=datasets, groups=groups, stats=stats)
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from tinyllm_ray.errors import EmptyTargetError, StoreMismatchError, StoreNotFoundError
 from tinyllm_ray.store import DEFAULT_SHARD_SIZE, RationaleStore
+from tinyllm_ray.store.layout import num_shards
 from tinyllm_ray.student.tasks import TaskPlan, TaskStats, check_teacher_coverage
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def open_training_store(cfg: JobConfig, *, store_uri: str | None = None,
     if not plan.teachers:
         size = cfg.runtime.store_shard_size or DEFAULT_SHARD_SIZE
         n = len(train_records) if train_records is not None else 0
-        return StoreView(uri=None, shard_size=size, num_slices=-(-n // size), row_counts={})
+        return StoreView(uri=None, shard_size=size, num_slices=num_shards(n, size), row_counts={})
     uri = store_uri or cfg.runtime.resolved_store_uri
     store = RationaleStore(uri)
     manifest = store.read_manifest()
@@ -74,10 +75,10 @@ def open_training_store(cfg: JobConfig, *, store_uri: str | None = None,
             f"no rationale store at {uri}; run `tinyllm-ray generate` (same config) first, or set runtime.store_uri"
         )
     size = int(manifest["shard_size"])
-    num_slices = -(-int(manifest["num_examples"]) // size)
+    num_slices = num_shards(int(manifest["num_examples"]), size)
     counts = store.row_counts(None)
     check_teacher_coverage(plan, counts, store=f"rationale store {uri}")
-    missing = {t: num_slices - len(set(store.shard_files(t, "rationale")) & set(range(num_slices)))
+    missing = {t: num_slices - len(store.finished_shards(t) & set(range(num_slices)))
                for t in plan.teachers}
     missing = {t: n for t, n in missing.items() if n}
     if missing:

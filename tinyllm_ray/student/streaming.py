@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from tinyllm_ray.errors import DataError, StreamingError
+from tinyllm_ray.store.layout import num_shards
 
 if TYPE_CHECKING:
     from tinyllm_ray.config import JobConfig
@@ -72,7 +73,7 @@ def streaming_student_data(
                           fingerprint=data_fingerprint(train_records))
     val, n_val = validation_dataset(cfg, validation_records)
     groups = slice_group_counts(train_records, shard_size, plan)
-    stats = {"streaming": True, "slices": -(-len(train_records) // shard_size), "shard_size": shard_size,
+    stats = {"streaming": True, "slices": num_shards(len(train_records), shard_size), "shard_size": shard_size,
              "groups_per_stage": {0: groups}, "validation_rows": n_val, "store_uri": uri}
     if uri is not None:  # rows already in the store that this run leaves out (e.g. a dropped teacher)
         stats.update(report_ignored(plan, RationaleStore(uri).row_counts(None), uri))

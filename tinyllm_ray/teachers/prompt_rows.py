@@ -12,7 +12,6 @@ Pure: no Ray, no vLLM.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,18 +24,12 @@ from tinyllm_ray.prompts import (  # noqa: F401 (TEMPLATE_VERSION re-exported fo
     sample_icl_examples,
     teacher_forcing_prompt,
 )
+from tinyllm_ray.store.layout import num_shards  # noqa: F401 (the store owns the shard layout)
 
 #: Columns of a prompt row (the input of :class:`~tinyllm_ray.teachers.engine.TeacherEngine`).
 PROMPT_COLUMNS: tuple[str, ...] = (
     "example_id", "split", "shard", "prompt", "prompt_hash", "question", "choices", "answer", "context",
 )
-
-
-def num_shards(num_examples: int, shard_size: int) -> int:
-    """How many shards ``num_examples`` make (the last one may be short)."""
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    return math.ceil(num_examples / shard_size)
 
 
 def aligned_batch_size(shard_size: int, batch_size: int) -> int:
