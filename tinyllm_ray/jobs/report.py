@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tinyllm_ray.paths import RunPaths
+from tinyllm_ray.store.stats import TeacherStats
 
 __all__ = ["render_markdown", "write_report"]
 
@@ -46,13 +47,23 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines.append(f"Report: `{where['report']}`")
     lines.append("")
     if r["teachers"]:
-        lines += ["## Teachers", "", "| teacher | prompts | outputs | kept | dropped | output tokens | tokens/s |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["## Teachers", "",
+                  ("| teacher | prompts | outputs | kept | dropped | cut at max_tokens | degenerate | agrees with gold "
+                   "| output tokens | tokens/s |"),
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        warnings: list[str] = []
         for name, s in r["teachers"].items():
             dropped = ", ".join(f"{k} {v}" for k, v in (s.get("dropped") or {}).items() if v) or "0"
+            h = s.get("health") or {}
             lines.append(f"| {name} | {s.get('prompts')} | {s.get('outputs')} | {s.get('kept')} | {dropped} | "
-                         f"{s.get('output_tokens')} | {s.get('tokens_per_s', 0):.0f} |")
+                         f"{_share(h.get('cut_at_max_tokens'))} | {_share(h.get('degenerate'))} | "
+                         f"{_share(h.get('gold_agreement'))} | {s.get('output_tokens')} | "
+                         f"{s.get('tokens_per_s', 0):.0f} |")
+            warnings += TeacherStats.from_dict(s).health_warnings()
         lines.append("")
+        lines += [f"> **Warning:** {w}" for w in warnings]
+        if warnings:
+            lines.append("")
     t = r["training"]
     lines += ["## Training", "", (f"Best step {t['best_step']} of {t['total_steps']} "
               f"(validation accuracy {t['best_val_accuracy']})."), "", "| loss | first | last |", "|---|---|---|"]
@@ -72,3 +83,7 @@ def render_markdown(r: dict[str, Any]) -> str:
                   f"{o['shards_committed_after_first_step']} of {o['shards_committed_this_run']} shards committed "
                   "after the first step).")]
     return "\n".join(lines) + "\n"
+
+
+def _share(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.0f}%"
