@@ -26,6 +26,7 @@ STUDENT_DIR = "student"
 TUNE_DIR = "tune"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
+REPORT_PNG = "training.png"
 
 
 def absolute(path: str) -> str:
@@ -82,6 +83,11 @@ class RunPaths:
     @property
     def report_md(self) -> str:
         return join(self.run, REPORT_MD)
+
+    @property
+    def report_png(self) -> str:
+        """Per-task losses and validation accuracy against the step (linked from report.md)."""
+        return join(self.run, REPORT_PNG)
 
     @property
     def tune_trials(self) -> str:
