@@ -73,8 +73,15 @@ def _job(name: str) -> Callable[[JobConfig, argparse.Namespace], int]:
         from tinyllm_ray import jobs
 
         fn = getattr(jobs, name)
-        report = fn(cfg, model=args.model, split=args.split, teacher=args.teacher) if name == "evaluate" else fn(cfg)
+        if name == "evaluate":
+            report = fn(cfg, model=args.model, split=args.split, teacher=args.teacher, show=args.show)
+        else:
+            report = fn(cfg)
         print(json.dumps(report, indent=2, default=str), flush=True)
+        if report.get("predictions"):  # eval --show N: the predictions as a person reads them
+            from tinyllm_ray.evaluate import format_predictions
+
+            print(format_predictions(report["predictions"]), file=sys.stderr, flush=True)
         for what, where in (report.get("paths") or {}).items():  # the job's last lines: where to look
             log.info("%s: %s", what, where)
         return 0
@@ -106,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--model", default=None, help="student folder (HF format); default: the trained student")
             p.add_argument("--teacher", default=None, help="evaluate this teacher (served by vLLM) instead")
             p.add_argument("--split", default=None, choices=["train", "validation", "test"])
+            p.add_argument("--show", type=_non_negative, default=0, metavar="N",
+                           help="print the first N predictions beside their gold answers")
         if name == "data":
             p.add_argument("--show", type=_non_negative, default=DEFAULT_SHOW, metavar="N",
                            help=f"examples to show (default {DEFAULT_SHOW})")
