@@ -49,7 +49,10 @@ def persistent_base() -> str | None:
     path or a URI (``s3://``, ``gs://``; needed on a multi-node cluster without a shared
     filesystem) is always used as given.
     """
-    cwd = os.getcwd() + os.sep
+    try:
+        cwd = os.getcwd() + os.sep
+    except FileNotFoundError:  # Ray already deleted its copy under us: certainly not a place to write
+        cwd = RAY_WORKING_DIR_COPY
     if RAY_WORKING_DIR_COPY not in cwd:
         return None
     return os.path.abspath(os.path.expanduser(os.environ.get(HOME_ENV) or "~/tinyllm-ray"))

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tinyllm_ray.errors import find_user_error
 from tinyllm_ray.paths import RunPaths
 from tinyllm_ray.store import is_uri
 from tinyllm_ray.student.loop import HF_DIR, LoopConfig, train_loop_per_worker
@@ -344,7 +345,13 @@ def run_training(
     t_fit = time.perf_counter()
     log.info("data ready in %.1f s; starting Ray Train", t_fit - t0)
     with _controller_poll_interval(REPORT_POLL_INTERVAL_S):
-        result = bundle.trainer.fit()
+        try:
+            result = bundle.trainer.fit()
+        except Exception as exc:  # a worker's UserError (e.g. a stale build lock) is one line, not Ray's traceback
+            cause = find_user_error(exc)
+            if cause is None:
+                raise
+            raise cause from exc
     log.info("Ray Train finished in %.1f s", time.perf_counter() - t_fit)
     best_ckpts = list(result.best_checkpoints or [])
     best = _select_best(best_ckpts, last_stage=len(loop_cfg.stage_steps) - 1)
