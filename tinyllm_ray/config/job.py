@@ -66,6 +66,10 @@ class RuntimeConfig(StrictModel):
     """Where Ray runs and where everything is written."""
 
     ray_address: str | None = Field(None, description="None: local Ray; 'auto' or ray://... for a cluster")
+    cpu_preload: list[Literal["tcmalloc", "iomp"]] = Field(
+        default_factory=lambda: ["tcmalloc", "iomp"],
+        description="libraries preloaded into CPU vLLM actors when present (benchmarks/vllm_preload.py); [] = none",
+    )
     allow_second_ray: bool = Field(
         False, description="start a local Ray even when another one runs on this machine (Ray Train may hang)"
     )
