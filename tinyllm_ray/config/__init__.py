@@ -22,6 +22,7 @@ from tinyllm_ray.config.dataset import (
     ColumnMap,
     DataConfig,
     DatasetName,
+    ResplitConfig,
     SyntheticConfig,
 )
 from tinyllm_ray.config.job import EvalConfig, JobConfig, RuntimeConfig, TuneConfig
@@ -62,6 +63,7 @@ __all__ = [
     "JobConfig",
     "LossConfig",
     "PromptConfig",
+    "ResplitConfig",
     "RuntimeConfig",
     "SamplingConfig",
     "SelfEvalConfig",

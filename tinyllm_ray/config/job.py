@@ -129,6 +129,11 @@ class JobConfig(StrictModel):
             raise ValueError(f"loss.alpha names unknown teachers {unknown}; teachers are {names}")
         if self.self_eval.enabled and not self.teachers:
             raise ValueError("self_eval.enabled needs at least one teacher")
+        stages = 2 if self.loss.schedule == "two_stage" else 1
+        if self.train.stage_epochs is not None and len(self.train.stage_epochs) != stages:
+            raise ValueError(f"train.stage_epochs has {len(self.train.stage_epochs)} entries but loss.schedule "
+                             f"{self.loss.schedule!r} trains {stages} stage(s)"
+                             + (" ([self-evaluation, CoT])" if stages == 2 else ""))
         return self
 
     def alpha_for(self, teacher: str) -> float:
