@@ -13,8 +13,9 @@ with ``stage_step`` 1-based within the stage (the loop's ``stage_step`` metric):
 - warm-up (``warmup_steps`` W > 0): steps 1..W rise linearly, ``peak * s / W``, so step W
   runs at the peak; with W = 0 the first step runs at the peak;
 - then ``constant`` stays at the peak; ``linear`` and ``cosine`` decay from the peak at
-  step max(W, 1) to the floor ``peak * min_lr_ratio`` reached exactly at the stage's last
-  step (``linear`` straight, ``cosine`` half a cosine);
+  step max(W, 1) towards the floor ``peak * min_lr_ratio``, which is reached one step
+  *after* the stage's last step (``linear`` straight, ``cosine`` half a cosine), so no step
+  trains at a rate of 0 — Hugging Face's schedule, whose last step runs at ``lr / N``;
 - a stage of one step (W = 0) runs at the peak (its first step is also its last);
 - W must be smaller than the stage's steps, or the stage would end before reaching the
   peak (:func:`check_warmup` says so before any worker starts).
@@ -26,7 +27,7 @@ in its checkpoint, and a new stage (``loss.schedule: two_stage``) restarts at it
 The papers' code (TinyLLM, Mind's Mirror) trains with Hugging Face's default schedule:
 linear decay to 0 with no warm-up (``lr * (N - s + 1) / N`` at step s, so its last step is
 at ``lr / N``, not 0); ``scheduler: linear``, ``warmup_steps: 0``, ``min_lr_ratio: 0`` is
-that schedule to within one step.
+exactly that schedule.
 """
 
 from __future__ import annotations
@@ -59,9 +60,8 @@ def lr_at(stage_step: int, stage_steps: int, warmup_steps: int, kind: str, peak_
         return peak_lr * stage_step / warmup_steps
     if kind == "constant":
         return peak_lr
-    start = max(warmup_steps, 1)  # the step that runs at the peak; the decay ends at the last step
-    span = stage_steps - start
-    progress = (stage_step - start) / span if span else 0.0  # span 0: a one-step stage, at the peak
+    start = max(warmup_steps, 1)  # the step that runs at the peak
+    progress = (stage_step - start) / (stage_steps - start + 1)  # the floor comes one step after the last
     floor = peak_lr * min_lr_ratio
     if kind == "linear":
         return floor + (peak_lr - floor) * (1.0 - progress)
