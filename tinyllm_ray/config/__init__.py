@@ -32,6 +32,7 @@ from tinyllm_ray.config.loading import (
     list_shipped_configs,
     load_config,
     load_raw,
+    public_dump,
     shipped_config_path,
     validate_config,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "list_shipped_configs",
     "load_config",
     "load_raw",
+    "public_dump",
     "shipped_config_path",
     "validate_config",
 ]
