@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tinyllm_ray.config import public_dump
 from tinyllm_ray.errors import ConfigError, find_user_error
 from tinyllm_ray.paths import RunPaths
 from tinyllm_ray.store import is_uri
@@ -225,7 +226,7 @@ def build_trainer(
     fmt_dict = asdict(fmt)
     fmt_dict["task_names"] = list(fmt.task_names)
     loop_cfg = LoopConfig(
-        job=cfg.model_dump(mode="json"), plan=plan.to_dict(), collate=spec.to_dict(), student_format=fmt_dict,
+        job=public_dump(cfg), plan=plan.to_dict(), collate=spec.to_dict(), student_format=fmt_dict,
         model_path=model_path, stage_steps=stage_steps, micro_per_epoch=micro,
         eval_batch_size=cfg.eval.batch_size,
     )
