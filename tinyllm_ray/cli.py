@@ -1,4 +1,4 @@
-"""``tinyllm-ray {run,generate,train,tune,eval,demo,config,data}`` — a thin front door.
+"""``tinyllm-ray {run,generate,train,tune,compare,eval,demo,config,data}`` — a thin front door.
 
 Every subcommand takes ``--config`` (a YAML path or a shipped config's name; default
 ``demo_cpu``) followed by dotted overrides (``train.max_steps=20 loss.alpha.llama=2``).
@@ -63,6 +63,17 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _compare_mode(args: argparse.Namespace) -> str:
+    return "quick" if args.quick else "full" if args.full else "default"
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _job(name: str) -> Callable[[JobConfig, argparse.Namespace], int]:
     """A subcommand that runs ``tinyllm_ray.jobs.<name>(cfg)`` and prints its JSON report.
 
@@ -73,7 +84,12 @@ def _job(name: str) -> Callable[[JobConfig, argparse.Namespace], int]:
         from tinyllm_ray import jobs
 
         fn = getattr(jobs, name)
-        report = fn(cfg, model=args.model, split=args.split, teacher=args.teacher) if name == "evaluate" else fn(cfg)
+        if name == "evaluate":
+            report = fn(cfg, model=args.model, split=args.split, teacher=args.teacher)
+        elif name == "compare":
+            report = fn(cfg, mode=_compare_mode(args), seeds=args.seeds)
+        else:
+            report = fn(cfg)
         print(json.dumps(report, indent=2, default=str), flush=True)
         for what, where in (report.get("paths") or {}).items():  # the job's last lines: where to look
             log.info("%s: %s", what, where)
@@ -88,6 +104,8 @@ COMMANDS: dict[str, tuple[str, Callable[[JobConfig, argparse.Namespace], int]]] 
     "generate": ("teacher rationales into the rationale store (resumable)", _job("generate")),
     "train": ("train the student on the rationale store (Ray Train + DeepSpeed)", _job("train")),
     "tune": ("Ray Tune sweep of the loss weights over the stored rationales", _job("tune")),
+    "compare": ("the papers' settings as Tune trials over one store: test accuracy mean ± sd table",
+                _job("compare")),
     "eval": ("answer-only accuracy of a student folder or a teacher", _job("evaluate")),
     "config": ("print the validated config with every default filled in", _cmd_config),
     "data": ("split sizes, skipped rows, split overlap and examples as teachers and student see them",
@@ -106,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--model", default=None, help="student folder (HF format); default: the trained student")
             p.add_argument("--teacher", default=None, help="evaluate this teacher (served by vLLM) instead")
             p.add_argument("--split", default=None, choices=["train", "validation", "test"])
+        if name == "compare":
+            mode = p.add_mutually_exclusive_group()
+            mode.add_argument("--quick", action="store_true", help="few settings, 1 seed, few steps (CI check)")
+            mode.add_argument("--full", action="store_true",
+                              help="every setting (leave-one-out, prefix side), at least 3 seeds")
+            p.add_argument("--seeds", type=_positive, default=None, metavar="N",
+                           help="seeds per setting (default compare.seeds)")
         if name == "data":
             p.add_argument("--show", type=_non_negative, default=DEFAULT_SHOW, metavar="N",
                            help=f"examples to show (default {DEFAULT_SHOW})")
