@@ -116,3 +116,31 @@ def test_json_round_trips_and_png_is_written(tmp_path) -> None:
     one = aggregate([setting("label_only", "label_only", [0.5])], [])
     plot_table(one, tmp_path / "one.png")
     assert (tmp_path / "one.png").stat().st_size > 0
+
+
+def test_by_difficulty_reads_arithmetic_ids_and_buckets_the_rest() -> None:
+    from tinyllm_ray.compare.run import by_difficulty
+
+    preds = [{"id": "arith-test-d2-00001", "correct": True}, {"id": "arith-test-d2-00002", "correct": False},
+             {"id": "arith-test-d3-00003", "correct": True}]
+    assert by_difficulty("arithmetic", preds) == {"2": [1, 2], "3": [1, 1]}
+    assert by_difficulty("synthetic", preds) == {"all": [2, 3]}
+
+
+def test_failed_trials_are_rows_with_their_error_and_the_others_are_kept(tmp_path) -> None:
+    from tinyllm_ray.compare.run import collect_results
+    from tinyllm_ray.compare.settings import Setting
+
+    settings = [Setting("label_only", "label_only", "d"), Setting("tinyllm", "tinyllm", "d", teachers=("a",)),
+                Setting("dss_a", "dss", "d", teachers=("a",))]
+    (tmp_path / "trials").mkdir()
+    (tmp_path / "trials" / "label_only.json").write_text(json.dumps(setting("label_only", "label_only", [0.5])))
+    half = setting("tinyllm", "tinyllm", [0.6], ["a"], status="failed", error="RuntimeError: seed 1 died")
+    (tmp_path / "trials" / "tinyllm.json").write_text(json.dumps(half))
+    res = collect_results(settings, str(tmp_path), {"dss_a": "ActorDiedError: gone"})
+    assert [r["status"] for r in res] == ["ok", "failed", "failed"]
+    assert res[1]["error"] == "RuntimeError: seed 1 died" and len(res[1]["seeds"]) == 1
+    assert res[2]["error"] == "ActorDiedError: gone" and res[2]["seeds"] == []
+    doc = aggregate(res, [])
+    assert [s["status"] for s in doc["settings"]] == ["ok", "failed", "failed"]
+    assert "failed: ActorDiedError: gone" in render_markdown(doc)

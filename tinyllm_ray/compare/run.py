@@ -44,7 +44,7 @@ from tinyllm_ray.paths import RunPaths, join
 
 log = logging.getLogger(__name__)
 
-__all__ = ["by_difficulty", "run_compare"]
+__all__ = ["by_difficulty", "collect_results", "run_compare", "teacher_rows"]
 
 TEST_SPLIT = "test"
 
@@ -164,6 +164,24 @@ def _trial(params: dict[str, Any], jobs: dict[str, dict[str, Any]], settings: di
                               os.path.join(out_dir, "train"), eval_limit))
     for s in res["seeds"]:
         tune.report({"test_accuracy": s["accuracy"], "seed": s["seed"], "train_seconds": s["train_seconds"]})
+
+
+def collect_results(settings: list[Setting], out_dir: str, errors: dict[str, str]) -> list[dict[str, Any]]:
+    """One result per setting from the trials' JSON files; a trial that failed or wrote
+    nothing is a ``failed`` row with its error (Tune's when the trial's own is missing),
+    keeping the seeds it finished. Every other setting is still reported."""
+    results = []
+    for s in settings:
+        path = Path(out_dir, "trials", f"{s.name}.json")
+        res = json.loads(path.read_text()) if path.exists() else {}
+        if not res:
+            res = {"setting": s.name, "description": s.description, "group": s.group, "teachers": list(s.teachers),
+                   "status": "failed", "error": errors.get(s.name, "the trial wrote no result"), "seeds": []}
+        elif res.get("status") != "ok" or s.name in errors:
+            res["status"] = "failed"
+            res["error"] = res.get("error") or errors.get(s.name) or "the trial did not finish"
+        results.append(res)
+    return results
 
 
 # ----------------------------------------------------------------------------- teachers' rows
@@ -298,17 +316,7 @@ def run_compare(cfg: JobConfig, mode: str = "default", seeds: int | None = None)
     trials_s = time.perf_counter() - t
     errors = {str(r.config.get("setting")): str(r.error).splitlines()[0][:300] for r in grid
               if r.error is not None and r.config}
-    results = []
-    for s in settings:
-        path = Path(out_dir, "trials", f"{s.name}.json")
-        res = json.loads(path.read_text()) if path.exists() else {}
-        if not res:
-            res = {"setting": s.name, "description": s.description, "group": s.group, "teachers": list(s.teachers),
-                   "status": "failed", "error": errors.get(s.name, "the trial wrote no result"), "seeds": []}
-        elif res.get("status") != "ok":
-            res["status"] = "failed"
-            res["error"] = res.get("error") or errors.get(s.name) or "the trial did not finish"
-        results.append(res)
+    results = collect_results(settings, out_dir, errors)
     _progress(f"3/4 trials done in {trials_s:.1f} s ({sum(r['status'] == 'ok' for r in results)}/{len(results)} ok)")
 
     meta = {"mode": mode, "config": cfg.runtime.run_name, "dataset": cfg.data.name, "student": cfg.student.model,
