@@ -109,10 +109,19 @@ def test_a_configured_multi_cot_teacher_is_used_as_is_and_left_out_of_tinyllm() 
     assert tiny.teachers == ("a", "b")
 
 
-def test_global_self_eval_is_switched_off_for_the_base_teachers() -> None:
-    cfg = cfg_with(2, self_eval={"enabled": True})
-    store = store_config(cfg, settings_for(cfg, "default"))
-    assert [t.name for t in store.teachers if store.self_evaluates(t.name)] == ["t0_cot"]
+def test_configured_teachers_are_kept_as_they_are_so_an_existing_store_still_matches() -> None:
+    from tinyllm_ray.store.manifest import teacher_generation_config
+
+    for cfg in (cfg_with(2), cfg_with(2, self_eval={"enabled": True})):
+        store = store_config(cfg, settings_for(cfg, "default"))
+        for t in cfg.teachers:
+            assert teacher_generation_config(store.teacher(t.name)) == teacher_generation_config(t)
+        assert store.self_eval == cfg.self_eval
+        assert store.self_evaluates("t0_cot")
+    mm = validate_config({"teachers": [teacher("q", prompt_style="cot", sampling={"n": 5, "temperature": 0.7})],
+                          "self_eval": {"enabled": True}, "train": {"max_steps": 3}})
+    store = store_config(mm, settings_for(mm, "default"))
+    assert teacher_generation_config(store.teacher("q")) == teacher_generation_config(mm.teacher("q"))
 
 
 def test_compare_settings_list_and_unknown_names() -> None:

@@ -248,10 +248,13 @@ def settings_for(cfg: JobConfig, mode: str = "default", kind: str | None = "seq2
 def store_config(cfg: JobConfig, settings: list[Setting]) -> JobConfig:
     """The config whose generation fills the ONE store every setting reads.
 
-    Teachers: the base ones (as configured) and, if a Mind's Mirror setting is selected,
-    the mirror entry, which alone self-evaluates when ``mm_cots_selfeval`` is selected.
-    When ``self_eval.enabled`` is on globally, the base teachers are switched off
-    explicitly (their self-evaluations would be generated and never read).
+    Teachers: the base ones exactly as configured (so a store ``generate`` already wrote
+    with this config is reused: its manifest entries still match) and, if a Mind's Mirror
+    setting is selected, the mirror entry, switched to self-evaluate (``self_eval: true``)
+    when ``mm_cots_selfeval`` is selected and ``self_eval.enabled`` does not already make it.
+    With ``self_eval.enabled`` on globally the base teachers self-evaluate too, as
+    configured; the settings that do not train on self-evaluations leave those rows out
+    (counted), so only generation time is spent on them.
     """
     wanted = {t for s in settings for t in s.teachers}
     mirror = mirror_entry(cfg)
@@ -262,12 +265,12 @@ def store_config(cfg: JobConfig, settings: list[Setting]) -> JobConfig:
             continue
         if mirror is not None and t.name == mirror.name:
             continue
-        if cfg.self_eval.enabled and t.self_eval is None:
-            t = t.model_copy(update={"self_eval": False})
         teachers.append(t.model_dump(mode="json"))
     if mirror is not None and mirror.name in wanted:
-        flag = True if needs_se else (False if cfg.self_eval.enabled else None)
-        teachers.append(mirror.model_copy(update={"self_eval": flag}).model_dump(mode="json"))
+        own = cfg.self_eval.enabled if mirror.self_eval is None else mirror.self_eval
+        if needs_se and not own:
+            mirror = mirror.model_copy(update={"self_eval": True})
+        teachers.append(mirror.model_dump(mode="json"))
     raw = cfg.model_dump(mode="json")
     raw["teachers"] = teachers
     names = {t["name"] for t in teachers}
