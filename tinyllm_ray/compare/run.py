@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -121,6 +122,8 @@ def _trial_body(job: dict[str, Any], setting: dict[str, Any], seeds: list[int], 
         for seed in seeds:
             scfg = _seeded(cfg, seed)
             name = f"{setting['name']}_seed{seed}"
+            shutil.rmtree(os.path.join(work_dir, name), ignore_errors=True)  # a rerun starts afresh: no stale
+            # checkpoints or metrics of an earlier compare under the same name
             t1, wall = time.perf_counter(), time.time()
             tr = run_training(scfg, data=data, run_config_overrides={"name": name, "storage_path": work_dir},
                               worker_env={"TINYLLM_TRIAL": name}, output_dir=join(work_dir, name, "student"))
@@ -138,6 +141,9 @@ def _trial_body(job: dict[str, Any], setting: dict[str, Any], seeds: list[int], 
                 "eval_seconds": round(time.perf_counter() - t2, 2), "student": tr.model_dir,
             })
             _write_json(out_file, result)
+            s = result["seeds"][-1]
+            _progress(f"{setting['name']} seed {seed}: test accuracy {s['accuracy']:.3f} ({s['total']} questions; "
+                      f"train {s['train_seconds']:.0f} s of which start-up {s['startup_seconds']} s)")
         result["status"] = "ok"
     except BaseException as exc:  # recorded in the row, then re-raised for Tune
         result["status"] = "failed"
