@@ -209,6 +209,10 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _nan(v: float | None) -> float:
+    return float("nan") if v is None else float(v)
+
+
 def plot_table(doc: Mapping[str, Any], path: str | Path) -> str:
     """compare.png: mean ± sd per setting (and teacher), and accuracy by difficulty."""
     import matplotlib
@@ -225,6 +229,9 @@ def plot_table(doc: Mapping[str, Any], path: str | Path) -> str:
     ys = list(range(len(rows)))
     ax.barh(ys, [0.0 if m is None or math.isnan(m) else m for _, m, _, _ in rows],
             xerr=[sd for _, _, sd, _ in rows], color=[c for *_, c in rows], capsize=3)
+    for y, (_, m, sd, _) in zip(ys, rows):  # the numbers themselves: a bar of 0 is still readable
+        label = "n/a" if m is None else (f"{m:.3f} ± {sd:.3f}" if sd else f"{m:.3f}")
+        ax.text(0.01 if m is None else min(m + sd, 0.8) + 0.01, y, label, va="center", fontsize=8)
     ax.set_yticks(ys, [n for n, *_ in rows])
     ax.invert_yaxis()
     ax.set_xlabel("test accuracy (mean ± sd over seeds)")
@@ -234,10 +241,10 @@ def plot_table(doc: Mapping[str, Any], path: str | Path) -> str:
         ax2 = axes[0][1]
         xs = list(range(len(diffs)))
         for s in doc["settings"]:
-            ax2.plot(xs, [s["by_difficulty"].get(d, {}).get("mean") or float("nan") for d in diffs], marker="o",
+            ax2.plot(xs, [_nan(s["by_difficulty"].get(d, {}).get("mean")) for d in diffs], marker="o",
                      label=s["setting"])
         for t in doc["teachers"]:
-            ax2.plot(xs, [t["by_difficulty"].get(d, {}).get("mean") or float("nan") for d in diffs], marker="s",
+            ax2.plot(xs, [_nan(t["by_difficulty"].get(d, {}).get("mean")) for d in diffs], marker="s",
                      linestyle="--", label=f"teacher {t['teacher']}")
         ax2.set_xticks(xs, diffs)
         ax2.set_xlabel("difficulty")
