@@ -85,12 +85,16 @@ def _job(name: str) -> Callable[[JobConfig, argparse.Namespace], int]:
 
         fn = getattr(jobs, name)
         if name == "evaluate":
-            report = fn(cfg, model=args.model, split=args.split, teacher=args.teacher)
+            report = fn(cfg, model=args.model, split=args.split, teacher=args.teacher, show=args.show)
         elif name == "compare":
             report = fn(cfg, mode=_compare_mode(args), seeds=args.seeds)
         else:
             report = fn(cfg)
         print(json.dumps(report, indent=2, default=str), flush=True)
+        if report.get("predictions"):  # eval --show N: the predictions as a person reads them
+            from tinyllm_ray.evaluate import format_predictions
+
+            print(format_predictions(report["predictions"]), file=sys.stderr, flush=True)
         for what, where in (report.get("paths") or {}).items():  # the job's last lines: where to look
             log.info("%s: %s", what, where)
         return 0
@@ -124,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--model", default=None, help="student folder (HF format); default: the trained student")
             p.add_argument("--teacher", default=None, help="evaluate this teacher (served by vLLM) instead")
             p.add_argument("--split", default=None, choices=["train", "validation", "test"])
+            p.add_argument("--show", type=_non_negative, default=0, metavar="N",
+                           help="print the first N predictions beside their gold answers")
         if name == "compare":
             mode = p.add_mutually_exclusive_group()
             mode.add_argument("--quick", action="store_true", help="few settings, 1 seed, few steps (CI check)")

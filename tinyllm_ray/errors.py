@@ -16,6 +16,7 @@ Pure: imports nothing from the package.
 from __future__ import annotations
 
 __all__ = [
+    "BuildLockError",
     "ConfigError",
     "DataError",
     "DataLoadError",
@@ -27,6 +28,7 @@ __all__ = [
     "MissingTeacherError",
     "PlacementError",
     "PretrainedModelError",
+    "SecondRayError",
     "StoreMismatchError",
     "StoreNotFoundError",
     "StreamingError",
@@ -35,6 +37,7 @@ __all__ = [
     "TruncationError",
     "UsageError",
     "UserError",
+    "find_user_error",
 ]
 
 
@@ -144,3 +147,47 @@ class EmptyTargetError(TaskDataError):
 
 class TruncationError(UserError, ValueError):
     """A row is longer than the configured maximum and ``student.truncation`` is ``error``."""
+
+
+class BuildLockError(UserError, RuntimeError):
+    """A JIT extension build lock outlived its deadline (a build killed half way left it)."""
+
+
+class SecondRayError(UsageError):
+    """A local Ray would start beside one already running on this machine."""
+
+
+# --------------------------------------------------------------------------- unwrapping
+
+
+def find_user_error(exc: BaseException) -> UserError | None:
+    """Our :class:`UserError` inside an error Ray raised for a task, actor or worker.
+
+    Why: Ray Data, Ray Train and Ray core wrap a remote failure (``RayTaskError``,
+    Train's worker-group error with ``worker_failures``), sometimes keeping only its text.
+    The CLI can only print one line for what it can find; this looks through causes,
+    Train's per-worker failures and, last, the text (``<Name>Error: <message>``).
+    """
+    import re
+
+    todo: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, UserError):
+            return e
+        todo += [x for x in (e.__cause__, e.__context__) if x is not None]
+        failures = getattr(e, "worker_failures", None)
+        if isinstance(failures, dict):
+            todo += [x for x in failures.values() if isinstance(x, BaseException)]
+    for m in re.finditer(r"\b(\w+Error): (.+)", str(exc)):
+        cls = globals().get(m.group(1))
+        if isinstance(cls, type) and issubclass(cls, UserError):
+            try:
+                return cls(m.group(2).strip())
+            except TypeError:  # an error with a structured constructor: keep Ray's
+                return None
+    return None

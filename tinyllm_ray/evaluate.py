@@ -49,6 +49,7 @@ __all__ = [
     "accuracy",
     "exact_match",
     "extract_prediction",
+    "format_predictions",
     "normalize_answer",
     "require_records",
     "score_generations",
@@ -244,3 +245,24 @@ def select_eval_records(data: LoadedData, split: str, limit: int | None) -> list
         records = records[:limit]
     require_records(records, f"split {split!r}")
     return records
+
+
+def format_predictions(predictions: Sequence[dict[str, Any]], width: int = 60) -> str:
+    """``eval --show N``: kept predictions beside their gold answers, one row each.
+
+    Columns: ok (``+`` right, ``-`` wrong), id, gold answer, what the reader took as the
+    prediction, and the start of the raw generation (newlines shown as ``⏎``), so a
+    reader that misreads good text is told apart from a model that writes the wrong thing.
+    """
+    def cut(text: Any, n: int) -> str:
+        t = "" if text is None else str(text).replace("\n", "⏎")
+        return t if len(t) <= n else t[: n - 1] + "…"
+
+    rows = [("ok", "id", "gold", "prediction", "generated")]
+    rows += [("+" if p.get("correct") else "-", cut(p.get("id"), 24), cut(p.get("answer"), 16),
+              cut(p.get("prediction") if p.get("prediction") is not None else "(none)", 16),
+              cut(p.get("generated"), width)) for p in predictions]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "-" * max(len(x) for x in lines))
+    return "\n".join(lines)

@@ -14,26 +14,74 @@ stages (``student/trainer.py``, ``tune.py``) and ``jobs/`` all import it without
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
 from tinyllm_ray.config import JobConfig, RuntimeConfig, validate_config
 from tinyllm_ray.store import is_uri
 
-__all__ = ["RunPaths", "absolute", "join"]
+__all__ = ["RunPaths", "absolute", "join", "persistent_base"]
+
+log = logging.getLogger(__name__)
 
 STUDENT_DIR = "student"
 TUNE_DIR = "tune"
 COMPARE_DIR = "compare"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
+REPORT_PNG = "training.png"
+
+
+#: Part of the working directory of a ``ray job submit`` driver: Ray's own copy of the
+#: ``--working-dir``, which Ray deletes (``<temp>/session_*/runtime_resources/working_dir_files/_ray_pkg_*``).
+RAY_WORKING_DIR_COPY = os.sep + os.path.join("runtime_resources", "working_dir_files") + os.sep
+#: Where relative paths of a job running in such a copy go instead (``$TINYLLM_HOME``).
+HOME_ENV = "TINYLLM_HOME"
+
+
+def persistent_base() -> str | None:
+    """The folder relative paths resolve against when the working dir is Ray's temporary copy, else None.
+
+    Why: ``ray job submit --working-dir . -- tinyllm-ray run`` runs the driver inside Ray's
+    copy of the working dir, so ``./runs`` would put the student, the store and the report
+    in a folder Ray manages and garbage-collects. There, relative paths go to
+    ``$TINYLLM_HOME`` (default ``~/tinyllm-ray``) on the driver's node instead; an absolute
+    path or a URI (``s3://``, ``gs://``; needed on a multi-node cluster without a shared
+    filesystem) is always used as given.
+    """
+    try:
+        cwd = os.getcwd() + os.sep
+    except FileNotFoundError:  # Ray already deleted its copy under us: certainly not a place to write
+        cwd = RAY_WORKING_DIR_COPY
+    if RAY_WORKING_DIR_COPY not in cwd:
+        return None
+    return os.path.abspath(os.path.expanduser(os.environ.get(HOME_ENV) or "~/tinyllm-ray"))
 
 
 def absolute(path: str) -> str:
-    """A local path made absolute (``~`` expanded) against the current directory; a URI unchanged."""
+    """A local path made absolute (``~`` expanded); a URI unchanged.
+
+    Relative paths resolve against the current directory, except in a ``ray job submit``
+    driver's temporary working-dir copy, where they resolve against :func:`persistent_base`
+    (logged once per path).
+    """
     if is_uri(path):
         return path.rstrip("/")
-    return os.path.abspath(os.path.expanduser(path))
+    path = os.path.expanduser(path)
+    base = None if os.path.isabs(path) else persistent_base()
+    if base is None:
+        return os.path.abspath(path)
+    out = os.path.abspath(os.path.join(base, path))
+    if out not in _LOGGED:
+        _LOGGED.add(out)
+        log.warning("%r is relative and this job runs in Ray's temporary copy of its working dir (deleted by "
+                    "Ray); writing to %s instead (set runtime.storage_path to an absolute path or a URI, or "
+                    "$%s, to choose)", path, out, HOME_ENV)
+    return out
+
+
+_LOGGED: set[str] = set()
 
 
 def join(base: str, *parts: str) -> str:
@@ -83,6 +131,11 @@ class RunPaths:
     @property
     def report_md(self) -> str:
         return join(self.run, REPORT_MD)
+
+    @property
+    def report_png(self) -> str:
+        """Per-task losses and validation accuracy against the step (linked from report.md)."""
+        return join(self.run, REPORT_PNG)
 
     @property
     def tune_trials(self) -> str:

@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from tinyllm_ray.config import RuntimeConfig
+from tinyllm_ray.errors import SecondRayError
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,30 @@ def import_package_now() -> int:
     return len(names)
 
 
+def other_ray_instances() -> list[str]:
+    """GCS addresses of Ray instances already running on this machine (from its process list)."""
+    from ray._private.services import find_gcs_addresses
+
+    return sorted(find_gcs_addresses())
+
+
+def check_no_other_ray(found: list[str] | None = None) -> None:
+    """Refuse to start a second local Ray beside a running one, at once and in one line.
+
+    Why: with two Ray instances on one machine, Ray Train's placement-group cleanup fails
+    and a local run hung before its first step without a word. Joining the running one
+    (``runtime.ray_address: auto``) or stopping it are the two ways out; both are named.
+    """
+    found = other_ray_instances() if found is None else found
+    if found:
+        raise SecondRayError(
+            f"another Ray is already running on this machine (GCS at {', '.join(found)}); a second local Ray "
+            "makes Ray Train hang before its first step: join it with runtime.ray_address=auto (or "
+            "RAY_ADDRESS=auto), or stop it (`ray stop` stops every Ray on this machine), or set "
+            "runtime.allow_second_ray=true"
+        )
+
+
 def init_ray(runtime: RuntimeConfig, **extra: Any) -> dict[str, Any]:
     """Connect to ``runtime.ray_address`` or start a local Ray bound to loopback.
 
@@ -70,6 +95,8 @@ def init_ray(runtime: RuntimeConfig, **extra: Any) -> dict[str, Any]:
             os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
         log.info("joining Ray cluster at %s", address)
     else:
+        if not runtime.allow_second_ray:
+            check_no_other_ray()
         kwargs["runtime_env"] = {"env_vars": {**_BASE_ENV, **runtime.env_vars}}
         kwargs["address"] = "local"
         if runtime.num_cpus is not None:

@@ -130,7 +130,7 @@ def cluster(tiny_cache):
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def job_config(storage: Path) -> dict:
+def job_config(storage: Path | str) -> dict:
     teacher = {"dtype": "float32", "max_model_len": 1024, "kv_cache_space_gib": 0.25, "num_cpus": 1,
                "batch_size": 8, "resources": {"teacher_node": 1},
                "sampling": {"temperature": 0.0, "max_tokens": 48, "seed": 0}}
@@ -170,11 +170,14 @@ def _scrape(ports) -> str:
 
 def test_ray_job_submit_two_nodes(cluster, tmp_path):
     env, dash = cluster["env"], cluster["dashboard"]
-    storage = tmp_path / "storage"
+    # A relative storage_path, as in the README's command: it must not resolve into Ray's
+    # temporary copy of the working dir, but into $TINYLLM_HOME (persistent), said in the log.
+    storage = tmp_path / "home" / "runs-job"
     cfg_path = tmp_path / "job.yaml"
-    cfg_path.write_text(yaml.safe_dump(job_config(storage)))
+    cfg_path.write_text(yaml.safe_dump(job_config("runs-job")))
     runtime_env = {"excludes": [".venv", ".git", "runs", ".cache", "*.egg-info"],
-                   "env_vars": {"TINYLLM_CACHE": env["TINYLLM_CACHE"], "TOKENIZERS_PARALLELISM": "false"}}
+                   "env_vars": {"TINYLLM_CACHE": env["TINYLLM_CACHE"], "TOKENIZERS_PARALLELISM": "false",
+                                "TINYLLM_HOME": str(tmp_path / "home")}}
     sub_id = f"tinyllm-{secrets.token_hex(4)}"
     for attempt in range(30):  # the head's job agent comes up a little after the Jobs API
         sub = _ray(env, "job", "submit", "--address", dash, "--working-dir", str(REPO), "--submission-id", sub_id,
@@ -205,6 +208,8 @@ def test_ray_job_submit_two_nodes(cluster, tmp_path):
     # artifacts and logs
     report = json.loads((storage / "jobrun" / "report.json").read_text())
     assert '"overlap"' in logs and "report.json" in logs
+    assert "temporary copy of its working dir" in logs
+    assert f"report: {storage / 'jobrun' / 'report.md'}" in logs  # the job log's last lines say where
     assert (storage / "jobrun" / "report.md").read_text().startswith("# tinyllm-ray run")
     assert report["teachers"]["llama"]["outputs"] == 320 and report["teachers"]["qwen"]["outputs"] == 320
     assert report["training"]["final_step"] == 12

@@ -98,7 +98,8 @@ def child_main(port: int, dash_port: int, temp_dir: str) -> dict:
     from tinyllm_ray.runtime import init_ray
 
     t0 = time.monotonic()
-    runtime = RuntimeConfig(num_cpus=2, metrics_export_port=port, dashboard_host="127.0.0.1")
+    # its own Ray beside the session one on purpose (own temp dir; no Ray Train in it)
+    runtime = RuntimeConfig(num_cpus=2, metrics_export_port=port, dashboard_host="127.0.0.1", allow_second_ray=True)
     init_ray(
         runtime,
         include_dashboard=True,

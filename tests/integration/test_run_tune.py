@@ -87,6 +87,11 @@ def test_second_run_reuses_the_store_and_reports(stored):
     assert "loss_answer" in report["training"]["task_losses"]
     assert Path(report["report_files"]["markdown"]).read_text().startswith("# tinyllm-ray run `rt`")
     assert Path(report["student"], "config.json").is_file()
+    # what a Ray user watches: the report's PNG and TensorBoard event files of every report
+    assert Path(report["training"]["plot"]).read_bytes()[:4] == b"\x89PNG"
+    assert list(Path(report["training"]["tensorboard"]).glob("events.out.tfevents.*"))
+    assert "![per-task losses and validation accuracy](training.png)" in Path(
+        report["report_files"]["markdown"]).read_text()
 
 
 def test_run_shows_the_saved_generation_failure(stored, tmp_path):

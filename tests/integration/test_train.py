@@ -127,6 +127,14 @@ def test_t5_zero2_two_workers_learns_and_exports(ray_session, tiny_cache, tmp_pa
     # the `eval --model PATH --split test` path
     ev = evaluate_student(cfg, res.model_dir, "test")
     assert ev.total == 16 and 0.0 <= ev.accuracy <= 1.0 and ev.split == "test"
+    # `eval --show 3`: three predictions beside their gold answers, in the report and as a table
+    from tinyllm_ray.data.loader import load_splits
+    from tinyllm_ray.evaluate import format_predictions
+    from tinyllm_ray.jobs.stages import evaluate
+
+    shown = evaluate(cfg, model=res.model_dir, split="test", show=3)
+    assert [p["answer"] for p in shown["predictions"]] == [r.answer for r in load_splits(cfg.data).splits["test"][:3]]
+    assert shown["correct"] == ev.correct and len(format_predictions(shown["predictions"]).splitlines()) == 5
 
 
 def test_llama_zero3_resumes_after_a_worker_dies(ray_session, tiny_cache, tmp_path):

@@ -141,3 +141,15 @@ def test_empty_or_missing_evaluation_sets_are_one_clear_error():
     assert score_generations([], [], partial=True).total == 0  # a rank's empty slice
     with pytest.raises(DataError, match=r"no 'dev' split \(loaded: train \(1\), test \(3\), validation \(0\)\)"):
         select_eval_records(data, "dev", None)
+
+
+def test_format_predictions_shows_gold_beside_prediction():
+    from tinyllm_ray.evaluate import format_predictions
+
+    preds = [{"id": "q1", "generated": "it is (b)\nwhale", "prediction": "whale", "answer": "whale", "correct": True},
+             {"id": "q2", "generated": "x" * 200, "prediction": None, "answer": "7", "correct": False}]
+    lines = format_predictions(preds).splitlines()
+    assert lines[0].split() == ["ok", "id", "gold", "prediction", "generated"]
+    assert set(lines[1]) == {"-"}
+    assert lines[2].split()[:4] == ["+", "q1", "whale", "whale"] and "⏎" in lines[2]
+    assert lines[3].split()[:4] == ["-", "q2", "7", "(none)"] and lines[3].endswith("…") and len(lines[3]) < 120

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from tinyllm_ray.config import load_config
-from tinyllm_ray.paths import RunPaths, absolute, join
+import os
+
+from tinyllm_ray.config import load_config, validate_config
+from tinyllm_ray.paths import RunPaths, absolute, join, persistent_base
 
 
 def test_local_paths_are_absolute_and_agree(tmp_path, monkeypatch) -> None:
@@ -46,3 +48,20 @@ def test_the_report_says_where_everything_is(tmp_path) -> None:
     files = write_report(report, p, md)
     assert files == {"json": p.report_json, "markdown": p.report_md}
     assert (tmp_path / "r1" / "report.md").read_text() == md
+
+
+def test_a_job_in_rays_working_dir_copy_writes_to_a_persistent_place(tmp_path, monkeypatch) -> None:
+    """``ray job submit --working-dir .``: ./runs must not land in the copy Ray deletes."""
+    copy = tmp_path / "session_1" / "runtime_resources" / "working_dir_files" / "_ray_pkg_abc"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    monkeypatch.setenv("TINYLLM_HOME", str(tmp_path / "home"))
+    cfg = validate_config({"runtime": {"storage_path": "./runs", "run_name": "demo"}})
+    paths = RunPaths.of(cfg)
+    assert paths.run == str(tmp_path / "home" / "runs" / "demo")
+    assert paths.store == str(tmp_path / "home" / "runs" / "demo" / "rationales")
+    assert absolute("/abs/runs") == "/abs/runs" and absolute("s3://b/runs") == "s3://b/runs"
+    monkeypatch.delenv("TINYLLM_HOME")
+    assert persistent_base() == os.path.expanduser("~/tinyllm-ray")
+    monkeypatch.chdir(tmp_path)  # an ordinary working dir: relative to it, as always
+    assert persistent_base() is None and absolute("runs") == str(tmp_path / "runs")

@@ -377,3 +377,14 @@ def test_gold_and_predicted_numbers_share_one_canonical_form():
 
     for raw in (3.14159265, 12.0, 2.5, 1200.5, -0.125):
         assert normalize_number(str(raw)) == normalise_number(raw) == format_number(raw)
+
+
+@pytest.mark.parametrize(("text", "degenerate"), [
+    ("", True), ("  \n ", True), ("........", True), ("llllllllllll", True), ("abababab", True),
+    ("the the the the", True), ("noon", False), ("ok", False),
+    ("3 + 4 = 7. The answer is 7.", False), ("Whales breathe air.", False),
+])
+def test_is_degenerate(text, degenerate):
+    from tinyllm_ray.prompts import is_degenerate
+
+    assert is_degenerate(text) is degenerate

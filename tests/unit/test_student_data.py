@@ -8,15 +8,17 @@ import pytest
 
 from tests.unit.test_student_tasks import both, job, plan_of, records, store_row, write_store
 from tinyllm_ray.errors import (
+    BuildLockError,
     EmptyTargetError,
     MissingTeacherError,
     StoreMismatchError,
     StoreNotFoundError,
     StreamingError,
     TaskDataError,
+    find_user_error,
 )
 from tinyllm_ray.store import RationaleStore
-from tinyllm_ray.student.data import _user_error, load_slice
+from tinyllm_ray.student.data import load_slice
 from tinyllm_ray.student.store_checks import (
     check_store_ready,
     ignored_store_rows,
@@ -129,13 +131,18 @@ def test_user_errors_are_recovered_from_ray_wrappers():
     inner = EmptyTargetError("rationale store: empty rationale for teacher 'x'")
     outer = RuntimeError("wrapped")
     outer.__cause__ = inner
-    assert _user_error(outer) is inner
+    assert find_user_error(outer) is inner
     text = RuntimeError("ray.exceptions.RayTaskError(UserCodeException): ... tinyllm_ray.errors.StreamingError: "
                         "shard 3 of teacher(s) ['llama'] not written")
-    got = _user_error(text)
+    got = find_user_error(text)
     assert isinstance(got, StreamingError) and str(got).startswith("shard 3")
-    assert isinstance(_user_error(RuntimeError("TaskDataError: bad")), TaskDataError)
-    assert _user_error(RuntimeError("ValueError: not ours")) is None
+    assert isinstance(find_user_error(RuntimeError("TaskDataError: bad")), TaskDataError)
+    assert find_user_error(RuntimeError("ValueError: not ours")) is None
+    # Ray Train v2: a worker-group error keeps each rank's exception in ``worker_failures``
+    group = RuntimeError("Training failed due to worker errors")
+    group.worker_failures = {0: RuntimeError("other"), 1: BuildLockError("the extension build lock x is still there")}
+    got = find_user_error(group)
+    assert isinstance(got, BuildLockError) and "build lock" in str(got)
 
 
 def test_streaming_group_counts_are_per_slice():

@@ -164,3 +164,40 @@ def test_failed_generations_are_counted_and_become_failed_rows():
     assert cot_fail["record_key"] == ctx.record_key("hq1", "rationale", 1, -1)
     assert se_fail["rationale"] == ok and se_fail["record_key"] == ctx.record_key("seq1", "self_eval", 0, 1)
     assert tuple(cot_fail)[:-1] == RECORD_COLUMNS and tuple(cot_fail)[-1] == "error"
+
+
+def test_teacher_health_counts_degenerate_cut_and_gold_agreement():
+    """Issue 10 item 6: a teacher that writes runs of one character is flagged, not just 'kept'."""
+    from tinyllm_ray.store.stats import TeacherStats
+
+    raw = [
+        rat("q1", 0, "Whales breathe air. Thus, the answer is (b) whale."),  # agrees with gold
+        rat("q1", 1, "Sharks are fish. Thus, the answer is (a) shark."),  # parsed, disagrees
+        rat("q2", 0, "..........", fin="length"),  # degenerate and cut
+        rat("q2", 1, "llll llll llll llll", fin="length"),  # degenerate and cut
+    ]
+    st = build_shard_records(raw, EX, "llama", FilterConfig(drop_unparsable=False), VERDICTS, key=CTX).stats
+    r = st.kinds["rationale"]
+    assert (r.degenerate, r.truncated, r.answer_parsed, r.answer_matches) == (2, 2, 2, 1)
+    assert st.health() == {"cut_at_max_tokens": 0.5, "degenerate": 0.5, "gold_agreement": 0.25}
+    assert st.health_warnings() == []  # half is not "most"
+    back = TeacherStats.from_dict(st.to_dict())
+    assert back.health() == st.health() and st.to_dict()["health"]["degenerate"] == 0.5
+    bad = build_shard_records([rat("q2", 0, "....", fin="length"), rat("q2", 1, "", fin="length")], EX, "qwen",
+                              FilterConfig(drop_unparsable=False, drop_empty=False), VERDICTS, key=CTX).stats
+    warnings = bad.health_warnings()
+    assert len(warnings) == 2 and "100% of its rationales are empty" in warnings[0] and "max_tokens" in warnings[1]
+    assert TeacherStats(teacher="none").health()["degenerate"] is None
+
+
+def test_report_markdown_shows_teacher_health_and_warns():
+    from tinyllm_ray.jobs.report import render_markdown
+
+    st = build_shard_records([rat("q2", 0, "....", fin="length")], EX, "qwen",
+                             FilterConfig(drop_unparsable=False), VERDICTS, key=CTX).stats
+    report = {"run": "r", "student": "s", "store_uri": "u", "teachers": {"qwen": st.to_dict()},
+              "training": {"best_step": 1, "total_steps": 1, "best_val_accuracy": 0.5, "task_losses": {}},
+              "evaluation": {}, "seconds": {}}
+    md = render_markdown(report)
+    assert "| qwen | 1 | 1 | 1 | 0 | 100% | 100% | 0% |" in md
+    assert "> **Warning:** teacher 'qwen': 100% of its rationales are empty" in md

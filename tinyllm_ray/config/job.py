@@ -67,6 +67,9 @@ class RuntimeConfig(StrictModel):
     """Where Ray runs and where everything is written."""
 
     ray_address: str | None = Field(None, description="None: local Ray; 'auto' or ray://... for a cluster")
+    allow_second_ray: bool = Field(
+        False, description="start a local Ray even when another one runs on this machine (Ray Train may hang)"
+    )
     num_cpus: int | None = Field(None, ge=1, description="logical CPUs for a local Ray (may over-commit)")
     num_gpus: int | None = Field(None, ge=0)
     storage_path: str = Field("./runs", description="local path or URI (s3://, gs://) for all outputs")

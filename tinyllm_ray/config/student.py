@@ -117,6 +117,9 @@ class TrainConfig(StrictModel):
     eval_max_new_tokens: int = Field(16, ge=1)
     eval_limit: int | None = Field(None, ge=1, description="validation rows per evaluation")
     seed: int = 0
+    build_lock_timeout_s: float = Field(
+        600.0, gt=0.0, description="longest wait on a JIT extension build lock before failing (student/build_lock.py)"
+    )
 
     @model_validator(mode="after")
     def _backend(self) -> TrainConfig:

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from tinyllm_ray.paths import RunPaths
+from tinyllm_ray.store.stats import TeacherStats
 
-__all__ = ["render_markdown", "write_report"]
+__all__ = ["plot_training", "render_markdown", "write_report"]
 
 
 def write_report(report: dict[str, Any], paths: RunPaths, markdown: str) -> dict[str, str]:
@@ -46,15 +47,30 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines.append(f"Report: `{where['report']}`")
     lines.append("")
     if r["teachers"]:
-        lines += ["## Teachers", "", "| teacher | prompts | outputs | kept | dropped | output tokens | tokens/s |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["## Teachers", "",
+                  ("| teacher | prompts | outputs | kept | dropped | cut at max_tokens | degenerate | agrees with gold "
+                   "| output tokens | tokens/s |"),
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        warnings: list[str] = []
         for name, s in r["teachers"].items():
             dropped = ", ".join(f"{k} {v}" for k, v in (s.get("dropped") or {}).items() if v) or "0"
+            h = s.get("health") or {}
             lines.append(f"| {name} | {s.get('prompts')} | {s.get('outputs')} | {s.get('kept')} | {dropped} | "
-                         f"{s.get('output_tokens')} | {s.get('tokens_per_s', 0):.0f} |")
+                         f"{_share(h.get('cut_at_max_tokens'))} | {_share(h.get('degenerate'))} | "
+                         f"{_share(h.get('gold_agreement'))} | {s.get('output_tokens')} | "
+                         f"{s.get('tokens_per_s', 0):.0f} |")
+            warnings += TeacherStats.from_dict(s).health_warnings()
         lines.append("")
+        lines += [f"> **Warning:** {w}" for w in warnings]
+        if warnings:
+            lines.append("")
     t = r["training"]
-    lines += ["## Training", "", (f"Best step {t['best_step']} of {t['total_steps']} "
+    lines += ["## Training", ""]
+    if t.get("plot"):
+        lines += [f"![per-task losses and validation accuracy]({Path(t['plot']).name})", ""]
+    if t.get("tensorboard"):
+        lines += [f"TensorBoard: `tensorboard --logdir {t['tensorboard']}`", ""]
+    lines += [(f"Best step {t['best_step']} of {t['total_steps']} "
               f"(validation accuracy {t['best_val_accuracy']})."), "", "| loss | first | last |", "|---|---|---|"]
     lines += [f"| {k} | {v['first']} | {v['last']} |" for k, v in t["task_losses"].items()]
     lines += ["", "## Evaluation (answer-only, normalised exact match)", "", "| split | accuracy | correct/total |",
@@ -72,3 +88,46 @@ def render_markdown(r: dict[str, Any]) -> str:
                   f"{o['shards_committed_after_first_step']} of {o['shards_committed_this_run']} shards committed "
                   "after the first step).")]
     return "\n".join(lines) + "\n"
+
+
+def _share(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.0f}%"
+
+
+def plot_training(history: list[dict[str, Any]], path: str) -> str | None:
+    """Per-task losses (left) and validation accuracy (right) against the optimizer step.
+
+    Why a PNG in the report: the losses of the answer and of each teacher's rationale task
+    are the first thing to look at when a method does not help (one task not falling, or
+    the answer loss rising when a rationale weight is high). Returns None when there is
+    nothing to plot (no reports) or ``path`` is not local.
+    """
+    if not history or "://" in path:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    losses = sorted({k for rec in history for k in rec if k.startswith("loss_")}) or ["loss"]
+    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key in losses:
+        pts = [(rec["step"], rec[key]) for rec in history if rec.get(key) is not None and "step" in rec]
+        if pts:
+            ax_l.plot(*zip(*pts), label=key.removeprefix("loss_"), lw=1.2)
+    ax_l.set_xlabel("step")
+    ax_l.set_ylabel("loss (per task)")
+    ax_l.set_yscale("log")
+    ax_l.legend(fontsize=7)
+    ax_l.grid(alpha=0.3)
+    acc = [(rec["step"], rec["val_accuracy"]) for rec in history if rec.get("val_accuracy") is not None]
+    if acc:
+        ax_a.plot(*zip(*acc), marker="o")
+    ax_a.set_xlabel("step")
+    ax_a.set_ylabel("validation accuracy")
+    ax_a.set_ylim(0, 1)
+    ax_a.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from typing import Any
 from tinyllm_ray.config import JobConfig
 from tinyllm_ray.errors import StreamingError, UserError
 from tinyllm_ray.jobs.checks import check_runnable
-from tinyllm_ray.jobs.report import render_markdown, write_report
+from tinyllm_ray.jobs.report import plot_training, render_markdown, write_report
 from tinyllm_ray.paths import RunPaths
 
 __all__ = ["first_step_time", "one_line", "run_failure", "run_pipeline", "task_losses"]
@@ -211,6 +212,7 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
     from tinyllm_ray.runtime import init_ray
     from tinyllm_ray.store import RationaleStore, resolve_shard_size
     from tinyllm_ray.student.evaluate_model import evaluate_student
+    from tinyllm_ray.student.trainer import TENSORBOARD_DIR
 
     t0 = time.time()
     paths = RunPaths.of(cfg)
@@ -242,6 +244,7 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
     t_end = time.time()
 
     first_step = first_step_time(result.metrics_file)
+    history = result.history()
     gen_report = gen.report.to_dict() if gen.report is not None else None
     overlap = None
     if cfg.teachers and first_step is not None:
@@ -263,7 +266,10 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
         "generation": {k: v for k, v in (gen_report or {}).items() if k != "teachers"},
         "training": {"best_step": result.best_step, "best_val_accuracy": result.best_val_accuracy,
                      "final_step": result.final_step, "total_steps": result.total_steps,
-                     "task_losses": task_losses(result.history()), "data": result.data},
+                     "task_losses": task_losses(history), "data": result.data,
+                     "plot": plot_training(history, paths.report_png) if paths.local else None,
+                     "tensorboard": (os.path.join(os.path.dirname(result.metrics_file), TENSORBOARD_DIR)
+                                     if result.metrics_file else None)},
         "evaluation": {k: {"accuracy": v["accuracy"], "correct": v["correct"], "total": v["total"]}
                        for k, v in evaluation.items()},
         "seconds": {"generation": round(gen.ended - gen.started, 2) if cfg.teachers else 0.0,

@@ -47,19 +47,26 @@ def train(cfg: JobConfig) -> dict[str, Any]:
 
 
 def evaluate(
-    cfg: JobConfig, model: str | None = None, split: str | None = None, teacher: str | None = None
+    cfg: JobConfig, model: str | None = None, split: str | None = None, teacher: str | None = None,
+    show: int = 0,
 ) -> dict[str, Any]:
-    """Answer-only accuracy of a student folder (default: this run's student) or a teacher."""
+    """Answer-only accuracy of a student folder (default: this run's student) or a teacher.
+
+    ``show``: keep the first ``show`` predictions (with the generated text and the gold
+    answer) in the report's ``predictions``; ``tinyllm-ray eval --show N`` prints them.
+    """
     paths = RunPaths.of(cfg)
     split = check_eval(cfg, paths, model=model, split=split, teacher=teacher)
     if teacher is not None:
         from tinyllm_ray.teachers.evaluate_teacher import evaluate_teacher
 
         init_ray(cfg.runtime)
-        return evaluate_teacher(cfg, teacher, split=split).to_dict()
-    from tinyllm_ray.student.evaluate_model import evaluate_student
+        result = evaluate_teacher(cfg, teacher, split=split, keep_predictions=show)
+    else:
+        from tinyllm_ray.student.evaluate_model import evaluate_student
 
-    return evaluate_student(cfg, model or paths.student, split=split).to_dict(with_predictions=False)
+        result = evaluate_student(cfg, model or paths.student, split=split, keep_predictions=show)
+    return result.to_dict(with_predictions=show > 0)
 
 
 def run(cfg: JobConfig) -> dict[str, Any]:

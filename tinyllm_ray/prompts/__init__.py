@@ -20,7 +20,7 @@ Import from this front door; the submodules are an implementation detail.
 from __future__ import annotations
 
 from tinyllm_ray.prompts.answers import ParsedAnswer, normalize_number, parse_answer
-from tinyllm_ray.prompts.cleaning import clean_rationale, cut_at_stop, runon_index
+from tinyllm_ray.prompts.cleaning import clean_rationale, cut_at_stop, is_degenerate, runon_index
 from tinyllm_ray.prompts.templates import (
     DEFAULT_COT_TRIGGER,
     DEFAULT_STOPS,
@@ -54,6 +54,7 @@ __all__ = [
     "cut_at_stop",
     "example_block",
     "format_choices",
+    "is_degenerate",
     "letter",
     "normalize_number",
     "parse_answer",

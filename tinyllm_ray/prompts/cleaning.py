@@ -78,3 +78,25 @@ def clean_rationale(
             continue
         lines.append(line)
     return "\n".join(lines).strip()
+
+
+def is_degenerate(text: str) -> bool:
+    """Whether a teacher output carries no reasoning at all: empty, or one thing repeated.
+
+    Why a health check and not a filter: random or broken teachers write runs of one
+    character (``"........"``) or one token (``"ll ll ll ll"``) until ``max_tokens``; the
+    store keeps them unless a filter drops them, so the report must *say* so (issue: a run
+    reported "kept 256, dropped 0" for 256 runs of dots). Counted per teacher in
+    :class:`tinyllm_ray.store.stats.KindStats`; never used to drop a row.
+    """
+    body = "".join(text.split())
+    if not body:
+        return True
+    if _REPEATED_UNIT_RE.match(body):  # "....", "llll", "abababab"
+        return True
+    words = text.split()
+    return len(words) >= 4 and len(set(words)) == 1
+
+
+#: A unit of 1-4 characters repeated at least four times, and nothing else.
+_REPEATED_UNIT_RE = re.compile(r"^(.{1,4}?)\1{3,}$", re.DOTALL)

@@ -24,6 +24,8 @@ from tinyllm_ray.store.schema import KINDS
 
 DROP_REASONS: tuple[str, ...] = ("empty", "unparsable", "answer_mismatch", "verdict_wrong")
 MAX_DROP_EXAMPLES = 3
+#: Share of a teacher's rationale outputs above which a health figure becomes a warning.
+HEALTH_WARN_SHARE = 0.5
 _EXAMPLE_CHARS = 200
 
 
@@ -47,6 +49,9 @@ class KindStats:
     output_tokens: int = 0
     truncated: int = 0  # finish_reason == "length"
     failed: int = 0  # generations (one per example and sample[, eval]) that produced no output
+    degenerate: int = 0  # outputs with no reasoning in them (``prompts.is_degenerate``), kept or not
+    answer_parsed: int = 0  # rationale outputs whose final answer could be read
+    answer_matches: int = 0  # ... and equals the gold answer (teacher forcing: agreement with gold)
 
     def merge(self, other: KindStats) -> None:
         self.prompts += other.prompts
@@ -58,12 +63,17 @@ class KindStats:
         self.output_tokens += other.output_tokens
         self.truncated += other.truncated
         self.failed += other.failed
+        self.degenerate += other.degenerate
+        self.answer_parsed += other.answer_parsed
+        self.answer_matches += other.answer_matches
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "prompts": self.prompts, "outputs": self.outputs, "kept": self.kept,
             "dropped": dict(self.dropped), "prompt_tokens": self.prompt_tokens,
             "output_tokens": self.output_tokens, "truncated": self.truncated, "failed": self.failed,
+            "degenerate": self.degenerate, "answer_parsed": self.answer_parsed,
+            "answer_matches": self.answer_matches,
         }
 
     @classmethod
@@ -73,6 +83,8 @@ class KindStats:
             dropped={**_zero_drops(), **{k: int(v) for k, v in d.get("dropped", {}).items()}},
             prompt_tokens=int(d.get("prompt_tokens", 0)), output_tokens=int(d.get("output_tokens", 0)),
             truncated=int(d.get("truncated", 0)), failed=int(d.get("failed", 0)),
+            degenerate=int(d.get("degenerate", 0)), answer_parsed=int(d.get("answer_parsed", 0)),
+            answer_matches=int(d.get("answer_matches", 0)),
         )
 
 
@@ -129,6 +141,32 @@ class TeacherStats:
     def tokens_per_s(self) -> float:
         return self.output_tokens / self.generation_seconds if self.generation_seconds > 0 else 0.0
 
+    def health(self) -> dict[str, float | None]:
+        """Shares of this teacher's rationale outputs that signal a broken teacher.
+
+        ``cut_at_max_tokens``: stopped by ``max_tokens`` (finish reason ``length``);
+        ``degenerate``: empty or one repeated character/token; ``gold_agreement``: parsed
+        final answer equal to the gold answer, over all rationale outputs (an unparsable
+        output disagrees). ``None`` when the teacher produced no rationale output.
+        """
+        k = self.kinds.get("rationale") or KindStats()
+        if k.outputs == 0:
+            return {"cut_at_max_tokens": None, "degenerate": None, "gold_agreement": None}
+        return {"cut_at_max_tokens": k.truncated / k.outputs, "degenerate": k.degenerate / k.outputs,
+                "gold_agreement": k.answer_matches / k.outputs}
+
+    def health_warnings(self) -> list[str]:
+        """One line per alarming health figure (most outputs degenerate or cut at max_tokens)."""
+        h = self.health()
+        out = []
+        if (h["degenerate"] or 0) > HEALTH_WARN_SHARE:
+            out.append(f"teacher {self.teacher!r}: {h['degenerate']:.0%} of its rationales are empty or one "
+                       "repeated character/token; it is not reasoning (check the model, its prompt and sampling)")
+        if (h["cut_at_max_tokens"] or 0) > HEALTH_WARN_SHARE:
+            out.append(f"teacher {self.teacher!r}: {h['cut_at_max_tokens']:.0%} of its rationales hit "
+                       "max_tokens; raise teachers.<i>.sampling.max_tokens or check the stop sequences")
+        return out
+
     def kind(self, name: str) -> KindStats:
         return self.kinds.setdefault(name, KindStats())
 
@@ -177,6 +215,7 @@ class TeacherStats:
             "tokens_per_s": round(self.tokens_per_s, 3),
             "prompt_tokens": self.prompt_tokens,
             "shards": self.shards,
+            "health": {k: (None if v is None else round(v, 4)) for k, v in self.health().items()},
             "by_kind": {name: k.to_dict() for name, k in self.kinds.items()},
             "drop_examples": {r: list(t) for r, t in self.drop_examples.items()},
         }
@@ -206,14 +245,21 @@ def total(teacher: str, parts: Iterable[TeacherStats]) -> TeacherStats:
 
 def format_table(stats: Iterable[TeacherStats]) -> str:
     """A fixed-width table for the end of ``tinyllm-ray generate``."""
-    header = ("teacher", "prompts", "outputs", "kept") + DROP_REASONS + ("failed", "out_tokens", "tok/s")
+    header = ("teacher", "prompts", "outputs", "kept") + DROP_REASONS + (
+        "failed", "out_tokens", "tok/s", "cut%", "degen%", "gold%")
     rows = [header]
     for s in stats:
         d = s.dropped
+        h = s.health()
         rows.append((s.teacher, str(s.prompts), str(s.outputs), str(s.kept), *(str(d[r]) for r in DROP_REASONS),
-                     str(s.failed), str(s.output_tokens), f"{s.tokens_per_s:.0f}"))
+                     str(s.failed), str(s.output_tokens), f"{s.tokens_per_s:.0f}",
+                     *(_pct(h[k]) for k in ("cut_at_max_tokens", "degenerate", "gold_agreement"))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
+
+
+def _pct(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.0f}"

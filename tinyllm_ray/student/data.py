@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tinyllm_ray.errors import ConfigError, DataError, TaskDataError, UserError
+from tinyllm_ray.errors import ConfigError, DataError, TaskDataError, find_user_error
 from tinyllm_ray.store.layout import num_shards
 from tinyllm_ray.student.store_checks import ignored_store_rows, open_training_store, scan_store_targets
 from tinyllm_ray.student.tasks import GROUP_SCHEMA, STORE_COLUMNS, TaskGroups, TaskPlan, build_task_groups
@@ -167,27 +167,6 @@ def report_ignored(plan: TaskPlan, row_counts: dict[tuple[str, str], int], uri: 
 # --------------------------------------------------------------------------- batch
 
 
-def _user_error(exc: BaseException) -> UserError | None:
-    """Our ``UserError`` inside a Ray Data failure (which may keep only its text)."""
-    import re
-
-    from tinyllm_ray import errors
-
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, UserError):
-            return seen
-        seen = seen.__cause__
-    for m in re.finditer(r"\b(\w+Error): (.+)", str(exc)):
-        cls = getattr(errors, m.group(1), None)
-        if isinstance(cls, type) and issubclass(cls, UserError):
-            try:
-                return cls(m.group(2).strip())
-            except TypeError:  # an error with a structured constructor: keep Ray's
-                return None
-    return None
-
-
 def prepare_student_data(
     cfg: JobConfig,
     train_records: Sequence[MCQRecord],
@@ -220,7 +199,7 @@ def prepare_student_data(
     try:
         grouped = slices.random_shuffle(seed=cfg.train.seed).materialize()
     except Exception as exc:  # Ray Data wraps UDF errors; surface ours as itself
-        cause = _user_error(exc)
+        cause = find_user_error(exc)
         if cause is None:
             raise
         raise cause from exc

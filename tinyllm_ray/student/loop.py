@@ -106,6 +106,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     from tinyllm_ray.data.schema import MCQRecord
     from tinyllm_ray.observability import TrainMetrics
+    from tinyllm_ray.student.build_lock import wait_for_build_locks
     from tinyllm_ray.student.collate import CollateSpec, TaskCollator
     from tinyllm_ray.student.deepspeed_config import build_deepspeed_config
     from tinyllm_ray.student.evaluate_model import evaluate_records
@@ -139,6 +140,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ds_config = build_deepspeed_config(tcfg, world, lc.stage_steps[stage_of_step(lc.stage_steps, step)])
         if rank == 0:
             log.info("DeepSpeed config: %s", json.dumps(ds_config))
+        wait_for_build_locks(tcfg.build_lock_timeout_s)  # a killed JIT build must not stall us silently
         engine, _, _, _ = deepspeed.initialize(
             model=module,
             model_parameters=[p for p in module.parameters() if p.requires_grad],

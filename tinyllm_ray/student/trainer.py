@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tinyllm_ray.errors import find_user_error
 from tinyllm_ray.paths import RunPaths
 from tinyllm_ray.store import is_uri
 from tinyllm_ray.student.loop import HF_DIR, LoopConfig, train_loop_per_worker
@@ -53,6 +54,8 @@ __all__ = [
 ]
 
 METRICS_FILE = "metrics.jsonl"
+#: TensorBoard event files, beside ``METRICS_FILE`` in the Ray Train run folder.
+TENSORBOARD_DIR = "tensorboard"
 TRAIN_RUN_NAME = "train"
 #: Controller poll interval during training (see ``_controller_poll_interval``).
 REPORT_POLL_INTERVAL_S = 0.2
@@ -103,6 +106,31 @@ def _metrics_callback_cls() -> type:
 
         def __init__(self, path: str) -> None:
             self.path = path
+            self._tb = None
+
+        def _tensorboard(self, metrics: dict[str, Any]) -> None:
+            """The same scalars as TensorBoard events in ``<train run>/tensorboard`` (``tensorboard --logdir``).
+
+            Why here: Ray Train v2 has no TensorBoard logger of its own (Tune's
+            ``TBXLoggerCallback`` sees only what a trial reports to Tune), and this callback
+            already receives every rank-0 report on the controller.
+            """
+            step = metrics.get("step")
+            if step is None or is_uri(self.path):
+                return
+            from tensorboardX.event_file_writer import EventsWriter
+            from tensorboardX.proto.event_pb2 import Event
+            from tensorboardX.summary import scalar
+
+            if self._tb is None:  # synchronous writer: every report is on disk when this returns
+                logdir = os.path.join(os.path.dirname(self.path), TENSORBOARD_DIR)
+                os.makedirs(logdir, exist_ok=True)
+                self._tb = EventsWriter(os.path.join(logdir, "events"))
+            now = time.time()
+            for key, value in metrics.items():
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tb.write_event(Event(wall_time=now, step=int(step), summary=scalar(key, float(value))))
+            self._tb.flush()
 
         def _write(self, record: dict[str, Any]) -> None:
             if is_uri(self.path):
@@ -115,6 +143,7 @@ def _metrics_callback_cls() -> type:
             m = dict(metrics[0]) if metrics else {}
             self._write({"event": "report", "time": time.time(), **m,
                          "checkpoint": checkpoint.path if checkpoint is not None else None})
+            self._tensorboard(m)
 
         def after_exception(self, run_context, worker_exceptions) -> None:
             self._write({"event": "worker_failure", "time": time.time(),
@@ -346,7 +375,13 @@ def run_training(
     t_fit = time.perf_counter()
     log.info("data ready in %.1f s; starting Ray Train", t_fit - t0)
     with _controller_poll_interval(REPORT_POLL_INTERVAL_S):
-        result = bundle.trainer.fit()
+        try:
+            result = bundle.trainer.fit()
+        except Exception as exc:  # a worker's UserError (e.g. a stale build lock) is one line, not Ray's traceback
+            cause = find_user_error(exc)
+            if cause is None:
+                raise
+            raise cause from exc
     log.info("Ray Train finished in %.1f s", time.perf_counter() - t_fit)
     best_ckpts = list(result.best_checkpoints or [])
     best = _select_best(best_ckpts, last_stage=len(loop_cfg.stage_steps) - 1)

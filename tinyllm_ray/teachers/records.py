@@ -38,7 +38,7 @@ from typing import Any
 from tinyllm_ray.config import FilterConfig
 from tinyllm_ray.data.schema import MCQRecord
 from tinyllm_ray.evaluate import normalize_answer
-from tinyllm_ray.prompts import parse_answer, parse_verdict
+from tinyllm_ray.prompts import is_degenerate, parse_answer, parse_verdict
 from tinyllm_ray.store.keys import KeyContext
 from tinyllm_ray.store.schema import FAILED_KIND
 from tinyllm_ray.store.stats import KindStats, TeacherStats
@@ -141,6 +141,9 @@ def build_shard_records(
             reason = "answer_mismatch"
         elif filt.drop_verdict_wrong and judged_wrong(votes.get(cot, []), wrong):
             reason = "verdict_wrong"
+        if parsed is not None:
+            rs.answer_parsed += 1
+            rs.answer_matches += int(match is True)
         if not _tally(stats, "rationale", r, reason, text):
             continue
         out.rationale.append(_record(r, teacher, ex, key, rationale=text, parsed=parsed_text, match=match))
@@ -201,6 +204,8 @@ def _count(k: KindStats, r: Mapping[str, Any]) -> None:
         k.prompt_tokens += int(r["prompt_tokens"])
     if r.get("finish_reason") == "length":
         k.truncated += 1
+    if is_degenerate(str(r.get("text") or "")):
+        k.degenerate += 1
 
 
 def _record(

@@ -72,6 +72,7 @@ class GenerationReport:
                     f"WARNING teacher {name}: {dropped}/{st.outputs} outputs dropped (mostly {top}); "
                     f"examples in stats/{name}.json under drop_examples"
                 )
+            lines += [f"WARNING {w}" for w in st.health_warnings()]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
