@@ -74,6 +74,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _cmd_compare(cfg: JobConfig, args: argparse.Namespace) -> int:
+    """``--list``: the settings, store teachers and step budget, without Ray; else the job."""
+    if args.list:
+        from tinyllm_ray.compare.settings import describe_settings
+
+        print(describe_settings(cfg, _compare_mode(args)), end="")
+        return 0
+    return _job("compare")(cfg, args)
+
+
 def _job(name: str) -> Callable[[JobConfig, argparse.Namespace], int]:
     """A subcommand that runs ``tinyllm_ray.jobs.<name>(cfg)`` and prints its JSON report.
 
@@ -109,7 +119,7 @@ COMMANDS: dict[str, tuple[str, Callable[[JobConfig, argparse.Namespace], int]]] 
     "train": ("train the student on the rationale store (Ray Train + DeepSpeed)", _job("train")),
     "tune": ("Ray Tune sweep of the loss weights over the stored rationales", _job("tune")),
     "compare": ("the papers' settings as Tune trials over one store: test accuracy mean ± sd table",
-                _job("compare")),
+                _cmd_compare),
     "eval": ("answer-only accuracy of a student folder or a teacher", _job("evaluate")),
     "config": ("print the validated config with every default filled in", _cmd_config),
     "data": ("split sizes, skipped rows, split overlap and examples as teachers and student see them",
@@ -137,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                               help="every setting (leave-one-out, prefix side), at least 3 seeds")
             p.add_argument("--seeds", type=_positive, default=None, metavar="N",
                            help="seeds per setting (default compare.seeds)")
+            p.add_argument("--list", action="store_true", help="print the settings this would run (no Ray) and exit")
         if name == "data":
             p.add_argument("--show", type=_non_negative, default=DEFAULT_SHOW, metavar="N",
                            help=f"examples to show (default {DEFAULT_SHOW})")

@@ -147,3 +147,11 @@ def test_compare_flags_choose_the_mode(monkeypatch, capsys) -> None:
         assert seen.pop() == want
     with pytest.raises(SystemExit):
         cli.main(["compare", "--quick", "--full"])
+
+
+def test_compare_list_prints_the_settings_without_ray(capsys) -> None:
+    assert cli.main(["compare", "--list", "--full"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("mode full: 8 setting(s), seq2seq student")
+    assert "mm_cots_selfeval" in out and "llama_cot (cot, n=3, self-evaluates)" in out
+    assert "steps per setting: 60" in out

@@ -55,6 +55,7 @@ __all__ = [
     "TINYLLM",
     "Setting",
     "base_teachers",
+    "describe_settings",
     "mirror_entry",
     "settings_for",
     "step_budget",
@@ -280,3 +281,20 @@ def store_config(cfg: JobConfig, settings: list[Setting]) -> JobConfig:
     if not teachers:
         raw["self_eval"]["enabled"] = False
     return validate_config(raw, source="compare store")
+
+
+def describe_settings(cfg: JobConfig, mode: str) -> str:
+    """What ``compare`` would run for ``cfg`` and ``mode`` (``tinyllm-ray compare --list``; no Ray)."""
+    kind = student_kind(cfg)
+    settings = settings_for(cfg, mode, kind)
+    store = store_config(cfg, settings)
+    lines = [f"mode {mode}: {len(settings)} setting(s), {kind or 'unknown (prefix setting skipped)'} student"]
+    lines += [f"  {s.name:<28} {s.description}" for s in settings]
+    lines.append("store teachers: " + (", ".join(
+        f"{t.name} ({t.prompt_style}, n={t.sampling.n}{', self-evaluates' if store.self_evaluates(t.name) else ''})"
+        for t in store.teachers) or "none"))
+    try:
+        lines.append(f"steps per setting: {step_budget(cfg, kind or 'seq2seq', mode)}")
+    except ConfigError as exc:
+        lines.append(f"steps per setting: not set ({exc})")
+    return "\n".join(lines) + "\n"
