@@ -281,12 +281,12 @@ def run_compare(cfg: JobConfig, mode: str = "default", seeds: int | None = None)
         raw = scfg.model_dump(mode="json")
         raw["train"]["eval_limit"] = limit
         scfg = validate_config(raw, source="compare --quick")
+    _progress(f"{mode}: {len(settings)} setting(s) x {n_seeds} seed(s), {budget} step(s) each, {kind} student: "
+              + ", ".join(s.name for s in settings))
+    init_ray(cfg.runtime)  # before any folder is made: a refused start leaves nothing behind
     out_dir = paths.compare
     for sub in ("trials", "train", "teachers"):
         os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
-    _progress(f"{mode}: {len(settings)} setting(s) x {n_seeds} seed(s), {budget} step(s) each, {kind} student: "
-              + ", ".join(s.name for s in settings))
-    init_ray(cfg.runtime)
 
     t = time.perf_counter()
     _progress(f"1/4 store {paths.store}: teachers {[x.name for x in scfg.teachers]}")
