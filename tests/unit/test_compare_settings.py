@@ -78,6 +78,14 @@ def test_every_setting_config_validates_and_reads_only_the_store(n: int, mode: s
         assert c.train.max_steps * (2 if c.loss.schedule == "two_stage" else 1) == 20
 
 
+def test_single_teacher_uses_tinyllms_loss_and_mirror_settings_the_convex_one() -> None:
+    cfg = cfg_with(3)
+    store = store_config(cfg, settings_for(cfg, "full"))
+    forms = {s.name: s.apply(store, 4).loss.form for s in settings_for(cfg, "full")}
+    assert {forms[n] for n in ("label_only", "dss_t0", "tinyllm", "loo_t0", "tinyllm_prefix_encoder")} == {"additive"}
+    assert {forms[n] for n in ("mm_1cot", "mm_cots", "mm_cots_selfeval")} == {"convex"}
+
+
 def test_label_only_has_no_teachers_and_no_weights() -> None:
     cfg = cfg_with(2)
     s = settings_for(cfg, "default")[0]

@@ -65,8 +65,15 @@ def test_aggregate_per_setting_and_difficulty() -> None:
 def test_contributions_are_all_minus_leave_one_out() -> None:
     doc = doc_fixture()
     assert doc["contributions"] == [
-        {"teacher": "a", "all": pytest.approx(0.75), "without": pytest.approx(0.6),
+        {"teacher": "a", "all": pytest.approx(0.75), "without_setting": "loo_a", "without": pytest.approx(0.6),
          "contribution": pytest.approx(0.15)}]
+    # two teachers: "without b" is the single-teacher (dss) setting of the other one
+    two = aggregate([setting("tinyllm", "tinyllm", [0.5], ["a", "b"]), setting("dss_a", "dss", [0.75], ["a"]),
+                     setting("dss_b", "dss", [0.25], ["b"])], [])
+    assert [(c["teacher"], c["without_setting"], c["contribution"]) for c in two["contributions"]] == [
+        ("a", "dss_b", pytest.approx(0.25)), ("b", "dss_a", pytest.approx(-0.25))]
+    one = aggregate([setting("tinyllm", "tinyllm", [0.5], ["a"]), setting("label_only", "label_only", [0.5])], [])
+    assert one["contributions"][0]["without_setting"] == "label_only"
 
 
 def test_claims_follow_the_numbers_both_ways() -> None:

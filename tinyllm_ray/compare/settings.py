@@ -19,11 +19,15 @@ twice under two names. Trials read the store; they never generate.
 The settings (names are stable: they key the JSON and the claims):
 
 - ``label_only``: no teachers, the answer task alone (the "full fine-tune" row);
-- ``dss_<t>``: Distilling Step-by-Step with teacher t alone (convex ``a L_label +
-  (1-a) L_rationale``, a = ``loss.convex_alpha``), as in its paper;
+- ``dss_<t>``: Distilling Step-by-Step with teacher t alone: ``L_label + alpha_t
+  L_rationale`` (the DSS paper's own form, ``L_label + lambda L_rationale``, with the
+  configured ``loss.alpha`` of t). Additive like TinyLLM on purpose: the TinyLLM-vs-single-
+  teacher claim then differs in the number of teachers only, and with two teachers
+  ``dss_<a>`` is exactly "TinyLLM without b", so each teacher's contribution is measured
+  without running leave-one-out;
 - ``tinyllm``: TinyLLM with all teachers (additive, ``loss.alpha`` as configured);
 - ``loo_<t>``: TinyLLM without teacher t (``--full``; only with >= 3 teachers, since with
-  two it equals ``dss`` of the other one, modulo the loss form);
+  two it equals ``dss`` of the other one);
 - ``mm_1cot`` / ``mm_cots`` / ``mm_cots_selfeval``: Mind's Mirror's three steps (convex
   loss): the first CoT only (``student.max_cots_per_teacher: 1``); every CoT; every CoT
   plus self-evaluation, trained in two stages (``loss.schedule: two_stage``);
@@ -205,8 +209,8 @@ def settings_for(cfg: JobConfig, mode: str = "default", kind: str | None = "seq2
     conv = f"a={cfg.loss.convex_alpha:g}"
     every: list[Setting] = [Setting(LABEL_ONLY, "label_only", "answer task only, no teacher (fine-tuning)")]
     for t in base:
-        every.append(Setting(f"dss_{t}", "dss", f"Distilling Step-by-Step, teacher {t} only (convex, {conv})",
-                             teachers=(t,), loss_form="convex"))
+        every.append(Setting(f"dss_{t}", "dss", f"Distilling Step-by-Step, teacher {t} only (L_A + alpha L_{t})",
+                             teachers=(t,)))
     if base:
         every.append(Setting(TINYLLM, "tinyllm", f"TinyLLM, all {len(base)} teacher(s) (additive, loss.alpha)",
                              teachers=tuple(base)))

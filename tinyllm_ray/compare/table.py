@@ -87,20 +87,32 @@ def _teacher_summary(row: Mapping[str, Any]) -> dict[str, Any]:
             "total": row.get("total"), "by_difficulty": by}
 
 
+#: Settings trained with TinyLLM's additive loss, so "all teachers minus one" may be any of them.
+_SAME_LOSS_GROUPS = ("leave_one_out", "dss", "label_only")
+
+
 def contributions(settings: Sequence[Mapping[str, Any]], all_name: str = "tinyllm") -> list[dict[str, Any]]:
-    """Each teacher's contribution: all teachers minus leave-that-one-out (mean accuracy)."""
+    """Each teacher's contribution: all teachers minus leave-that-one-out (mean accuracy).
+
+    "Without t" is the setting whose teachers are exactly TinyLLM's minus t: ``loo_t`` with
+    three or more teachers, the other teacher's ``dss`` with two, ``label_only`` with one
+    (all use the same additive loss)."""
     by = {s["setting"]: s for s in settings}
     full = by.get(all_name)
+    if not full:
+        return []
     out = []
-    for s in settings:
-        if s.get("group") != "leave_one_out":
+    for t in full.get("teachers") or []:
+        rest = set(full["teachers"]) - {t}
+        without = next((s for s in settings if s.get("group") in _SAME_LOSS_GROUPS
+                        and set(s.get("teachers") or []) == rest), None)
+        if without is None:
             continue
-        left = s["setting"][len("loo_"):]
         delta = None
-        if full and full.get("mean") is not None and s.get("mean") is not None:
-            delta = full["mean"] - s["mean"]
-        out.append({"teacher": left, "all": full.get("mean") if full else None, "without": s.get("mean"),
-                    "contribution": delta})
+        if full.get("mean") is not None and without.get("mean") is not None:
+            delta = full["mean"] - without["mean"]
+        out.append({"teacher": t, "all": full.get("mean"), "without_setting": without["setting"],
+                    "without": without.get("mean"), "contribution": delta})
     return out
 
 
@@ -200,10 +212,11 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
         lines.append("| " + " | ".join(c.replace("|", "/").replace("\n", " ") for c in cells) + " |")
     if doc.get("contributions"):
         lines += ["", "## Each teacher's contribution (all teachers minus leave-that-one-out)", "",
-                  "| teacher | all | without it | contribution |", "|---|---|---|---|"]
+                  "| teacher | all (tinyllm) | without it | contribution |", "|---|---|---|---|"]
         for c in doc["contributions"]:
             delta = "n/a" if c["contribution"] is None else f"{c['contribution']:+.3f}"
-            lines.append(f"| {c['teacher']} | {_fmt(c['all'], None)} | {_fmt(c['without'], None)} | {delta} |")
+            lines.append(f"| {c['teacher']} | {_fmt(c['all'], None)} | {_fmt(c['without'], None)} "
+                         f"({c['without_setting']}) | {delta} |")
     lines += ["", "## The papers' claims, answered by these numbers", ""]
     lines += [f"- {c['question']} {c['text']}." for c in doc.get("claims") or []] or ["- (no claim applies)"]
     return "\n".join(lines) + "\n"
