@@ -500,7 +500,7 @@ def ds_child(spec_path: str) -> None:
     runners: dict[str, tuple[Any, Any]] = {"plain torch": (plain_fb, plain_step)}
     for stage in spec["stages"]:
         mod = PackedStudent(load_student(cfg.student.model, "seq2seq")[0], "seq2seq", 1 + len(TEACHERS))
-        ds_cfg = build_deepspeed_config(tc, 1, 1000)
+        ds_cfg = build_deepspeed_config(tc, 1)
         ds_cfg["zero_optimization"] = _zero(stage)  # as asked, even where the builder picks stage 0
         eng, _, _, _ = deepspeed.initialize(model=mod, model_parameters=list(mod.parameters()), config=ds_cfg,
                                             dist_init_required=False)
@@ -666,7 +666,7 @@ def run_ray(cfg: Any, warmup: int, measured: int, mean_tokens_per_group: float, 
     cpu_all = mem.cpu_between(t_lo, t_hi, workers_only=False)
     from tinyllm_ray.student.deepspeed_config import build_deepspeed_config
 
-    zero = build_deepspeed_config(cfg.train, cfg.train.num_workers, res.total_steps)["zero_optimization"]["stage"]
+    zero = build_deepspeed_config(cfg.train, cfg.train.num_workers)["zero_optimization"]["stage"]
     return {
         "tag": tag, "workers": cfg.train.num_workers, "threads_per_worker": 1, "measured_steps": measured,
         "zero_stage_configured": cfg.train.zero_stage, "zero_stage_run": zero,

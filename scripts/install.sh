@@ -21,6 +21,13 @@ if [ "$EXTRA" = "cpu" ]; then
   # whose C++ ops do not load beside it and break `import transformers`
   # ("operator torchvision::nms does not exist"). Nothing here needs them.
   "$VENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+  # vLLM's CPU guide preloads tcmalloc (teacher actors do when it is there: runtime.cpu_preload;
+  # benchmarks/vllm_preload.py measures it). Optional: only as root on Debian/Ubuntu.
+  if ! ldconfig -p 2>/dev/null | grep -q libtcmalloc_minimal.so.4 && command -v apt-get >/dev/null \
+      && [ "$(id -u)" = 0 ]; then
+    { apt-get install -y -qq libtcmalloc-minimal4 || { apt-get update -qq && apt-get install -y -qq libtcmalloc-minimal4; }; } \
+      >/dev/null 2>&1 || echo "note: libtcmalloc-minimal4 not installed (optional: teachers run without it)" >&2
+  fi
 fi
 
 "$VENV/bin/python" - <<'PY'

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import yaml
 
-from tinyllm_ray.config import JobConfig, list_shipped_configs, load_config
+from tinyllm_ray.config import JobConfig, list_shipped_configs, load_config, public_dump
 from tinyllm_ray.errors import UserError
 
 log = logging.getLogger("tinyllm_ray")
@@ -40,7 +40,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def _cmd_config(cfg: JobConfig, args: argparse.Namespace) -> int:
     """Print the validated, fully-defaulted config (what every stage will see)."""
-    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+    print(yaml.safe_dump(public_dump(cfg), sort_keys=False), end="")
     return 0
 
 

@@ -200,11 +200,12 @@ def test_two_stage_convex_bf16_single_worker_restarts_each_stage_and_resumes_in_
     for h in hist:
         by_step.setdefault(h["step"], []).append(h)
     assert sorted(by_step) == [1, 2, 3, 4, 5, 6]
-    # each stage has its own linear schedule, as a fresh DeepSpeed run has: its first step runs at the
-    # warm-up start (0), then iteration i of WarmupDecayLR (warm-up over max(2, warmup_steps) = 2 steps)
-    # -> 0, lr/2. One schedule over both stages would go on 0, 0, lr/2 | lr, ...; so stage 2 restarts,
-    # and the resumed attempt (step 5 again, then 6) continues stage 2's schedule where it was
-    expected = [0.0, 0.0, lr / 2]
+    # each stage has its own linear schedule over its 3 steps (student/schedule.py): warm-up over 2 steps
+    # (lr/2, lr), then linear decay towards 0, reached one step after the stage's last (Hugging Face's
+    # schedule: no step at 0), so step 3 runs at lr/2. One schedule over both stages would go on
+    # lr/2, lr, 0.75 lr | ...; so stage 2 restarts, and the resumed attempt (step 5 again, then 6)
+    # continues stage 2's schedule where it was
+    expected = [lr / 2, lr, lr / 2]
     for step, reports in by_step.items():
         stage = 0 if step <= 3 else 1
         for h in reports:
@@ -215,7 +216,7 @@ def test_two_stage_convex_bf16_single_worker_restarts_each_stage_and_resumes_in_
             else:
                 assert "loss_answer" in h and "loss_rationale_llama" in h
                 assert "loss_self_eval_verdict" not in h and "loss_self_eval_critique" not in h
-    assert by_step[4][0]["lr"] < by_step[3][0]["lr"]
+    assert [by_step[s][0]["lr"] for s in (3, 4, 5)] == pytest.approx([lr / 2, lr / 2, lr])  # stage 2 warms up again
     best = [c for c in res.checkpoints if c["step"] == res.best_step]
     assert res.best_step in (4, 6) and best and best[0]["stage"] == 1  # selection among CoT-stage checkpoints
     AutoModelForSeq2SeqLM.from_pretrained(res.model_dir)

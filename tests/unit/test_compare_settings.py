@@ -158,3 +158,16 @@ def test_student_kind_from_config() -> None:
 def test_mirror_teacher_must_exist() -> None:
     with pytest.raises(ConfigError, match="mirror_teacher"):
         cfg_with(1, compare={"mirror_teacher": "zzz"})
+
+
+def test_shipped_configs_give_valid_settings() -> None:
+    from tinyllm_ray.config import list_shipped_configs, load_config
+
+    for name in list_shipped_configs():
+        cfg = load_config(name, ["compare.max_steps.seq2seq=8", "compare.max_steps.causal=8"])
+        kind = student_kind(cfg) or "seq2seq"
+        settings = settings_for(cfg, "full", kind)
+        store = store_config(cfg, settings)
+        for s in settings:
+            c = s.apply(store, step_budget(cfg, kind, "full"))
+            assert c.train.stage_epochs is None and c.train.max_steps in (4, 8)

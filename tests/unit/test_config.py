@@ -42,17 +42,61 @@ def test_shipped_configs_show_their_launch_command(name: str) -> None:
 
 
 def test_recipes_match_the_papers() -> None:
+    # the numbers each recipe's header attributes to the authors' code
     tl = load_config("tinyllm_commonsense")
     assert len(tl.teachers) == 2 and tl.loss.form == "additive"
     assert tl.train.zero_stage == 2 and tl.train.use_gpu and tl.train.resolved_backend == "nccl"
-    assert "flan-t5-large" in tl.student.model
+    assert "flan-t5-large" in tl.student.model and tl.student.arch == "seq2seq"
+    t = tl.train
+    assert t.lr == 5e-5 and t.num_workers * t.micro_batch_size * t.grad_accum_steps == 64
+    assert t.max_steps == 10_000 and t.eval_every_steps == 250
+    assert (t.scheduler, t.warmup_steps, t.min_lr_ratio, t.weight_decay, t.gradient_clipping) == (
+        "linear", 0, 0.0, 0.0, 1.0)
+    assert all(tl.alpha_for(x.name) == 1.0 for x in tl.teachers)
+    assert tl.student.task_prefix_side == "encoder" and tl.student.answer_prefix == "predict: "
+    assert tl.student.max_target_length == 256
     mm = load_config("minds_mirror_svamp")
     assert len(mm.teachers) == 1 and mm.teachers[0].sampling.n == 5
     assert mm.self_eval.enabled and mm.self_eval.evals_per_cot == 5
     assert mm.loss.form == "convex" and mm.loss.convex_alpha == 0.5 and mm.loss.schedule == "two_stage"
+    assert mm.student.model == "google/t5-v1_1-base" and mm.student.max_input_length == 1024
+    assert mm.student.max_target_length == 256 and mm.filter.label_source == "teacher"
+    t = mm.train
+    assert t.lr == 5e-5 and t.num_workers * t.micro_batch_size * t.grad_accum_steps == 16
+    assert t.stage_epochs == [50, 80] and t.max_steps is None
+    assert (t.scheduler, t.warmup_steps, t.min_lr_ratio, t.weight_decay, t.gradient_clipping) == (
+        "linear", 0, 0.0, 0.0, 1.0)
+    assert mm.data.name == "svamp" and mm.data.resplit is not None
+    assert mm.data.resplit.sizes == {"train": 800, "test": 200} and mm.data.resplit.seed == 0
+    assert mm.data.validation_fraction == 0.1 and mm.data.validation_size is None
+    header = shipped_config_path("minds_mirror_svamp").read_text()
+    assert "format_number" in header and "numbers, not equations" in header  # numeric targets, said why
     demo = load_config("demo_cpu")
     assert not demo.train.use_gpu and demo.train.resolved_backend == "gloo"
     assert {t.model.split(":")[1] for t in demo.teachers} == {"llama", "qwen2"}
+
+
+def _header_smoke_overrides(name: str) -> list[str]:
+    """The overrides of the CPU smoke run shown in a config's header (``S="..."``)."""
+    lines = [ln.lstrip("#").strip() for ln in shipped_config_path(name).read_text().splitlines()
+             if ln.startswith("#")]
+    start = next(i for i, ln in enumerate(lines) if ln.startswith('S="'))
+    text = []
+    for ln in lines[start:]:
+        text.append(ln.removeprefix('S="'))
+        if ln.endswith('"'):
+            break
+    return " ".join(text).rstrip('"').split()
+
+
+def test_minds_mirror_header_smoke_commands_validate() -> None:
+    # the header's generate/train smoke commands (run by hand on CPU, see the commit) pass validation
+    header = shipped_config_path("minds_mirror_svamp").read_text()
+    assert "tinyllm-ray generate --config minds_mirror_svamp $S" in header
+    assert "tinyllm-ray train --config minds_mirror_svamp $S" in header
+    cfg = load_config("minds_mirror_svamp", _header_smoke_overrides("minds_mirror_svamp"))
+    assert cfg.data.name == "arithmetic" and cfg.teachers[0].model == "tiny:qwen2"
+    assert not cfg.train.use_gpu and cfg.train.resolved_backend == "gloo" and cfg.loss.schedule == "two_stage"
 
 
 def test_dotted_overrides_reach_dicts_and_lists() -> None:

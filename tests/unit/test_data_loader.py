@@ -372,6 +372,39 @@ def test_missing_validation_is_carved_from_train_never_test(tmp_path: Path) -> N
     assert other.splits["validation"] != loaded.splits["validation"]
 
 
+def _svamp_rows(ids: range) -> list[dict]:
+    return [{"ID": f"chal-{i}", "Body": f"Tom has {i} apples.", "Question": "How many does he have?",
+             "Equation": f"( {i}.0 )", "Answer": float(i)} for i in ids]
+
+
+def test_resplit_pools_every_split_and_cuts_seeded_sizes(tmp_path: Path) -> None:
+    # Mind's Mirror's SVAMP split in miniature: hub 7/3 -> 8/2 of all 10, then validation from train
+    _jsonl(tmp_path / "train.jsonl", _svamp_rows(range(1, 8)))
+    _jsonl(tmp_path / "test.jsonl", _svamp_rows(range(8, 11)))
+    cfg = DataConfig(name="svamp", path=str(tmp_path), resplit={"sizes": {"train": 8, "test": 2}, "seed": 0},
+                     validation_size=2, seed=0)
+    loaded = load_splits(cfg)
+    assert loaded.sizes() == {"train": 6, "validation": 2, "test": 2}
+    ids = [r.id for s in ("train", "validation", "test") for r in loaded.splits[s]]
+    assert sorted(ids) == sorted(f"chal-{i}" for i in range(1, 11))  # disjoint, nothing lost
+    assert load_splits(cfg).splits == loaded.splits  # seeded
+    other = load_splits(cfg.model_copy(update={"resplit": cfg.resplit.model_copy(update={"seed": 1})}))
+    assert [r.id for r in other.splits["test"]] != [r.id for r in loaded.splits["test"]]
+    assert "pooled" in loaded.sources["test"] and loaded.sources["validation"].startswith("2 rows of train")
+    with pytest.raises(DataLoadError, match="asks for 11 rows"):
+        load_splits(cfg.model_copy(update={"resplit": cfg.resplit.model_copy(update={"sizes": {"train": 11}})}))
+
+
+def test_resplit_and_validation_size_config_rules() -> None:
+    with pytest.raises(ValueError, match="needs a train size"):
+        DataConfig(name="svamp", path="x", resplit={"sizes": {"test": 2}})
+    with pytest.raises(ValueError, match="re-cuts loaded datasets"):
+        DataConfig(name="arithmetic", resplit={"sizes": {"train": 8}})
+    with pytest.raises(DataLoadError, match="leaves no training rows"):
+        carve_validation(_records(3), 0.1, seed=0, size=3)
+    assert len(carve_validation(_records(10), 0.1, seed=0, size=4)[1]) == 4
+
+
 def test_limits_take_the_first_rows_after_carving(tmp_path: Path) -> None:
     _jsonl(tmp_path / "train.jsonl", [_mc(i) for i in range(40)])
     _jsonl(tmp_path / "test.jsonl", [_mc(i) for i in range(100, 110)])

@@ -1,15 +1,14 @@
 """Stage bookkeeping and the optimizer restart between stages (pure; torch only, no DeepSpeed).
 
-The learning-rate restart itself runs through DeepSpeed's schedulers in the workers and is
-checked through the metrics log in tests/integration/test_train.py.
+The learning-rate restart is tested in test_student_schedule.py (the pure function) and through
+the metrics log in tests/integration/test_train.py.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tinyllm_ray.config import TrainConfig
-from tinyllm_ray.student.deepspeed_config import build_deepspeed_config
+from tinyllm_ray.student.schedule import stage_lrs
 from tinyllm_ray.student.stages import base_optimizer, reset_optimizer_state, stage_of_step, stage_offsets
 
 
@@ -26,13 +25,9 @@ def test_offsets_and_the_stage_of_the_next_step():
 
 
 def test_each_stage_gets_a_full_schedule_over_its_own_steps():
-    train = TrainConfig(scheduler="linear", warmup_steps=2, lr=0.1)
-    stage_steps = [3, 7]
-    scheds = [build_deepspeed_config(train, 1, n)["scheduler"] for n in stage_steps]
-    assert [s["params"]["total_num_steps"] for s in scheds] == stage_steps
-    for s in scheds:  # each stage warms up from 0 to the peak again
-        assert s["params"]["warmup_min_lr"] == 0.0 and s["params"]["warmup_max_lr"] == 0.1
-        assert s["params"]["warmup_num_steps"] == 2
+    lrs = stage_lrs([3, 7], warmup_steps=2, kind="linear", peak_lr=0.1)
+    for r in lrs:  # each stage warms up from 0 to the peak again and decays to 0 at its own last step
+        assert r[0] == 0.05 and r[1] == 0.1 and r[-1] == 0.0
 
 
 class _Wrapper:

@@ -57,6 +57,35 @@ def test_cpu_plan(t5_path, tmp_path):
     assert t.train_run_context.backend_config.backend == "gloo"
 
 
+def test_stage_epochs_size_each_stage_and_warmup_is_checked(t5_path, tmp_path):
+    # Mind's Mirror: self-evaluation 50 epochs, then CoT 80 (here 2 and 3), each stage its own length
+    base = _cfg(t5_path, tmp_path).model_dump()
+    base["train"].pop("epochs")
+    cfg = JobConfig.model_validate({**base, "self_eval": {"enabled": True},
+                                    "loss": {"form": "convex", "schedule": "two_stage"},
+                                    "train": {**base["train"], "stage_epochs": [2, 3]}})
+    t = _bundle(cfg, {0: 16, 1: 8}).trainer
+    # 16 // 2 = 8 per worker -> 2 micro x 2 epochs; 8 // 2 = 4 -> 1 micro x 3 epochs
+    assert t.train_loop_config["stage_steps"] == [4, 3]
+    from tinyllm_ray.errors import ConfigError
+
+    warm = cfg.model_copy(update={"train": cfg.train.model_copy(update={"warmup_steps": 3})})
+    with pytest.raises(ConfigError, match="stage 1"):
+        _bundle(warm, {0: 16, 1: 8})
+
+
+def test_stage_epochs_rules():
+    with pytest.raises(ValueError, match="not both"):
+        JobConfig.model_validate({"train": {"epochs": 2, "stage_epochs": [1]}})
+    with pytest.raises(ValueError, match="trains 1 stage"):
+        JobConfig.model_validate({"train": {"stage_epochs": [1, 2]}})
+    with pytest.raises(ValueError, match=">= 1"):
+        JobConfig.model_validate({"train": {"stage_epochs": [0]}})
+    ok = JobConfig.model_validate({"train": {"stage_epochs": [4]}})
+    assert ok.train.epochs_of_stage(0) == 4
+    assert JobConfig.model_validate(ok.model_dump(mode="json")) == ok  # workers re-validate the dump
+
+
 def test_gpu_plan_uses_nccl_and_no_cpu_accelerator(t5_path, tmp_path):
     cfg = _cfg(t5_path, tmp_path, use_gpu=True, precision="bf16")
     t = _bundle(cfg, {0: 16}).trainer

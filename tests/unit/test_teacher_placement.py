@@ -141,3 +141,24 @@ def test_custom_resources_pin_replicas_to_nodes() -> None:
     gpu = plan_teacher(cfg.teachers[0].model_copy(update={"tensor_parallel_size": 2}), "gpu",
                        model_path="/m", self_eval=cfg.self_eval)
     assert gpu.bundles[0]["teacher_node"] == 1.0 and "teacher_node" not in gpu.bundles[1]
+
+
+def test_cpu_preload_goes_into_the_actor_runtime_env_and_is_said(tmp_path):
+    """vLLM's CPU guide: tcmalloc + Intel OpenMP preloaded; only via the process's start env."""
+    from tinyllm_ray.config import RuntimeConfig
+    from tinyllm_ray.teachers.placement import find_preload_libs
+    from tinyllm_ray.teachers.serving import cpu_preload
+
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "libiomp5.so").write_bytes(b"")
+    found = find_preload_libs(str(tmp_path))
+    assert found["iomp"] == str(tmp_path / "lib" / "libiomp5.so")
+    libs = {"tcmalloc": "/x/libtcmalloc_minimal.so.4", "iomp": "/y/libiomp5.so"}
+    p = plan_teacher(teacher(), "cpu", preload=libs)
+    assert p.actor_options()["runtime_env"] == {"env_vars": {"LD_PRELOAD": "/x/libtcmalloc_minimal.so.4:/y/libiomp5.so"}}
+    assert any("preloading tcmalloc + iomp" in w for w in p.why)
+    assert "runtime_env" not in plan_teacher(teacher(), "cpu").actor_options()
+    # a user's own LD_PRELOAD wins; [] turns it off; only libraries that exist are used
+    assert cpu_preload(RuntimeConfig(env_vars={"LD_PRELOAD": "/mine.so"})) == {}
+    assert cpu_preload(RuntimeConfig(cpu_preload=[])) == {}
+    assert set(cpu_preload(RuntimeConfig())) <= {"tcmalloc", "iomp"}

@@ -105,6 +105,7 @@ class Setting:
         if self.prefix_side is not None:
             raw["student"]["task_prefix_side"] = self.prefix_side
         raw["train"]["max_steps"] = math.ceil(steps / 2) if self.schedule == "two_stage" else steps
+        raw["train"]["stage_epochs"] = None  # per-stage epochs belong to one schedule; the step budget rules here
         raw["compare"]["mirror_teacher"] = None  # the mirror teacher may not be in this setting
         return validate_config(raw, source=f"compare setting {self.name}")
 

@@ -23,6 +23,7 @@ from tinyllm_ray.config.dataset import (
     ColumnMap,
     DataConfig,
     DatasetName,
+    ResplitConfig,
     SyntheticConfig,
 )
 from tinyllm_ray.config.job import EvalConfig, JobConfig, RuntimeConfig, TuneConfig
@@ -32,6 +33,7 @@ from tinyllm_ray.config.loading import (
     list_shipped_configs,
     load_config,
     load_raw,
+    public_dump,
     shipped_config_path,
     validate_config,
 )
@@ -64,6 +66,7 @@ __all__ = [
     "JobConfig",
     "LossConfig",
     "PromptConfig",
+    "ResplitConfig",
     "RuntimeConfig",
     "SamplingConfig",
     "SelfEvalConfig",
@@ -81,6 +84,7 @@ __all__ = [
     "list_shipped_configs",
     "load_config",
     "load_raw",
+    "public_dump",
     "shipped_config_path",
     "validate_config",
 ]

@@ -72,6 +72,24 @@ class ArithmeticConfig(StrictModel):
     form: ArithmeticForm = Field("mcq", description="mcq: four numeric choices; free: a number, no choices")
 
 
+class ResplitConfig(StrictModel):
+    """Pool every loaded split, shuffle with ``seed``, and cut new splits of the given sizes.
+
+    For datasets whose papers use their own split of all the rows (Mind's Mirror: a seeded
+    800/200 train/test split of SVAMP's 1,000 problems; the hub copy ships 700/300).
+    """
+
+    sizes: dict[Split, int] = Field(description="rows per new split, cut in train, validation, test order")
+    seed: int = 0
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, v: dict[str, int]) -> dict[str, int]:
+        if "train" not in v:
+            raise ValueError("data.resplit.sizes needs a train size")
+        return each_at_least(v, 1, "data.resplit size for split")
+
+
 class DataConfig(StrictModel):
     """Which dataset, where it comes from, and how malformed rows are treated."""
 
@@ -88,6 +106,13 @@ class DataConfig(StrictModel):
         default_factory=dict, description="dataset's own split names, e.g. validation: valid"
     )
     validation_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    validation_size: int | None = Field(
+        None, ge=1, description="rows carved from train (seeded by data.seed) when there is no validation "
+        "split; replaces data.validation_fraction",
+    )
+    resplit: ResplitConfig | None = Field(
+        None, description="re-cut all loaded rows into seeded splits of given sizes (before any carving)"
+    )
     limit: dict[Split, int] = Field(default_factory=dict, description="max rows per split")
     seed: int = 0
     on_malformed: Literal["error", "skip"] = "error"
@@ -102,6 +127,9 @@ class DataConfig(StrictModel):
     @model_validator(mode="after")
     def _source_present(self) -> DataConfig:
         if self.name in GENERATED_DATASETS:
+            if self.resplit is not None:
+                raise ValueError(f"data.resplit re-cuts loaded datasets; {self.name!r} sets its split sizes in "
+                                 f"data.{self.name}")
             return self
         if self.path is None and not self.files:
             raise ValueError(f"dataset {self.name!r} needs data.path (hub name or local path) or data.files")

@@ -6,6 +6,8 @@ on :class:`JobConfig`, the one object every stage receives.
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -63,10 +65,25 @@ class EvalConfig(StrictModel):
     limit: int | None = Field(None, ge=1)
 
 
+#: What a secret's value becomes in every config this project writes or prints.
+REDACTED = "<redacted>"
+#: Environment variable names whose values are secrets (API keys, tokens, passwords).
+SECRET_NAME_RE = re.compile(r"TOKEN|KEY|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an environment variable's value must never be written or printed."""
+    return bool(SECRET_NAME_RE.search(name))
+
+
 class RuntimeConfig(StrictModel):
     """Where Ray runs and where everything is written."""
 
     ray_address: str | None = Field(None, description="None: local Ray; 'auto' or ray://... for a cluster")
+    cpu_preload: list[Literal["tcmalloc", "iomp"]] = Field(
+        default_factory=lambda: ["tcmalloc", "iomp"],
+        description="libraries preloaded into CPU vLLM actors when present (benchmarks/vllm_preload.py); [] = none",
+    )
     allow_second_ray: bool = Field(
         False, description="start a local Ray even when another one runs on this machine (Ray Train may hang)"
     )
@@ -84,6 +101,21 @@ class RuntimeConfig(StrictModel):
     dashboard_host: str = "127.0.0.1"
     metrics_export_port: int | None = Field(None, ge=1024, le=65535)
     env_vars: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("env_vars")
+    @classmethod
+    def _restore_redacted(cls, v: dict[str, str]) -> dict[str, str]:
+        """A secret written as :data:`REDACTED` (``dump_config``) is read back from the environment."""
+        out = dict(v)
+        for name, value in v.items():
+            if value == REDACTED:
+                if name not in os.environ:
+                    raise ValueError(
+                        f"runtime.env_vars.{name} was redacted when this config was written; export {name}=... "
+                        f"(or put its value in the config) and run again"
+                    )
+                out[name] = os.environ[name]
+        return out
 
     @field_validator("run_name")
     @classmethod
@@ -130,6 +162,11 @@ class JobConfig(StrictModel):
         if self.compare.mirror_teacher is not None and self.compare.mirror_teacher not in names:
             raise ValueError(f"compare.mirror_teacher {self.compare.mirror_teacher!r} is not a teacher; "
                              f"teachers are {names}")
+        stages = 2 if self.loss.schedule == "two_stage" else 1
+        if self.train.stage_epochs is not None and len(self.train.stage_epochs) != stages:
+            raise ValueError(f"train.stage_epochs has {len(self.train.stage_epochs)} entries but loss.schedule "
+                             f"{self.loss.schedule!r} trains {stages} stage(s)"
+                             + (" ([self-evaluation, CoT])" if stages == 2 else ""))
         return self
 
     def self_evaluates(self, teacher: str) -> bool:

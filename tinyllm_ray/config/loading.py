@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tinyllm_ray.config.job import JobConfig
+from tinyllm_ray.config.job import REDACTED, JobConfig, is_secret_name
 from tinyllm_ray.config.overrides import apply_overrides
 from tinyllm_ray.errors import ConfigError
 
@@ -162,6 +162,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return validate_config(apply_overrides(raw, overrides or [], source), source=source)
 
 
+def public_dump(cfg: JobConfig) -> dict[str, Any]:
+    """``cfg`` as plain data with every secret replaced by :data:`REDACTED`.
+
+    Why: configs are written (``best_config.yaml``, ``tinyllm-ray config``) and shared;
+    a token in ``runtime.env_vars`` (``HF_TOKEN``, an API key) must never be in them.
+    Loading such a file reads the secret back from the environment (``RuntimeConfig``).
+    """
+    raw = cfg.model_dump(mode="json")
+    env = raw["runtime"]["env_vars"]
+    for name in env:
+        if is_secret_name(name):
+            env[name] = REDACTED
+    return raw
+
+
 def dump_config(cfg: JobConfig, path: str | Path) -> None:
-    """Write a config that ``load_config`` reads back to an equal object."""
-    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    """Write a config that ``load_config`` reads back to an equal object (secrets redacted)."""
+    Path(path).write_text(yaml.safe_dump(public_dump(cfg), sort_keys=False))

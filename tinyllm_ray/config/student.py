@@ -110,6 +110,17 @@ class TrainConfig(StrictModel):
     warmup_steps: int = Field(0, ge=0)
     epochs: int = Field(1, ge=1)
     max_steps: int | None = Field(None, ge=1)
+    # --- learning-rate schedule and per-stage length (student/schedule.py, student/data.py) ---
+    min_lr_ratio: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="linear/cosine decay to train.lr x this at each stage's last step (0: to zero)",
+    )
+    stage_epochs: list[int] | None = Field(
+        None,
+        description="epochs of each training stage (two_stage: [self-evaluation, CoT], e.g. Mind's Mirror's "
+        "[50, 80]); replaces train.epochs; train.max_steps, when set, still fixes every stage's steps",
+    )
+    # --- end of the schedule block ---
     eval_every_steps: int = Field(50, ge=1)
     checkpoint_every_steps: int = Field(50, ge=1)
     num_checkpoints_to_keep: int = Field(2, ge=1)
@@ -120,6 +131,23 @@ class TrainConfig(StrictModel):
     build_lock_timeout_s: float = Field(
         600.0, gt=0.0, description="longest wait on a JIT extension build lock before failing (student/build_lock.py)"
     )
+
+    @field_validator("stage_epochs")
+    @classmethod
+    def _stage_epochs(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or any(int(e) < 1 for e in v)):
+            raise ValueError(f"train.stage_epochs needs one epoch count >= 1 per stage, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_epoch_setting(self) -> TrainConfig:
+        if self.stage_epochs is not None and self.epochs != 1:
+            raise ValueError("set train.epochs or train.stage_epochs (epochs of each stage), not both")
+        return self
+
+    def epochs_of_stage(self, stage: int) -> int:
+        """Epochs of training stage ``stage`` (``stage_epochs[stage]``, else ``epochs``)."""
+        return self.stage_epochs[stage] if self.stage_epochs is not None else self.epochs
 
     @model_validator(mode="after")
     def _backend(self) -> TrainConfig:

@@ -10,8 +10,11 @@ problems with their gold step-by-step solutions, split for split the records loa
 
 Split policy:
 
-* Missing validation -> carved from train with ``data.seed`` and ``data.validation_fraction``
-  (never from test: test stays untouched for the final number).
+* ``data.resplit`` (optional, first): every loaded row is pooled and re-cut into seeded
+  splits of the given sizes (a paper's own split, e.g. SVAMP 800/200).
+* Missing validation -> carved from train with ``data.seed`` and ``data.validation_size``
+  rows or else ``data.validation_fraction`` (never from test: test stays untouched for the
+  final number).
 * Missing train (e.g. the shared PIQA copy ships only valid/test) -> no ``train`` split is
   returned and a warning is logged. Train is never carved from validation or test; callers
   that need it call :meth:`LoadedData.require`, which raises with the fix.
@@ -134,13 +137,14 @@ def load_splits(cfg: DataConfig) -> LoadedData:
         if counts:
             log.warning("split %s: skipped %d malformed rows %s", split, sum(counts.values()), counts)
 
+    if cfg.resplit is not None:
+        splits, sources = resplit(splits, sources, cfg.resplit.sizes, cfg.resplit.seed)
     if "validation" not in splits and "train" in splits:
         splits["train"], splits["validation"] = carve_validation(
-            splits["train"], cfg.validation_fraction, cfg.seed
+            splits["train"], cfg.validation_fraction, cfg.seed, size=cfg.validation_size
         )
-        sources["validation"] = (
-            f"{cfg.validation_fraction:g} of train carved with seed {cfg.seed} ({sources['train']})"
-        )
+        amount = f"{cfg.validation_size} rows" if cfg.validation_size else f"{cfg.validation_fraction:g}"
+        sources["validation"] = f"{amount} of train carved with seed {cfg.seed} ({sources['train']})"
         log.info("no validation split: carved %d of %d train rows (seed %d); test is never used for this",
                  len(splits["validation"]), len(splits["train"]) + len(splits["validation"]), cfg.seed)
     if "train" not in splits:
@@ -174,20 +178,59 @@ def arithmetic_problems(cfg: DataConfig) -> dict[str, list[ArithmeticProblem]]:
     return _apply_limits(problems, cfg.limit)
 
 
+def resplit(
+    splits: Mapping[str, list[MCQRecord]], sources: Mapping[str, str], sizes: Mapping[str, int], seed: int
+) -> tuple[dict[str, list[MCQRecord]], dict[str, str]]:
+    """Pool every split (train, validation, test order), shuffle with ``seed``, cut ``sizes``.
+
+    Why: some papers split all of a dataset's rows their own way (Mind's Mirror: a seeded
+    800/200 train/test split of SVAMP's 1,000 problems, where the hub copy ships 700/300).
+    New splits are cut in train, validation, test order from one seeded shuffle of the
+    pooled positions and keep the pooled order inside each split; rows beyond the sizes
+    are left out (logged). Asking for more rows than the pool holds is an error.
+    """
+    pool = [r for split in SPLITS for r in splits.get(split, [])]
+    dupes = sorted(i for i, c in Counter(r.id for r in pool).items() if c > 1)
+    if dupes:
+        raise DataLoadError(f"data.resplit pools every split, but ids repeat across splits: {dupes[:5]}")
+    want = sum(sizes.values())
+    if want > len(pool):
+        raise DataLoadError(
+            f"data.resplit asks for {want} rows {dict(sizes)} but the dataset has {len(pool)} "
+            f"({', '.join(f'{s} {len(r)}' for s, r in splits.items())}); lower data.resplit.sizes"
+        )
+    order = list(range(len(pool)))
+    random.Random(seed).shuffle(order)
+    out: dict[str, list[MCQRecord]] = {}
+    start = 0
+    for split in SPLITS:
+        if split in sizes:
+            chosen = sorted(order[start:start + sizes[split]])
+            out[split] = [pool[i] for i in chosen]
+            start += sizes[split]
+    pooled = " + ".join(f"{s} ({sources.get(s, '?')})" for s in SPLITS if s in splits)
+    new_sources = {s: f"{len(r)} rows of the pooled {pooled}, seed {seed}" for s, r in out.items()}
+    log.info("data.resplit: pooled %d rows, cut %s with seed %d%s", len(pool), {s: len(r) for s, r in out.items()},
+             seed, f"; {len(pool) - want} left out" if want < len(pool) else "")
+    return out, new_sources
+
+
 def carve_validation(
-    train: Sequence[MCQRecord], fraction: float, seed: int
+    train: Sequence[MCQRecord], fraction: float, seed: int, *, size: int | None = None
 ) -> tuple[list[MCQRecord], list[MCQRecord]]:
     """Split ``train`` into (train, validation), both keeping the original row order.
 
-    ``round(len * fraction)`` rows (at least 1) go to validation, chosen by a seeded
-    shuffle of positions, so the same config always yields the same split.
+    ``size`` rows, or else ``round(len * fraction)`` rows (at least 1), go to validation,
+    chosen by a seeded shuffle of positions, so the same config always yields the same split.
     """
     n = len(train)
     if n < 2:
         raise DataLoadError(
             f"cannot carve a validation split from {n} train row(s); provide data.files.validation"
         )
-    n_val = min(n - 1, max(1, round(n * fraction)))
+    if size is not None and size >= n:
+        raise DataLoadError(f"data.validation_size {size} leaves no training rows out of {n}; lower it")
+    n_val = size if size is not None else min(n - 1, max(1, round(n * fraction)))
     order = list(range(n))
     random.Random(seed).shuffle(order)
     val_idx = set(order[:n_val])

@@ -2,7 +2,7 @@
 
 Why a pure builder: the DeepSpeed JSON is where CPU and GPU runs differ (precision,
 optimizer implementation), and where silent mistakes hide (a batch size that does not
-match world size x micro-batch x accumulation, a warm-up that starts at lr 0). Building it
+match world size x micro-batch x accumulation). Building it
 as a plain dict makes each rule a millisecond unit test and lets the trainer log the exact
 config it hands to ``deepspeed.initialize``.
 
@@ -13,10 +13,11 @@ Choices:
   (groups) with all their task rows.
 - Optimizer ``AdamW`` with ``torch_adam: true`` on CPU (torch's implementation; DeepSpeed's
   FusedAdam is a CUDA kernel) and DeepSpeed's fused kernel on GPU.
-- Schedulers map to DeepSpeed's built-ins: constant -> ``WarmupLR``, linear ->
-  ``WarmupDecayLR``, cosine -> ``WarmupCosineLR``. DeepSpeed forces at least 2 warm-up
-  steps starting from ``warmup_min_lr``; with ``warmup_steps: 0`` we set that floor to
-  ``lr`` so "no warm-up" really trains at ``lr`` from step 1.
+- No ``scheduler`` section: the learning rate of every step is ours
+  (``student/schedule.py``, written into the optimizer by the loop). DeepSpeed's built-in
+  schedules warm up over at least 2 steps from a floor, so their first step is wasted, and
+  "no warm-up" could only be had by raising the floor to the peak, which froze a linear
+  decay at the peak.
 - Gradient clipping at 1.0 (TinyLLM/T5 fine-tuning default).
 - ZeRO-3 gathers 16-bit weights on save so the Hugging Face export sees whole tensors.
 - One worker runs ZeRO-1/2 as stage 0: with a single rank there is nothing to partition,
@@ -37,25 +38,6 @@ __all__ = ["GRADIENT_CLIPPING", "build_deepspeed_config", "effective_zero_stage"
 GRADIENT_CLIPPING = 1.0
 
 
-def _scheduler(train: TrainConfig, total_steps: int) -> dict[str, Any]:
-    warm = int(train.warmup_steps)
-    floor_lr = 0.0 if warm > 0 else train.lr
-    total = max(int(total_steps), warm + 1, 1)
-    if train.scheduler == "constant":
-        return {"type": "WarmupLR", "params": {
-            "warmup_min_lr": floor_lr, "warmup_max_lr": train.lr, "warmup_num_steps": max(warm, 1),
-            "warmup_type": "linear"}}
-    if train.scheduler == "linear":
-        return {"type": "WarmupDecayLR", "params": {
-            "total_num_steps": total, "warmup_min_lr": floor_lr, "warmup_max_lr": train.lr,
-            "warmup_num_steps": max(warm, 1), "warmup_type": "linear"}}
-    if train.scheduler == "cosine":
-        return {"type": "WarmupCosineLR", "params": {
-            "total_num_steps": total, "warmup_min_ratio": 0.0 if warm > 0 else 1.0,
-            "warmup_num_steps": max(warm, 1), "cos_min_ratio": 0.0, "warmup_type": "linear"}}
-    raise ValueError(f"unknown scheduler {train.scheduler!r}")  # pragma: no cover - config validates
-
-
 def _zero(stage: int) -> dict[str, Any]:
     z: dict[str, Any] = {"stage": int(stage)}
     if stage in (1, 2):
@@ -72,8 +54,8 @@ def effective_zero_stage(stage: int, world_size: int) -> int:
     return 0 if world_size == 1 and stage in (1, 2) else stage
 
 
-def build_deepspeed_config(train: TrainConfig, world_size: int, total_steps: int) -> dict[str, Any]:
-    """The DeepSpeed config of one run (``total_steps`` = optimizer steps, for decaying LRs)."""
+def build_deepspeed_config(train: TrainConfig, world_size: int) -> dict[str, Any]:
+    """The DeepSpeed config of one run (the learning-rate schedule is ``student/schedule.py``'s)."""
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
     on_gpu = bool(train.use_gpu)
@@ -88,7 +70,6 @@ def build_deepspeed_config(train: TrainConfig, world_size: int, total_steps: int
         "optimizer": {"type": "AdamW", "params": {
             "lr": float(train.lr), "betas": [0.9, 0.999], "eps": 1e-8,
             "weight_decay": float(train.weight_decay), "torch_adam": not on_gpu}},
-        "scheduler": _scheduler(train, total_steps),
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,

@@ -18,15 +18,17 @@ a baseline taken before the first update): Ray Tune checks that each result hold
 metric it optimises, and ``val_step`` says how fresh the value is. Checkpoint selection
 only ever sees fresh values (those reported with a checkpoint).
 
-Stages (``loss.schedule: two_stage``): each stage starts like a run of its own, with an
-empty optimizer state and a full learning-rate schedule over its own steps (see
+Learning rate: before each optimizer step the loop writes ``lr_at(stage_step, ...)``
+(``student/schedule.py``, a pure function of the step) into every parameter group; DeepSpeed
+runs no scheduler. Stages (``loss.schedule: two_stage``): each stage starts like a run of its
+own, with an empty optimizer state and a full learning-rate schedule over its own steps (see
 ``student/stages.py``: Mind's Mirror's code trains the two stages as two runs). Each report
-carries ``lr``, the learning rate of the step it reports, and ``stage_step`` (1-based step
-within the stage); a joint run has one stage and one schedule.
+carries ``lr``, the learning rate of the step it reports (read back from the optimizer), and
+``stage_step`` (1-based step within the stage); a joint run has one stage and one schedule.
 
 Resuming: ``ray.train.get_checkpoint()`` (set by Ray Train after a worker failure) restores
-the DeepSpeed engine (weights, optimizer, LR schedule) and the step; the engine is built
-with the schedule of the stage the next step belongs to, and the data stream of the
+the DeepSpeed engine (weights, optimizer) and the step; the learning rate follows from the
+step (nothing to restore), and the data stream of the
 current epoch is fast-forwarded by the micro-batches already consumed. Every report
 carries ``attempt_start_step`` (0 on a fresh start), which shows a resumed run resumed.
 
@@ -112,6 +114,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from tinyllm_ray.student.evaluate_model import evaluate_records
     from tinyllm_ray.student.model import StudentFormat, load_student, write_student_format
     from tinyllm_ray.student.packed import PackedStudent, batch_to_device
+    from tinyllm_ray.student.schedule import lr_at, set_lr
     from tinyllm_ray.student.stages import reset_optimizer_state, stage_of_step, stage_offsets
     from tinyllm_ray.student.tasks import TaskPlan
 
@@ -136,8 +139,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             with open(os.path.join(ckpt_dir, STATE_FILE)) as f:
                 state = json.load(f)
         step = int(state.get("step", 0))
-        # the schedule of the stage the next step belongs to (a joint run: the whole run)
-        ds_config = build_deepspeed_config(tcfg, world, lc.stage_steps[stage_of_step(lc.stage_steps, step)])
+        ds_config = build_deepspeed_config(tcfg, world)  # no DeepSpeed scheduler: set_lr below, every step
         if rank == 0:
             log.info("DeepSpeed config: %s", json.dumps(ds_config))
         wait_for_build_locks(tcfg.build_lock_timeout_s)  # a killed JIT build must not stall us silently
@@ -149,7 +151,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         )
         if ckpt_dir is not None:
             engine.load_checkpoint(os.path.join(ckpt_dir, DS_DIR), tag=DS_TAG)
-            log.info("rank %d resumed from step %d (stage %s)", rank, step, state.get("stage"))
+            log.info("rank %d resumed from step %d (stage %s of the next step: %d)", rank, step,
+                     state.get("stage"), stage_of_step(lc.stage_steps, step))
     device = engine.device
     val_acc: float | None = state.get("val_accuracy")
     val_step = int(state.get("val_step", 0))
@@ -157,14 +160,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     def start_stage(stage: int, n_steps: int) -> None:
         """A later stage starts like a new run on the weights so far (``student/stages.py``)."""
-        from deepspeed.runtime import lr_schedules
-
         cleared = reset_optimizer_state(engine.optimizer)
-        sched = build_deepspeed_config(tcfg, world, n_steps)["scheduler"]
-        engine.lr_scheduler = getattr(lr_schedules, sched["type"])(engine.optimizer, **sched["params"])
-        if rank == 0:
-            log.info("stage %d: fresh optimizer state (%d cleared) and %s schedule over %d steps",
-                     stage, cleared, sched["type"], n_steps)
+        if rank == 0:  # its schedule restarts by itself: lr_at counts the stage's own steps
+            log.info("stage %d: fresh optimizer state (%d cleared) and a %s schedule over %d steps",
+                     stage, cleared, tcfg.scheduler, n_steps)
 
     # The collator runs in Ray Data's prefetch thread while validation tokenizes in this one;
     # a Rust tokenizer must not be used from two threads at once, so the collator gets a copy.
@@ -244,7 +243,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 total, task_sum, task_tokens = engine(batch)
                 engine.backward(total)
                 boundary = engine.is_gradient_accumulation_boundary()
-                step_lr = float(engine.get_lr()[0])  # the rate this optimizer step uses
+                # the rate of the optimizer step this micro-batch belongs to (step + 1), set before it runs
+                set_lr(engine.optimizer, lr_at(step + 1 - offset, n_steps, tcfg.warmup_steps, tcfg.scheduler,
+                                               tcfg.lr, tcfg.min_lr_ratio))
+                step_lr = float(engine.get_lr()[0])  # read back: the rate this optimizer step uses
                 engine.step()
                 acc[:k_tasks] += task_sum.detach().double().cpu()
                 acc[k_tasks:2 * k_tasks] += task_tokens.detach().double().cpu()

@@ -11,16 +11,15 @@ first step of every stage after the first:
 - empties the optimizer state in place (:func:`reset_optimizer_state`): Adam's moments and
   step counts start from zero, as in a new optimizer, while DeepSpeed's fp32 master weights
   (the weights trained so far) stay;
-- installs a new DeepSpeed scheduler built from ``build_deepspeed_config(train, world,
-  steps_of_that_stage)`` (the same builder, so the same warm-up and decay rules).
+- restarts the learning-rate schedule (warm-up + decay) over that stage's own steps:
+  ``student/schedule.py``'s ``lr_at`` counts steps within the stage, so this needs no state.
 
 A joint run has one stage: nothing restarts and its schedule spans the whole run as before.
 
 Resuming: a checkpoint holds the global ``step``; :func:`stage_of_step` names the stage the
-next step belongs to, whose schedule the engine is built with before the checkpoint's
-optimizer and scheduler states are loaded. A checkpoint taken at the last step of a stage
-holds the finished stage's states; the restart above then replaces them, exactly as in a
-run that never stopped.
+next step belongs to, and the learning rate follows from the step. A checkpoint taken at
+the last step of a stage holds the finished stage's optimizer state; the restart above
+then empties it, exactly as in a run that never stopped.
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tinyllm_ray.errors import find_user_error
+from tinyllm_ray.config import public_dump
+from tinyllm_ray.errors import ConfigError, find_user_error
 from tinyllm_ray.paths import RunPaths
 from tinyllm_ray.store import is_uri
 from tinyllm_ray.student.loop import HF_DIR, LoopConfig, train_loop_per_worker
@@ -184,6 +185,7 @@ def build_trainer(
     from tinyllm_ray.student.collate import CollateSpec
     from tinyllm_ray.student.data import steps_per_stage
     from tinyllm_ray.student.model import StudentFormat, detect_arch, prefix_side_for, resolve_student_path
+    from tinyllm_ray.student.schedule import check_warmup, stage_lrs
     from tinyllm_ray.student.store_checks import check_store_ready
     from tinyllm_ray.student.tasks import TaskPlan
 
@@ -203,13 +205,21 @@ def build_trainer(
     stage_steps, micro = [], []
     for stage in data.stages:
         s, m = steps_per_stage(data.groups[stage], world, tcfg.micro_batch_size, tcfg.grad_accum_steps,
-                               tcfg.epochs, tcfg.max_steps)
+                               tcfg.epochs_of_stage(stage), tcfg.max_steps)
         stage_steps.append(s)
         micro.append(m)
+    try:
+        check_warmup(stage_steps, tcfg.warmup_steps)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    lrs = stage_lrs(stage_steps, tcfg.warmup_steps, tcfg.scheduler, tcfg.lr, tcfg.min_lr_ratio)
+    log.info("learning rate (%s, warm-up %d, floor %g x lr): %s", tcfg.scheduler, tcfg.warmup_steps,
+             tcfg.min_lr_ratio, "; ".join(f"stage {i}: step 1 {r[0]:.3g} -> step {len(r)} {r[-1]:.3g}"
+                                          for i, r in zip(data.stages, lrs)))
     fmt_dict = asdict(fmt)
     fmt_dict["task_names"] = list(fmt.task_names)
     loop_cfg = LoopConfig(
-        job=cfg.model_dump(mode="json"), plan=plan.to_dict(), collate=spec.to_dict(), student_format=fmt_dict,
+        job=public_dump(cfg), plan=plan.to_dict(), collate=spec.to_dict(), student_format=fmt_dict,
         model_path=model_path, stage_steps=stage_steps, micro_per_epoch=micro,
         eval_batch_size=cfg.eval.batch_size,
     )

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -72,6 +73,7 @@ class TeacherPlan:
     env_defaults: dict[str, str] = field(default_factory=dict)
     unset_env: tuple[str, ...] = ()
     why: tuple[str, ...] = ()
+    preload: tuple[str, ...] = ()  # LD_PRELOAD of the actor process (CPU build; see find_preload_libs)
 
     @property
     def replica_resources(self) -> dict[str, float]:
@@ -106,6 +108,8 @@ class TeacherPlan:
             opts["resources"] = dict(self.resources)
         if self.bundles:
             opts["ray_remote_args_fn"] = PlacementGroupFactory(self.bundles, self.strategy or "PACK", self.replicas)
+        if self.preload:  # must be in the environment the process starts with, so via its runtime_env
+            opts["runtime_env"] = {"env_vars": {"LD_PRELOAD": ":".join(self.preload)}}
         return opts
 
     def map_batches_kwargs(self, batch_size: int | None = None) -> dict[str, Any]:
@@ -177,22 +181,52 @@ def uses_seeded_sampling(teacher: TeacherConfig, self_eval: SelfEvalConfig) -> b
     return teacher.sampling.temperature > 0 or (self_eval.enabled and self_eval.temperature > 0)
 
 
+#: vLLM's CPU guide preloads these (its start-up warning names them); looked up, never downloaded.
+PRELOAD_CANDIDATES: dict[str, tuple[str, ...]] = {
+    "tcmalloc": ("lib/libtcmalloc_minimal.so.4", "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
+                 "/usr/lib64/libtcmalloc_minimal.so.4", "/usr/lib/libtcmalloc_minimal.so.4"),
+    "iomp": ("lib/libiomp5.so", "/usr/lib/x86_64-linux-gnu/libiomp5.so", "/usr/lib64/libiomp5.so"),
+}
+
+
+def find_preload_libs(prefix: str | None = None) -> dict[str, str]:
+    """The preloadable libraries present on this machine (``name -> path``).
+
+    Relative candidates are looked up under ``prefix`` (default: this Python's
+    ``sys.prefix``, where the ``intel-openmp`` wheel puts ``libiomp5.so``).
+    """
+    import sys
+
+    base = prefix or sys.prefix
+    found: dict[str, str] = {}
+    for name, candidates in PRELOAD_CANDIDATES.items():
+        for c in candidates:
+            path = c if os.path.isabs(c) else os.path.join(base, c)
+            if os.path.isfile(path):
+                found[name] = path
+                break
+    return found
+
+
 def plan_teacher(
     teacher: TeacherConfig,
     accelerator: Accelerator,
     *,
     model_path: str | None = None,
     self_eval: SelfEvalConfig | None = None,
+    preload: Mapping[str, str] | None = None,
 ) -> TeacherPlan:
     """The actor-pool plan for one teacher (pure: no Ray, no vLLM).
 
     ``model_path`` replaces ``teacher.model`` when the model was resolved locally (e.g.
-    ``tiny:llama``). ``teacher.engine_kwargs`` win over everything computed here, so any
+    ``tiny:llama``). ``preload`` (name -> library path, from :func:`find_preload_libs`)
+    is preloaded into CPU engine actors, as vLLM's CPU guide advises. ``teacher.engine_kwargs`` win over everything computed here, so any
     automatic choice can be overridden from the config.
     """
     self_eval = self_eval or SelfEvalConfig()
     model = model_path or teacher.model
     why: list[str] = []
+    preloaded: tuple[str, ...] = ()
     pp = int(teacher.engine_kwargs.get("pipeline_parallel_size", 1))
     world = teacher.tensor_parallel_size * pp
     kwargs: dict[str, Any] = {
@@ -247,6 +281,10 @@ def plan_teacher(
             f"shares the node's cores); KV cache {gib:g} GiB; eager mode; engine core in the actor's process "
             f"(no engine-core/worker subprocesses: ~4x faster start, errors raised where they happen)"
         )
+        if preload:
+            preloaded = tuple(preload.values())
+            why.append(f"preloading {' + '.join(preload)} into the actor (vLLM CPU guide; measured in "
+                       "benchmarks/vllm_preload.py)")
         if uses_seeded_sampling(teacher, self_eval):
             kwargs["enable_chunked_prefill"] = False
             why.append(
@@ -278,6 +316,7 @@ def plan_teacher(
         env_defaults=env_defaults,
         unset_env=tuple(unset),
         why=tuple(why),
+        preload=preloaded,
     )
 
 

@@ -36,7 +36,7 @@ from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
-from tinyllm_ray.config import JobConfig, PromptConfig, SelfEvalConfig, TeacherConfig
+from tinyllm_ray.config import JobConfig, PromptConfig, RuntimeConfig, SelfEvalConfig, TeacherConfig
 from tinyllm_ray.errors import GenerationError, InternalError, PlacementError, UserError
 from tinyllm_ray.teachers.engine import EngineSpec, root_cause_from_log
 from tinyllm_ray.teachers.models import precheck_model, resolve_model
@@ -45,6 +45,7 @@ from tinyllm_ray.teachers.placement import (
     TeacherPlan,
     check_fits,
     choose_accelerator,
+    find_preload_libs,
     plan_teacher,
 )
 
@@ -236,7 +237,9 @@ def plan_pools(
     for t in teachers:
         paths[t.name] = resolve_model(t.model)
         precheck_model(t.name, paths[t.name], same_filesystem=len(nodes) <= 1)
-    plans = [plan_teacher(t, accelerator, model_path=paths[t.name], self_eval=se_of(t)) for t in teachers]
+    preload = cpu_preload(cfg.runtime) if accelerator == "cpu" else {}
+    plans = [plan_teacher(t, accelerator, model_path=paths[t.name], self_eval=se_of(t), preload=preload)
+             for t in teachers]
     try:
         notes += check_fits(plans, nodes)
     except PlacementError as exc:
@@ -246,6 +249,19 @@ def plan_pools(
         notes += [f"teacher {t.name}: {w}" for w in plan.why]
         pools.append(EnginePool(t, paths[t.name], plan, engine_spec(t, plan, cfg.prompts, se_of(t)), cancel_event))
     return ServingPlan(tuple(pools), accelerator, tuple(notes))
+
+
+def cpu_preload(runtime: RuntimeConfig) -> dict[str, str]:
+    """The libraries CPU engine actors preload (``runtime.cpu_preload`` that exist on the driver's node).
+
+    A user's own ``LD_PRELOAD`` in ``runtime.env_vars`` wins (nothing is added). Looked up
+    on the driver: on a multi-node cluster the nodes are expected to share the image; a
+    missing file is ignored by the dynamic loader with a warning, never fatal.
+    """
+    if "LD_PRELOAD" in runtime.env_vars or not runtime.cpu_preload:
+        return {}
+    libs = find_preload_libs()
+    return {name: libs[name] for name in runtime.cpu_preload if name in libs}
 
 
 def plan_serving(
