@@ -1,4 +1,4 @@
-"""``tinyllm-ray {run,generate,train,tune,eval,demo,config,data}`` — a thin front door.
+"""``tinyllm-ray {run,generate,train,tune,compare,eval,demo,config,data}`` — a thin front door.
 
 Every subcommand takes ``--config`` (a YAML path or a shipped config's name; default
 ``demo_cpu``) followed by dotted overrides (``train.max_steps=20 loss.alpha.llama=2``).
@@ -63,6 +63,27 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _compare_mode(args: argparse.Namespace) -> str:
+    return "quick" if args.quick else "full" if args.full else "default"
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _cmd_compare(cfg: JobConfig, args: argparse.Namespace) -> int:
+    """``--list``: the settings, store teachers and step budget, without Ray; else the job."""
+    if args.list:
+        from tinyllm_ray.compare.settings import describe_settings
+
+        print(describe_settings(cfg, _compare_mode(args)), end="")
+        return 0
+    return _job("compare")(cfg, args)
+
+
 def _job(name: str) -> Callable[[JobConfig, argparse.Namespace], int]:
     """A subcommand that runs ``tinyllm_ray.jobs.<name>(cfg)`` and prints its JSON report.
 
@@ -75,6 +96,8 @@ def _job(name: str) -> Callable[[JobConfig, argparse.Namespace], int]:
         fn = getattr(jobs, name)
         if name == "evaluate":
             report = fn(cfg, model=args.model, split=args.split, teacher=args.teacher, show=args.show)
+        elif name == "compare":
+            report = fn(cfg, mode=_compare_mode(args), seeds=args.seeds)
         else:
             report = fn(cfg)
         print(json.dumps(report, indent=2, default=str), flush=True)
@@ -95,6 +118,8 @@ COMMANDS: dict[str, tuple[str, Callable[[JobConfig, argparse.Namespace], int]]] 
     "generate": ("teacher rationales into the rationale store (resumable)", _job("generate")),
     "train": ("train the student on the rationale store (Ray Train + DeepSpeed)", _job("train")),
     "tune": ("Ray Tune sweep of the loss weights over the stored rationales", _job("tune")),
+    "compare": ("the papers' settings as Tune trials over one store: test accuracy mean ± sd table",
+                _cmd_compare),
     "eval": ("answer-only accuracy of a student folder or a teacher", _job("evaluate")),
     "config": ("print the validated config with every default filled in", _cmd_config),
     "data": ("split sizes, skipped rows, split overlap and examples as teachers and student see them",
@@ -115,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--split", default=None, choices=["train", "validation", "test"])
             p.add_argument("--show", type=_non_negative, default=0, metavar="N",
                            help="print the first N predictions beside their gold answers")
+        if name == "compare":
+            mode = p.add_mutually_exclusive_group()
+            mode.add_argument("--quick", action="store_true", help="few settings, 1 seed, few steps (CI check)")
+            mode.add_argument("--full", action="store_true",
+                              help="every setting (leave-one-out, prefix side), at least 3 seeds")
+            p.add_argument("--seeds", type=_positive, default=None, metavar="N",
+                           help="seeds per setting (default compare.seeds)")
+            p.add_argument("--list", action="store_true", help="print the settings this would run (no Ray) and exit")
         if name == "data":
             p.add_argument("--show", type=_non_negative, default=DEFAULT_SHOW, metavar="N",
                            help=f"examples to show (default {DEFAULT_SHOW})")

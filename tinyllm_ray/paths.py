@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 STUDENT_DIR = "student"
 TUNE_DIR = "tune"
+COMPARE_DIR = "compare"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 REPORT_PNG = "training.png"
@@ -140,6 +141,11 @@ class RunPaths:
     def tune_trials(self) -> str:
         """Ray Train storage of the Tune trials (one folder per trial)."""
         return join(self.tune, "trials")
+
+    @property
+    def compare(self) -> str:
+        """``tinyllm-ray compare``'s folder: compare.md/.json/.png, per-trial results, teacher rows."""
+        return join(self.run, COMPARE_DIR)
 
     def trial_student(self, trial: str) -> str:
         """Where trial ``trial`` exports its best student (never the run's own student)."""

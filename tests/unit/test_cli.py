@@ -128,3 +128,30 @@ def test_a_bug_at_the_root_stays_an_internal_error() -> None:
     assert type(exc) is RuntimeError and "ZeroDivisionError: division by zero" in str(exc)
     exc = run_failure(KeyError("k"), "KeyError: 'k'", RuntimeError("stopped"), "/s")
     assert type(exc) is RuntimeError and str(exc).startswith("generation failed: KeyError: 'k'")
+
+
+def test_compare_refuses_before_ray_what_the_user_can_fix(tmp_path, capsys) -> None:
+    err = one_line(*run_cli(capsys, "compare", "train.max_steps=null", *storage(tmp_path)), "compare")
+    assert "same step budget" in err and "compare.max_steps.seq2seq" in err
+    err = one_line(*run_cli(capsys, "compare", "compare.settings=[tinyllm,nope]", *storage(tmp_path)), "compare")
+    assert "unknown setting(s) ['nope']" in err
+
+
+def test_compare_flags_choose_the_mode(monkeypatch, capsys) -> None:
+    from tinyllm_ray import jobs
+
+    seen = []
+    monkeypatch.setattr(jobs, "compare", lambda cfg, mode, seeds: seen.append((mode, seeds)) or {})
+    for argv, want in ((["--quick"], ("quick", None)), (["--full", "--seeds", "4"], ("full", 4)), ([], ("default", None))):
+        assert cli.main(["compare", *argv]) == 0
+        assert seen.pop() == want
+    with pytest.raises(SystemExit):
+        cli.main(["compare", "--quick", "--full"])
+
+
+def test_compare_list_prints_the_settings_without_ray(capsys) -> None:
+    assert cli.main(["compare", "--list", "--full"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("mode full: 8 setting(s), seq2seq student")
+    assert "mm_cots_selfeval" in out and "llama_cot (cot, n=3, self-evaluates)" in out
+    assert "steps per setting: 60" in out

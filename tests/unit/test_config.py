@@ -149,7 +149,7 @@ def test_errors_name_the_field_and_what_is_allowed(override: str, expected: str)
 def test_unknown_top_level_section_lists_sections(tmp_path) -> None:
     p = tmp_path / "bad.yaml"
     p.write_text(yaml.safe_dump({"trian": {"lr": 1}}))
-    with pytest.raises(ConfigError, match=r"trian: unknown key; allowed keys here: data, eval, filter"):
+    with pytest.raises(ConfigError, match=r"trian: unknown key; allowed keys here: compare, data, eval, filter"):
         load_config(p)
 
 

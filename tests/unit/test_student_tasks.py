@@ -302,3 +302,39 @@ def test_source_puts_context_last_and_letters_options():
     assert s.splitlines()[0] == "Q: Why?"
     assert "(a) yes" in s and "(b) no" in s
     assert s.splitlines()[-1] == "Context: A long abstract."
+
+
+# --------------------------------------------------------------------------- per-teacher self-evaluation, first k CoTs
+
+
+def test_only_teachers_that_self_evaluate_give_self_eval_rows():
+    rec = records(1)[0]
+    plan = TaskPlan.from_config(JobConfig.model_validate(
+        {"teachers": [{"name": "llama", "model": "x"}, {"name": "qwen", "model": "y", "self_eval": True}]}))
+    assert plan.self_eval and plan.kinds_of("qwen") == ("rationale", "self_eval") and plan.kinds_of("llama") == (
+        "rationale",)
+    se = [store_row(rec, t, kind="self_eval", eval_idx=0, critique="ok", verdict="correct") for t in ("llama", "qwen")]
+    out = build_task_groups([rec], [*both([rec]), *se], plan)
+    assert out.stats.rows_per_task[SELF_EVAL_VERDICT_TASK] == 1
+    assert out.stats.ignored_kinds == {"self_eval": 1}
+    # coverage asks self-evaluations of the self-evaluating teacher only
+    check_teacher_coverage(plan, {("llama", "rationale"): 1, ("qwen", "rationale"): 1, ("qwen", "self_eval"): 1})
+    with pytest.raises(MissingTeacherError, match=r"qwen \(kind=self_eval\)"):
+        check_teacher_coverage(plan, {("llama", "rationale"): 1, ("qwen", "rationale"): 1})
+    assert TaskPlan.from_dict(plan.to_dict()) == plan
+
+
+def test_max_cots_keeps_the_first_k_cots_and_their_self_evaluations_and_counts_the_rest():
+    rec = records(1)[0]
+    rows = [store_row(rec, "llama", sample_idx=j, rationale=f"cot {j}") for j in range(3)]
+    rows += [store_row(rec, "llama", kind="self_eval", sample_idx=j, eval_idx=0, rationale=f"cot {j}",
+                       critique="fine", verdict="correct") for j in range(3)]
+    cfg = {"teachers": [{"name": "llama", "model": "x"}], "self_eval": {"enabled": True}}
+    every = build_task_groups([rec], rows, TaskPlan.from_config(JobConfig.model_validate(cfg)))
+    assert every.stats.rows_per_task["rationale:llama"] == 3 and not every.stats.extra_cots
+    one = build_task_groups([rec], rows, TaskPlan.from_config(JobConfig.model_validate(
+        {**cfg, "student": {"max_cots_per_teacher": 1}})))
+    assert one.stats.rows_per_task["rationale:llama"] == 1
+    assert one.stats.rows_per_task[SELF_EVAL_VERDICT_TASK] == 1
+    assert one.stats.extra_cots == {"rationale": 2, "self_eval": 2}
+    assert [t for g in one.groups for t in g["targets"] if t.startswith("cot")] == ["cot 0"]

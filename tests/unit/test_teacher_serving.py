@@ -203,3 +203,20 @@ def test_generation_holds_the_writer_lock_and_keys_every_row(monkeypatch, tmp_pa
     assert {(r["model"], r["model_revision"], r["template_version"]) for r in rows} == {
         ("org/llama", "hub:org/llama", TEMPLATE_VERSION)}
     list(GenerationRun(cfg))  # lock released: a rerun (nothing left to do) may open the store
+
+
+def test_only_the_teacher_with_its_own_switch_self_evaluates(monkeypatch, tmp_path):
+    from tinyllm_ray.store.manifest import teacher_generation_config
+
+    served = fake_serving(monkeypatch)
+    cfg = job(tmp_path, teachers=({"name": "tf", "model": "org/a"},
+                                  {"name": "mirror", "model": "org/a", "self_eval": True}))
+    assert not cfg.self_eval.enabled
+    list(GenerationRun(cfg, shard_size=4))
+    assert served.specs["mirror"].self_eval.enabled and not served.specs["tf"].self_eval.enabled
+    store = RationaleStore(cfg.runtime.resolved_store_uri)
+    counts = store.row_counts(None)
+    assert counts.get(("mirror", "self_eval"), 0) > 0 and counts.get(("tf", "self_eval"), 0) == 0
+    # an unset switch leaves the manifest entry as before the switch existed (old stores still match)
+    assert "self_eval" not in teacher_generation_config(cfg.teachers[0])
+    assert teacher_generation_config(cfg.teachers[1])["self_eval"] is True

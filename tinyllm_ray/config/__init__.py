@@ -13,6 +13,7 @@ shipped configs, validation messages). Import from this front door.
 from __future__ import annotations
 
 from tinyllm_ray.config.base import NAME_RE, SPLITS, Split, StrictModel
+from tinyllm_ray.config.compare import CompareConfig
 from tinyllm_ray.config.dataset import (
     BUILTIN_DATASETS,
     DATASET_NAMES,
@@ -56,6 +57,7 @@ __all__ = [
     "ArithmeticConfig",
     "ArithmeticForm",
     "ColumnMap",
+    "CompareConfig",
     "ConfigError",
     "DataConfig",
     "DatasetName",

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from tinyllm_ray.config.base import NAME_RE, Split, StrictModel
+from tinyllm_ray.config.compare import CompareConfig
 from tinyllm_ray.config.dataset import DataConfig
 from tinyllm_ray.config.student import LossConfig, StudentConfig, TrainConfig
 from tinyllm_ray.config.teachers import FilterConfig, PromptConfig, SelfEvalConfig, TeacherConfig
@@ -145,6 +146,7 @@ class JobConfig(StrictModel):
     tune: TuneConfig = Field(default_factory=TuneConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> JobConfig:
@@ -157,12 +159,26 @@ class JobConfig(StrictModel):
             raise ValueError(f"loss.alpha names unknown teachers {unknown}; teachers are {names}")
         if self.self_eval.enabled and not self.teachers:
             raise ValueError("self_eval.enabled needs at least one teacher")
+        if self.compare.mirror_teacher is not None and self.compare.mirror_teacher not in names:
+            raise ValueError(f"compare.mirror_teacher {self.compare.mirror_teacher!r} is not a teacher; "
+                             f"teachers are {names}")
         stages = 2 if self.loss.schedule == "two_stage" else 1
         if self.train.stage_epochs is not None and len(self.train.stage_epochs) != stages:
             raise ValueError(f"train.stage_epochs has {len(self.train.stage_epochs)} entries but loss.schedule "
                              f"{self.loss.schedule!r} trains {stages} stage(s)"
                              + (" ([self-evaluation, CoT])" if stages == 2 else ""))
         return self
+
+    def self_evaluates(self, teacher: str) -> bool:
+        """Whether ``teacher`` self-evaluates its CoTs: its own ``self_eval`` switch, else
+        ``self_eval.enabled`` (so one teacher of a store can self-evaluate, e.g. Mind's Mirror's)."""
+        own = self.teacher(teacher).self_eval
+        return self.self_eval.enabled if own is None else bool(own)
+
+    def self_eval_for(self, teacher: str) -> SelfEvalConfig:
+        """The ``self_eval`` section as it applies to ``teacher`` (``enabled`` per teacher)."""
+        flag = self.self_evaluates(teacher)
+        return self.self_eval if flag == self.self_eval.enabled else self.self_eval.model_copy(update={"enabled": flag})
 
     def alpha_for(self, teacher: str) -> float:
         """The additive weight of one teacher's rationale task (default when unset)."""

@@ -47,6 +47,9 @@ class StudentConfig(StrictModel):
         "papers' layout (prefix before the question)",
     )
     truncation: Literal["count", "error"] = "count"
+    max_cots_per_teacher: int | None = Field(
+        None, ge=1, description="train on the first k stored CoTs (sample_idx < k) of each teacher and their "
+        "self-evaluations; the rest are counted as left out (Mind's Mirror's one-CoT vs several-CoTs ablation)")
     trust_remote_code: bool = False
 
     @model_validator(mode="before")

@@ -54,6 +54,9 @@ class TeacherConfig(StrictModel):
     )
     prompt_style: Literal["teacher_forcing", "cot"] = "teacher_forcing"
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    self_eval: bool | None = Field(
+        None, description="this teacher self-evaluates its CoTs; None: follow self_eval.enabled (a store can "
+        "then hold one self-evaluating teacher, e.g. Mind's Mirror's, beside teacher-forcing ones)")
 
     @field_validator("name")
     @classmethod

@@ -11,13 +11,14 @@ from tinyllm_ray.jobs.checks import check_eval, check_runnable
 from tinyllm_ray.jobs.data_view import data_view, render_data_view
 from tinyllm_ray.jobs.report import render_markdown, write_report
 from tinyllm_ray.jobs.run import run_pipeline
-from tinyllm_ray.jobs.stages import evaluate, generate, run, train, tune
+from tinyllm_ray.jobs.stages import compare, evaluate, generate, run, train, tune
 from tinyllm_ray.paths import RunPaths
 
 __all__ = [
     "RunPaths",
     "check_eval",
     "check_runnable",
+    "compare",
     "data_view",
     "evaluate",
     "generate",

@@ -17,7 +17,7 @@ from tinyllm_ray.jobs.run import run_pipeline
 from tinyllm_ray.paths import RunPaths
 from tinyllm_ray.runtime import init_ray
 
-__all__ = ["evaluate", "generate", "run", "train", "tune"]
+__all__ = ["compare", "evaluate", "generate", "run", "train", "tune"]
 
 
 def generate(cfg: JobConfig) -> dict[str, Any]:
@@ -79,3 +79,10 @@ def tune(cfg: JobConfig) -> dict[str, Any]:
     from tinyllm_ray.tune import run_tune
 
     return run_tune(cfg)
+
+
+def compare(cfg: JobConfig, mode: str = "default", seeds: int | None = None) -> dict[str, Any]:
+    """The papers' settings as Tune trials over one store; table under ``<run>/compare/``."""
+    from tinyllm_ray.compare.run import run_compare
+
+    return run_compare(cfg, mode=mode, seeds=seeds)

@@ -122,7 +122,7 @@ def key_context_for(teacher: TeacherConfig, model_path: str, cfg: JobConfig, tem
     """
     se = cfg.self_eval
     se_sampling = None
-    if se.enabled:
+    if (se.enabled if teacher.self_eval is None else teacher.self_eval):
         se_sampling = canonical_json({"evals_per_cot": se.evals_per_cot, "max_tokens": se.max_tokens,
                                       "temperature": se.temperature, "verdicts": list(se.verdicts),
                                       "seed": teacher.sampling.seed})

@@ -89,7 +89,7 @@ def load_slice(store: RationaleStore | None, plan: TaskPlan, records: Sequence[M
     rows: list[dict[str, Any]] = []
     if store is not None:
         for teacher in plan.teachers:
-            for kind in plan.store_kinds:
+            for kind in plan.kinds_of(teacher):
                 rows += store.read_shard(teacher, kind, shard, columns=STORE_COLUMNS).to_pylist()
     return build_task_groups(records, rows, plan)
 
@@ -159,7 +159,7 @@ def report_ignored(plan: TaskPlan, row_counts: dict[tuple[str, str], int], uri: 
         log.info("rationale store %s: %d row(s) of teacher(s) not in the config are left out: %s", uri,
                  sum(ignored.ignored_teachers.values()), dict(ignored.ignored_teachers))
     if ignored.ignored_kinds:
-        log.info("rationale store %s: %s row(s) left out (self_eval.enabled is false)", uri,
+        log.info("rationale store %s: %s row(s) left out (self-evaluations of teachers that do not self-evaluate)", uri,
                  dict(ignored.ignored_kinds))
     return {"ignored_teachers": dict(ignored.ignored_teachers), "ignored_kinds": dict(ignored.ignored_kinds)}
 

@@ -120,7 +120,7 @@ def ignored_store_rows(plan: TaskPlan, row_counts: dict[tuple[str, str], int]) -
             continue
         if teacher not in plan.teachers:
             stats.ignored_teachers[teacher] += n
-        elif kind not in plan.store_kinds:
+        elif kind not in plan.kinds_of(teacher):
             stats.ignored_kinds[kind] += n
     return stats
 
@@ -154,7 +154,7 @@ def scan_store_targets(store: RationaleStore, plan: TaskPlan, batch_size: int = 
     examples: dict[str, list[str]] = {}
     columns = {"rationale": ["rationale"], "self_eval": ["rationale", "critique", "verdict"]}
     for t in plan.teachers:
-        for kind in plan.store_kinds:
+        for kind in plan.kinds_of(t):
             for b in store.iter_batches(t, kind, ["example_id", *columns[kind]], batch_size=batch_size):
                 bad = _empty_target_mask(b, kind)
                 n = int(pc.sum(bad).as_py() or 0)

@@ -50,6 +50,7 @@ __all__ = [
     "TrainingResult",
     "build_trainer",
     "export_checkpoint",
+    "prepare_data",
     "run_training",
 ]
 
@@ -181,9 +182,8 @@ def build_trainer(
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from tinyllm_ray.data.loader import load_splits
-    from tinyllm_ray.student.collate import CollateSpec, TaskCollator
-    from tinyllm_ray.student.data import prepare_student_data, steps_per_stage
+    from tinyllm_ray.student.collate import CollateSpec
+    from tinyllm_ray.student.data import steps_per_stage
     from tinyllm_ray.student.model import StudentFormat, detect_arch, prefix_side_for, resolve_student_path
     from tinyllm_ray.student.schedule import check_warmup, stage_lrs
     from tinyllm_ray.student.store_checks import check_store_ready
@@ -200,14 +200,7 @@ def build_trainer(
                        prefix_side=prefix_side_for(cfg.student, arch))
     fmt = StudentFormat.from_config(cfg, arch, plan.names)
     if data is None:
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.student.trust_remote_code)
-        if tok.pad_token_id is None:
-            tok.pad_token = tok.eos_token
-        loaded = load_splits(cfg.data)
-        data = prepare_student_data(cfg, loaded.require("train"), loaded.require("validation"), store_uri=store_uri,
-                                    collator=TaskCollator(tok, spec))
+        data = _prepare(cfg, model_path, spec, store_uri)
     world = tcfg.num_workers
     stage_steps, micro = [], []
     for stage in data.stages:
@@ -273,6 +266,43 @@ def build_trainer(
         dataset_config=DataConfig(datasets_to_split=[n for n in data.datasets if n.startswith("train_stage")]),
     )
     return TrainerBundle(trainer=trainer, data=data, loop_config=loop_cfg, metrics_file=metrics_file)
+
+
+def _prepare(cfg: JobConfig, model_path: str, spec: Any, store_uri: str | None) -> StudentData:
+    from transformers import AutoTokenizer
+
+    from tinyllm_ray.data.loader import load_splits
+    from tinyllm_ray.student.collate import TaskCollator
+    from tinyllm_ray.student.data import prepare_student_data
+
+    tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.student.trust_remote_code)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    loaded = load_splits(cfg.data)
+    return prepare_student_data(cfg, loaded.require("train"), loaded.require("validation"), store_uri=store_uri,
+                                collator=TaskCollator(tok, spec))
+
+
+def prepare_data(cfg: JobConfig, *, store_uri: str | None = None) -> StudentData:
+    """The student's datasets for ``cfg`` (store checks included), to pass as ``run_training(data=...)``.
+
+    Why public: ``compare`` trains several seeds of one setting on the same data; preparing
+    it once keeps the data start-up out of every seed's measured path. Only the seed may
+    differ between the configs that share it (the global shuffle is ``cfg.train.seed``'s).
+    """
+    from tinyllm_ray.student.collate import CollateSpec
+    from tinyllm_ray.student.model import detect_arch, prefix_side_for, resolve_student_path
+    from tinyllm_ray.student.store_checks import check_store_ready
+    from tinyllm_ray.student.tasks import TaskPlan
+
+    check_store_ready(cfg, store_uri=store_uri)
+    model_path = resolve_student_path(cfg.student)
+    arch = detect_arch(model_path, cfg.student.arch, cfg.student.trust_remote_code)
+    plan = TaskPlan.from_config(cfg)
+    spec = CollateSpec(arch=arch, task_names=plan.names, max_input_length=cfg.student.max_input_length,
+                       max_target_length=cfg.student.max_target_length, truncation=cfg.student.truncation,
+                       prefix_side=prefix_side_for(cfg.student, arch))
+    return _prepare(cfg, model_path, spec, store_uri)
 
 
 @contextlib.contextmanager

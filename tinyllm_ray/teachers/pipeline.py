@@ -180,7 +180,7 @@ class GenerationRun:
         name = w.pool.name
         recs = build_shard_records(raw, by_id, name, self.cfg.filter, self.cfg.self_eval.verdicts, key=w.key)
         path = self.store.write_shard(
-            name, shard, recs.rationale, recs.self_eval if self.cfg.self_eval.enabled else None, recs.stats,
+            name, shard, recs.rationale, recs.self_eval if self.cfg.self_evaluates(name) else None, recs.stats,
             failed=recs.failed,
         )
         st = recs.stats

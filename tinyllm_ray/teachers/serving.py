@@ -225,7 +225,12 @@ def plan_pools(
     disabled one). Raises :class:`GenerationError` naming the teacher when its local
     model path is missing or one of its replicas can never be placed.
     """
-    self_eval = cfg.self_eval if self_eval is None else self_eval
+    def se_of(t: TeacherConfig) -> SelfEvalConfig:  # per teacher (TeacherConfig.self_eval) unless forced
+        if self_eval is not None:
+            return self_eval
+        flag = cfg.self_eval.enabled if t.self_eval is None else t.self_eval
+        return cfg.self_eval if flag == cfg.self_eval.enabled else cfg.self_eval.model_copy(update={"enabled": flag})
+
     accelerator, why = choose_accelerator(cluster_resources)
     notes = [why]
     paths = {}
@@ -233,7 +238,7 @@ def plan_pools(
         paths[t.name] = resolve_model(t.model)
         precheck_model(t.name, paths[t.name], same_filesystem=len(nodes) <= 1)
     preload = cpu_preload(cfg.runtime) if accelerator == "cpu" else {}
-    plans = [plan_teacher(t, accelerator, model_path=paths[t.name], self_eval=self_eval, preload=preload)
+    plans = [plan_teacher(t, accelerator, model_path=paths[t.name], self_eval=se_of(t), preload=preload)
              for t in teachers]
     try:
         notes += check_fits(plans, nodes)
@@ -242,7 +247,7 @@ def plan_pools(
     pools = []
     for t, plan in zip(teachers, plans):
         notes += [f"teacher {t.name}: {w}" for w in plan.why]
-        pools.append(EnginePool(t, paths[t.name], plan, engine_spec(t, plan, cfg.prompts, self_eval), cancel_event))
+        pools.append(EnginePool(t, paths[t.name], plan, engine_spec(t, plan, cfg.prompts, se_of(t)), cancel_event))
     return ServingPlan(tuple(pools), accelerator, tuple(notes))
 
 

@@ -97,6 +97,7 @@ class TaskStats:
     ignored_teachers: Counter = field(default_factory=Counter)
     ignored_kinds: Counter = field(default_factory=Counter)
     missing_targets: Counter = field(default_factory=Counter)
+    extra_cots: Counter = field(default_factory=Counter)  # rows past student.max_cots_per_teacher, by kind
 
     def merge(self, other: TaskStats) -> TaskStats:
         self.rows_per_task.update(other.rows_per_task)
@@ -104,6 +105,7 @@ class TaskStats:
         self.ignored_teachers.update(other.ignored_teachers)
         self.ignored_kinds.update(other.ignored_kinds)
         self.missing_targets.update(other.missing_targets)
+        self.extra_cots.update(other.extra_cots)
         return self
 
     def to_dict(self) -> dict[str, dict[Any, int]]:
@@ -113,6 +115,7 @@ class TaskStats:
             "ignored_teachers": dict(self.ignored_teachers),
             "ignored_kinds": dict(self.ignored_kinds),
             "missing_targets": dict(self.missing_targets),
+            "extra_cots": dict(self.extra_cots),
         }
 
 
@@ -165,7 +168,7 @@ def check_teacher_coverage(
     ``RationaleStore.row_counts``). Every configured teacher needs ``rationale`` rows; with
     self-evaluation enabled, every teacher also needs ``self_eval`` rows.
     """
-    missing = [f"{t} (kind={k})" for t in plan.teachers for k in plan.store_kinds
+    missing = [f"{t} (kind={k})" for t in plan.teachers for k in plan.kinds_of(t)
                if rows_per_teacher_kind.get((t, k), 0) == 0]
     if missing:
         have = sorted({f"{t} (kind={k})" for (t, k), n in rows_per_teacher_kind.items() if n})
@@ -217,8 +220,11 @@ def _store_rows(rows: Iterable[Mapping[str, Any]], plan: TaskPlan, stats: TaskSt
         if teacher not in teachers:
             stats.ignored_teachers[teacher] += 1
             continue
-        if kind == "self_eval" and not plan.self_eval:
+        if kind == "self_eval" and not plan.self_evaluates(teacher):
             stats.ignored_kinds["self_eval"] += 1
+            continue
+        if plan.max_cots is not None and int(_get(row, "sample_idx") or 0) >= plan.max_cots:
+            stats.extra_cots[kind] += 1
             continue
         where = f"teacher {teacher!r}, example {ex!r}, sample {_get(row, 'sample_idx')}"
         if ex not in example_ids:

@@ -16,6 +16,12 @@ as its verdict (under the label/``predict`` head) and its critique (under the
 rationale/``explain`` head), trained with the same ``a L_label + (1-a) L_rationale`` loss as
 the CoT stage. With the convex form, a = 0.5 and w = 1 this is exactly the authors' loss.
 
+Per-teacher self-evaluation: only teachers that self-evaluate (``TeacherConfig.self_eval``,
+else ``self_eval.enabled``) contribute self-evaluation rows (``self_eval_teachers``); a
+stored self-evaluation of another teacher is counted as left out, like a disabled kind.
+``max_cots`` (``student.max_cots_per_teacher``) keeps the first k CoTs of each teacher
+(``sample_idx < k``) and their self-evaluations; the rest are counted, never silent.
+
 Stages: ``joint`` puts every task in stage 0; ``two_stage`` puts self-evaluation in stage 0
 and the CoT tasks (answer + rationales) in stage 1, trained in that order. Pure.
 """
@@ -69,15 +75,18 @@ class TaskPlan:
     teachers: tuple[str, ...]
     self_eval: bool
     label_source: str = "gold"
+    self_eval_teachers: tuple[str, ...] | None = None  # None: every teacher when self_eval
+    max_cots: int | None = None
 
     @classmethod
     def from_config(cls, cfg: JobConfig) -> TaskPlan:
         teachers = tuple(t.name for t in cfg.teachers)
         loss = cfg.loss
-        self_eval = bool(cfg.self_eval.enabled)
+        se_teachers = tuple(t for t in teachers if cfg.self_evaluates(t))
+        self_eval = bool(se_teachers)
         if loss.schedule == "two_stage" and not self_eval:
             raise TaskDataError(
-                "loss.schedule 'two_stage' trains self-evaluation first, but self_eval.enabled is false; "
+                "loss.schedule 'two_stage' trains self-evaluation first, but no teacher self-evaluates; "
                 "set self_eval.enabled: true (and generate self-evaluations) or loss.schedule: joint"
             )
         names = [ANSWER_TASK, *(rationale_task(t) for t in teachers)]
@@ -112,6 +121,8 @@ class TaskPlan:
             teachers=teachers,
             self_eval=self_eval,
             label_source=cfg.filter.label_source,
+            self_eval_teachers=se_teachers,
+            max_cots=cfg.student.max_cots_per_teacher,
         )
 
     @property
@@ -123,6 +134,15 @@ class TaskPlan:
         """Store record kinds this plan reads (self-evaluations only when enabled)."""
         return ("rationale", "self_eval") if self.self_eval else ("rationale",)
 
+    def kinds_of(self, teacher: str) -> tuple[str, ...]:
+        """Store record kinds this plan reads from ``teacher`` (self-evaluations only if it self-evaluates)."""
+        return self.store_kinds if self.self_evaluates(teacher) else ("rationale",)
+
+    def self_evaluates(self, teacher: str) -> bool:
+        if not self.self_eval:
+            return False
+        return self.self_eval_teachers is None or teacher in self.self_eval_teachers
+
     def tasks_of_stage(self, stage: int) -> tuple[str, ...]:
         return tuple(n for n in self.names if self.stages[n] == stage)
 
@@ -131,6 +151,8 @@ class TaskPlan:
             "names": list(self.names), "prefixes": dict(self.prefixes), "weights": dict(self.weights),
             "stages": dict(self.stages), "teachers": list(self.teachers), "self_eval": self.self_eval,
             "label_source": self.label_source,
+            "self_eval_teachers": None if self.self_eval_teachers is None else list(self.self_eval_teachers),
+            "max_cots": self.max_cots,
         }
 
     @classmethod
@@ -139,4 +161,6 @@ class TaskPlan:
             names=tuple(d["names"]), prefixes=dict(d["prefixes"]), weights=dict(d["weights"]),
             stages={k: int(v) for k, v in d["stages"].items()}, teachers=tuple(d["teachers"]),
             self_eval=bool(d["self_eval"]), label_source=d.get("label_source", "gold"),
+            self_eval_teachers=None if d.get("self_eval_teachers") is None else tuple(d["self_eval_teachers"]),
+            max_cots=d.get("max_cots"),
         )
