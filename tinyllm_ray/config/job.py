@@ -60,6 +60,11 @@ class EvalConfig(StrictModel):
     max_new_tokens: int = Field(16, ge=1)
     batch_size: int = Field(32, ge=1)
     limit: int | None = Field(None, ge=1)
+    teacher_prompt: Literal["answer", "cot"] = Field(
+        "answer",
+        description="eval --teacher: 'answer' = few-shot answer-only prompt (eval.max_new_tokens); 'cot' = the "
+        "plain CoT generation prompt, read up to the teacher's sampling.max_tokens",
+    )
 
 
 class RuntimeConfig(StrictModel):
@@ -122,6 +127,10 @@ class JobConfig(StrictModel):
             raise ValueError(f"loss.alpha names unknown teachers {unknown}; teachers are {names}")
         if self.self_eval.enabled and not self.teachers:
             raise ValueError("self_eval.enabled needs at least one teacher")
+        boot = [t.name for t in self.teachers if t.bootstrap is not None]
+        if boot and self.data.name != "arithmetic":
+            raise ValueError(f"teachers {boot} set bootstrap, which trains on the built-in arithmetic task; "
+                             f"set data.name: arithmetic or remove their bootstrap section")
         return self
 
     def alpha_for(self, teacher: str) -> float:
