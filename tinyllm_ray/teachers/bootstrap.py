@@ -59,7 +59,7 @@ from tinyllm_ray.config import BootstrapConfig, JobConfig, PromptConfig, Teacher
 from tinyllm_ray.data.arithmetic import ArithmeticProblem, make_arithmetic_splits
 from tinyllm_ray.data.schema import MCQRecord
 from tinyllm_ray.errors import ConfigError
-from tinyllm_ray.prompts import TEMPLATE_VERSION, answer_statement, self_eval_prompt
+from tinyllm_ray.prompts import TEMPLATE_VERSION, answer_statement, letter, self_eval_prompt
 from tinyllm_ray.teachers.prompt_rows import build_prompt
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ class TrainingRow:
 def _conclusion(value: str, record: MCQRecord) -> str:
     """``Thus, the answer is (b) 42.`` (mcq, the letter of ``value`` when it is a choice) or ``... is 42.``"""
     if record.choices and value in record.choices:
-        return f"Thus, the answer is ({'abcdefghijklmnopqrstuvwxyz'[record.choices.index(value)]}) {value}."
+        return f"Thus, the answer is ({letter(record.choices.index(value))}) {value}."
     return f"Thus, the answer is {value}."
 
 
