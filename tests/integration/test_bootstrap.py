@@ -50,8 +50,8 @@ def test_bootstrap_then_serve_through_the_generation_pipeline(ray_session, tiny_
     assert cached < 5
 
     store = RationaleStore(str(tmp_path / "store"))
-    stats = store.read_stats("boot").to_dict()
-    assert stats["prompts"] == 8 and stats["outputs"] == stats["kept"] + sum(stats["dropped"].values())
+    stats = store.read_stats("boot").to_dict()  # 8 CoT prompts + 8 self-evaluation prompts
+    assert stats["prompts"] == 8 + 8 and stats["outputs"] == stats["kept"] + sum(stats["dropped"].values())
     rat = store.read_table("rationale").to_pylist()
     assert rat and all(r["model_revision"].startswith("sha256:") for r in rat)
     assert all(r["model"] == teacher.model for r in rat)
