@@ -410,6 +410,25 @@ def resolve_teacher_model(cfg: JobConfig, teacher: TeacherConfig) -> str:
     return str(bootstrap_teacher(cfg, teacher))
 
 
+#: Ray Train controller poll interval while teachers train. A worker's report waits for the
+#: controller to drain a one-slot queue once per poll (``student/trainer.py``); a tiny
+#: teacher's step takes ~0.1-0.3 s on one CPU, so the default 0.2 s poll would set the pace.
+BOOTSTRAP_POLL_INTERVAL_S = 0.02
+
+
+@contextlib.contextmanager
+def _fast_reports():
+    key = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+    if key in os.environ:  # the user's choice wins
+        yield
+        return
+    os.environ[key] = str(BOOTSTRAP_POLL_INTERVAL_S)
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
+
+
 def ensure_bootstrapped(cfg: JobConfig, teachers: Sequence[TeacherConfig] | None = None) -> dict[str, str]:
     """Build every bootstrapped teacher of ``teachers`` (default: all) not yet cached; name -> folder.
 
@@ -436,10 +455,11 @@ def ensure_bootstrapped(cfg: JobConfig, teachers: Sequence[TeacherConfig] | None
                     errors[t.name] = exc
 
             threads = [threading.Thread(target=work, args=(t,), name=f"bootstrap-{t.name}") for t in missing]
-            for th in threads:
-                th.start()
-            for th in threads:
-                th.join()
+            with _fast_reports():
+                for th in threads:
+                    th.start()
+                for th in threads:
+                    th.join()
             if errors:
                 name, exc = next(iter(errors.items()))
                 raise RuntimeError(f"bootstrapping teacher {name!r} failed: {exc}") from exc
