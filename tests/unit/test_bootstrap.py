@@ -189,3 +189,12 @@ def test_eval_teacher_cot_rows_use_the_generation_cot_prompt_and_withhold_the_an
         assert row["prompt"] == build_prompt(teacher.model_copy(update={"prompt_style": "cot"}), rec, train,
                                              cfg.prompts)
         assert row["answer"] == "" and "\nAnswer: " not in row["prompt"]
+
+
+def test_manifest_of_a_teacher_without_bootstrap_is_unchanged() -> None:
+    from tinyllm_ray.store.manifest import teacher_generation_config
+
+    cfg = _cfg()
+    plain = cfg.teachers[0].model_copy(update={"bootstrap": None})
+    assert "bootstrap" not in teacher_generation_config(plain)
+    assert teacher_generation_config(cfg.teachers[0])["bootstrap"]["num_problems"] == 60

@@ -42,6 +42,8 @@ def _hash(obj: Any) -> str:
 def teacher_generation_config(teacher: TeacherConfig) -> dict[str, Any]:
     """The part of a teacher's config that determines its outputs."""
     d = teacher.model_dump(mode="json")
+    if d.get("bootstrap") is None:  # stores written before the field existed match teachers without it
+        d.pop("bootstrap", None)
     return {k: v for k, v in d.items() if k not in RESOURCE_FIELDS}
 
 
