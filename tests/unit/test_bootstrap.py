@@ -198,3 +198,16 @@ def test_manifest_of_a_teacher_without_bootstrap_is_unchanged() -> None:
     plain = cfg.teachers[0].model_copy(update={"bootstrap": None})
     assert "bootstrap" not in teacher_generation_config(plain)
     assert teacher_generation_config(cfg.teachers[0])["bootstrap"]["num_problems"] == 60
+
+
+def test_the_training_job_is_plain_prompt_to_completion_on_one_cpu_worker(tmp_path) -> None:
+    from tinyllm_ray.teachers.bootstrap import _training_job
+
+    cfg = _cfg(max_steps=30, micro_batch_size=4, lr=0.01)
+    job = _training_job(cfg, cfg.teachers[0].bootstrap, "/models/init", tmp_path, 160)
+    s, t = job.student, job.train
+    assert (s.model, s.arch, s.causal_separator, s.answer_prefix) == ("/models/init", "causal", "", "")
+    assert (t.num_workers, t.cpus_per_worker, t.micro_batch_size, t.lr, t.max_steps) == (1, 1, 4, 0.01, 30)
+    # in-loop validation (student answer task: meaningless for a teacher) only at step 0 and the end
+    assert t.eval_every_steps == t.checkpoint_every_steps == 30 and t.eval_max_new_tokens == 1
+    assert job.teachers == [] and job.runtime.storage_path == str(tmp_path)
