@@ -187,3 +187,40 @@ def test_numpy_batches_from_ray_data_collate_the_same(tokenizers):
     c = TaskCollator(tokenizers["t5"], spec("seq2seq"), decoder_start_token_id=0)
     a, b = c(g), c(batch)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("side", ["decoder", "encoder"])
+def test_empty_causal_separator_is_plain_prompt_then_completion(tokenizers, side):
+    """``student.causal_separator: ""`` (bootstrapped teachers): the row is exactly what a
+    served teacher sees, its prompt, followed by the completion and ``</s>``."""
+    tok = tokenizers["llama"]
+    prompt, completion = "Q: 2 + 3?\nRationale: Let's think step by step.", " 2 + 3 = 5. Thus, the answer is 5."
+    s = spec("causal", task_names=("answer",), prefix_side=side, causal_separator="", max_input_length=128,
+             max_target_length=64)
+    assert CollateSpec.from_dict(s.to_dict()) == s
+    group = {"group": "0:a", "example_id": "e", "source": prompt, "tasks": ["answer"], "prefixes": [""],
+             "targets": [completion], "weights": [1.0]}
+    lay = TaskCollator(tok, s).encode_groups([group])
+    served = list(tok(prompt)["input_ids"])  # what vLLM tokenizes: <s> + prompt
+    target = list(tok(completion, add_special_tokens=False)["input_ids"]) + [tok.eos_token_id]
+    if side == "encoder":
+        assert lay["dec_rows"][0] == served + target
+    else:
+        assert lay["enc_rows"][0] == served and lay["dec_rows"][0] == target
+    default = spec("causal", task_names=("answer",))
+    assert default.causal_separator == "\nOutput: " and CollateSpec.from_dict({**default.to_dict()}) == default
+
+
+def test_student_format_carries_the_separator(tmp_path):
+    from tinyllm_ray.config import JobConfig
+    from tinyllm_ray.student.model import StudentFormat, read_student_format, write_student_format
+
+    cfg = JobConfig.model_validate({"student": {"causal_separator": ""}})
+    fmt = StudentFormat.from_config(cfg, "causal", ("answer",))
+    write_student_format(tmp_path, fmt)
+    assert read_student_format(tmp_path).causal_separator == ""
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "tinyllm_student.json").write_text('{"arch": "causal", "prefix_side": "decoder", "answer_prefix": "p", '
+                                              '"rationale_prefix": "r", "max_input_length": 8, "max_target_length": 8}')
+    assert read_student_format(old).causal_separator == "\nOutput: "  # saved before it was configurable

@@ -40,6 +40,7 @@ from tinyllm_ray.config.loading import (
 from tinyllm_ray.config.overrides import apply_overrides
 from tinyllm_ray.config.student import LossConfig, StudentConfig, TinyModelConfig, TrainConfig
 from tinyllm_ray.config.teachers import (
+    BootstrapConfig,
     FilterConfig,
     PromptConfig,
     SamplingConfig,
@@ -56,6 +57,7 @@ __all__ = [
     "SPLITS",
     "ArithmeticConfig",
     "ArithmeticForm",
+    "BootstrapConfig",
     "ColumnMap",
     "CompareConfig",
     "ConfigError",

@@ -63,6 +63,11 @@ class EvalConfig(StrictModel):
     max_new_tokens: int = Field(16, ge=1)
     batch_size: int = Field(32, ge=1)
     limit: int | None = Field(None, ge=1)
+    teacher_prompt: Literal["answer", "cot"] = Field(
+        "answer",
+        description="eval --teacher: 'answer' = few-shot answer-only prompt (eval.max_new_tokens); 'cot' = the "
+        "plain CoT generation prompt, read up to the teacher's sampling.max_tokens",
+    )
 
 
 #: What a secret's value becomes in every config this project writes or prints.
@@ -167,6 +172,10 @@ class JobConfig(StrictModel):
             raise ValueError(f"train.stage_epochs has {len(self.train.stage_epochs)} entries but loss.schedule "
                              f"{self.loss.schedule!r} trains {stages} stage(s)"
                              + (" ([self-evaluation, CoT])" if stages == 2 else ""))
+        boot = [t.name for t in self.teachers if t.bootstrap is not None]
+        if boot and self.data.name != "arithmetic":
+            raise ValueError(f"teachers {boot} set bootstrap, which trains on the built-in arithmetic task; "
+                             f"set data.name: arithmetic or remove their bootstrap section")
         return self
 
     def self_evaluates(self, teacher: str) -> bool:

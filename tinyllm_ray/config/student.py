@@ -12,6 +12,10 @@ from pydantic import Field, field_validator, model_validator
 
 from tinyllm_ray.config.base import StrictModel, each_at_least
 
+#: Between a causal student's prompt and its target (``student.causal_separator``); the
+#: collator and evaluation read it from the config / the saved student format.
+DEFAULT_CAUSAL_SEPARATOR = "\nOutput: "
+
 
 class TinyModelConfig(StrictModel):
     """A tiny random model built locally (``student.model: tiny``): no download."""
@@ -51,6 +55,11 @@ class StudentConfig(StrictModel):
         None, ge=1, description="train on the first k stored CoTs (sample_idx < k) of each teacher and their "
         "self-evaluations; the rest are counted as left out (Mind's Mirror's one-CoT vs several-CoTs ablation)")
     trust_remote_code: bool = False
+    causal_separator: str = Field(
+        DEFAULT_CAUSAL_SEPARATOR,
+        description="causal students: text between the prompt and the target; '' = plain prompt -> completion "
+        "(bootstrapped teachers, served with the prompt alone)",
+    )
 
     @model_validator(mode="before")
     @classmethod

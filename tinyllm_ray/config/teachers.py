@@ -33,6 +33,40 @@ class SamplingConfig(StrictModel):
         return self
 
 
+BootstrapForm = Literal["cot", "teacher_forcing", "self_eval"]
+
+
+class BootstrapConfig(StrictModel):
+    """Train this teacher first (``teachers.<i>.bootstrap``): a tiny model taught the arithmetic task.
+
+    Why: issue 9 needs competent teachers that run on a CPU without a download. The
+    teacher's ``model`` (``tiny:llama?...`` / ``tiny:qwen2?...``) gives the architecture and
+    initial weights; these fields say how it is trained (Ray Train, on gold step-by-step
+    solutions of a problem pool disjoint from the job's splits, on exactly the prompts it
+    will be served with: ``teachers/bootstrap.py``). The result is cached by a hash of
+    everything that changes the weights.
+    """
+
+    forms: list[BootstrapForm] = Field(
+        default_factory=lambda: ["cot", "teacher_forcing", "self_eval"],
+        description="prompt forms trained: plain CoT, teacher forcing (gold answer shown), self-evaluation",
+    )
+    num_problems: int = Field(4000, ge=8, description="problems in the teacher's own training pool")
+    max_steps: int = Field(600, ge=1, description="optimizer steps")
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    micro_batch_size: int = Field(16, ge=1)
+    warmup_steps: int = Field(20, ge=0)
+    max_input_length: int = Field(768, ge=64, description="prompt tokens kept (longer prompts are cut)")
+    seed: int = Field(0, ge=0, description="seeds the teacher's problem pool and its training")
+
+    @field_validator("forms")
+    @classmethod
+    def _forms(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"bootstrap.forms needs one or more distinct forms of cot, teacher_forcing, self_eval; got {v}")
+        return v
+
+
 class TeacherConfig(StrictModel):
     """One teacher LLM, served by vLLM engines inside ``replicas`` Ray actors."""
 
@@ -57,6 +91,18 @@ class TeacherConfig(StrictModel):
     self_eval: bool | None = Field(
         None, description="this teacher self-evaluates its CoTs; None: follow self_eval.enabled (a store can "
         "then hold one self-evaluating teacher, e.g. Mind's Mirror's, beside teacher-forcing ones)")
+    bootstrap: BootstrapConfig | None = Field(
+        None, description="train this tiny teacher on the arithmetic task before serving it (cached)"
+    )
+
+    @model_validator(mode="after")
+    def _bootstrap_model(self) -> TeacherConfig:
+        if self.bootstrap is not None and not self.model.startswith(("tiny:llama", "tiny:qwen2")):
+            raise ValueError(
+                f"teacher {self.name!r}: bootstrap trains a tiny causal model; set model to tiny:llama or tiny:qwen2 "
+                f"(e.g. tiny:llama?hidden_size=128&num_layers=2), not {self.model!r}"
+            )
+        return self
 
     @field_validator("name")
     @classmethod

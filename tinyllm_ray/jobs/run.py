@@ -194,11 +194,12 @@ def _resolve_models_before_threads(cfg: JobConfig) -> None:
     """
     from tinyllm_ray.runtime import import_package_now
     from tinyllm_ray.student.model import resolve_student_path
-    from tinyllm_ray.teachers.models import resolve_model
+    from tinyllm_ray.teachers.bootstrap import ensure_bootstrapped, resolve_teacher_model
 
     import_package_now()
+    ensure_bootstrapped(cfg)  # bootstrapped teachers train (concurrently) before any thread starts
     for teacher in cfg.teachers:
-        resolve_model(teacher.model)
+        resolve_teacher_model(cfg, teacher)
     resolve_student_path(cfg.student)
 
 

@@ -44,6 +44,8 @@ def teacher_generation_config(teacher: TeacherConfig) -> dict[str, Any]:
     d = teacher.model_dump(mode="json")
     if d.get("self_eval") is None:  # unset per-teacher switch: stores written before it existed still match
         d.pop("self_eval", None)
+    if d.get("bootstrap") is None:  # stores written before the field existed match teachers without it
+        d.pop("bootstrap", None)
     return {k: v for k, v in d.items() if k not in RESOURCE_FIELDS}
 
 

@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from tinyllm_ray.config.student import DEFAULT_CAUSAL_SEPARATOR
 from tinyllm_ray.errors import TruncationError
 
 __all__ = [
@@ -60,7 +61,10 @@ __all__ = [
 
 IGNORE_INDEX = -100
 #: Between a causal prompt and its target: marks where the answer starts for every task.
-CAUSAL_SEPARATOR = "\nOutput: "
+#: The default of ``student.causal_separator`` (owned by the config); ``CollateSpec`` and
+#: the saved ``StudentFormat`` carry the value a student was trained with ('' = plain
+#: prompt -> completion, the layout of bootstrapped teachers).
+CAUSAL_SEPARATOR = DEFAULT_CAUSAL_SEPARATOR
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class CollateSpec:
     max_target_length: int
     truncation: str = "count"  # "count" | "error"
     prefix_side: str = "decoder"  # "decoder" (question computed once) | "encoder" (prefix before it)
+    causal_separator: str = CAUSAL_SEPARATOR  # causal only: between prompt and target
 
     def __post_init__(self) -> None:
         if self.arch not in ("seq2seq", "causal"):
@@ -95,13 +100,15 @@ class CollateSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"arch": self.arch, "task_names": list(self.task_names),
                 "max_input_length": self.max_input_length, "max_target_length": self.max_target_length,
-                "truncation": self.truncation, "prefix_side": self.prefix_side}
+                "truncation": self.truncation, "prefix_side": self.prefix_side,
+                "causal_separator": self.causal_separator}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CollateSpec:
         return cls(arch=d["arch"], task_names=tuple(d["task_names"]),
                    max_input_length=int(d["max_input_length"]), max_target_length=int(d["max_target_length"]),
-                   truncation=d.get("truncation", "count"), prefix_side=d.get("prefix_side", "decoder"))
+                   truncation=d.get("truncation", "count"), prefix_side=d.get("prefix_side", "decoder"),
+                   causal_separator=d.get("causal_separator", CAUSAL_SEPARATOR))
 
 
 class PromptEncoder:
@@ -221,7 +228,8 @@ class TaskCollator:
         self.spec = spec
         self.task_index = {n: i for i, n in enumerate(spec.task_names)}
         self.decoder_start = int(decoder_start_token_id if decoder_start_token_id is not None else self.enc.pad_id)
-        self.sep_ids = self.enc.plain([CAUSAL_SEPARATOR])[0] if spec.arch == "causal" else []
+        sep = spec.causal_separator
+        self.sep_ids = self.enc.plain([sep])[0] if spec.arch == "causal" and sep else []
 
     # -- shared by training and the length pre-flight
     def encode_groups(self, groups: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

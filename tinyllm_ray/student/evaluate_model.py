@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tinyllm_ray.evaluate import EvalResult, score_generations, select_eval_records
-from tinyllm_ray.student.collate import CAUSAL_SEPARATOR, PromptEncoder, encode_prompt
+from tinyllm_ray.student.collate import PromptEncoder, encode_prompt
 from tinyllm_ray.student.tasks import format_source
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def generate_answers(
     penc = PromptEncoder(tokenizer)
     causal = fmt.arch == "causal"
     prefix_ids = penc.plain([fmt.answer_prefix])[0]
-    sep_ids = penc.plain([CAUSAL_SEPARATOR])[0] if causal else []
+    sep_ids = penc.plain([fmt.causal_separator])[0] if causal and fmt.causal_separator else []
     # the training layout: prefix before the question ("encoder") or after it ("decoder";
     # causal: question <sep> prefix, then generation; seq2seq: in the decoder's start)
     enc_prefix = prefix_ids if fmt.prefix_side == "encoder" else []

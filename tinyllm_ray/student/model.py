@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tinyllm_ray.config.student import DEFAULT_CAUSAL_SEPARATOR as CAUSAL_SEPARATOR
 from tinyllm_ray.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -129,6 +130,7 @@ class StudentFormat:
     format_version: int = FORMAT_VERSION
     self_eval_verdict_prefix: str = ""  # "" in files written before self-evaluation became two tasks
     self_eval_critique_prefix: str = ""
+    causal_separator: str = CAUSAL_SEPARATOR  # files written before it was configurable used the default
 
     @classmethod
     def from_config(cls, cfg: JobConfig, arch: str, task_names: tuple[str, ...] = ()) -> StudentFormat:
@@ -137,7 +139,7 @@ class StudentFormat:
                    rationale_prefix=s.rationale_prefix, self_eval_verdict_prefix=s.self_eval_verdict_prefix,
                    self_eval_critique_prefix=s.self_eval_critique_prefix,
                    max_input_length=s.max_input_length, max_target_length=s.max_target_length,
-                   task_names=tuple(task_names))
+                   task_names=tuple(task_names), causal_separator=s.causal_separator)
 
 
 def write_student_format(folder: str | Path, fmt: StudentFormat) -> None:

@@ -197,7 +197,7 @@ def build_trainer(
     plan = TaskPlan.from_config(cfg)
     spec = CollateSpec(arch=arch, task_names=plan.names, max_input_length=cfg.student.max_input_length,
                        max_target_length=cfg.student.max_target_length, truncation=cfg.student.truncation,
-                       prefix_side=prefix_side_for(cfg.student, arch))
+                       prefix_side=prefix_side_for(cfg.student, arch), causal_separator=cfg.student.causal_separator)
     fmt = StudentFormat.from_config(cfg, arch, plan.names)
     if data is None:
         data = _prepare(cfg, model_path, spec, store_uri)

@@ -50,7 +50,7 @@ from tinyllm_ray.evaluate import EvalResult, extract_prediction, score_generatio
 
 # The teacher prompts' own block renderers: the answer-only prompt must keep their layout.
 from tinyllm_ray.prompts import example_block, question_block
-from tinyllm_ray.teachers.prompt_rows import icl_examples, prompt_row
+from tinyllm_ray.teachers.prompt_rows import build_prompt, icl_examples, prompt_row
 
 if TYPE_CHECKING:
     from tinyllm_ray.data.schema import MCQRecord
@@ -60,9 +60,11 @@ log = logging.getLogger(__name__)
 __all__ = [
     "answer_only_prompt",
     "answer_rows",
+    "cot_rows",
     "eval_teacher_config",
     "evaluate_teacher",
     "read_answer",
+    "read_cot_answer",
 ]
 
 MCQ_INSTRUCTION = 'Answer the last question. Reply with the correct choice as "(x) <answer text>".'
@@ -96,7 +98,28 @@ def answer_rows(
             for rec in records]
 
 
+def cot_rows(
+    teacher: TeacherConfig, records: Sequence[MCQRecord], pool: Sequence[MCQRecord], prompts: PromptConfig,
+    split: str,
+) -> list[dict[str, Any]]:
+    """``eval.teacher_prompt: cot``: the generation pipeline's own plain-CoT prompt (``build_prompt``
+    with ``prompt_style: cot``), gold answer withheld, in-context examples from ``pool``.
+
+    Why: a teacher's CoT accuracy is what its rationales are worth to a student (answer-only
+    accuracy says little for a multi-step task such as ``data.name: arithmetic``).
+    """
+    as_cot = teacher.model_copy(update={"prompt_style": "cot"})
+    return [prompt_row(rec, build_prompt(as_cot, rec, pool, prompts), split, 0, with_answer=False) for rec in records]
+
+
 # ----------------------------------------------------------------------------- pure: scoring
+
+
+def read_cot_answer(generated: str | None, choices: Sequence[str]) -> str | None:
+    """The answer a CoT states ("Thus, the answer is (b) 42."), read from the cleaned text as a whole."""
+    from tinyllm_ray.prompts import clean_rationale
+
+    return extract_prediction(clean_rationale(generated or ""), choices)
 
 
 def read_answer(generated: str | None, choices: Sequence[str]) -> str | None:
@@ -157,7 +180,9 @@ def evaluate_teacher(
         raise ConfigError(f"no teacher named {teacher!r} to evaluate; teachers are {names}")
     t0 = time.perf_counter()
     split = split or cfg.eval.split
-    tcfg = eval_teacher_config(cfg.teacher(teacher), cfg.eval.max_new_tokens)
+    cot = cfg.eval.teacher_prompt == "cot"
+    own = cfg.teacher(teacher)
+    tcfg = eval_teacher_config(own, own.sampling.max_tokens if cot else cfg.eval.max_new_tokens)
 
     data = load_splits(cfg.data)
     records = select_eval_records(data, split, limit or cfg.eval.limit)
@@ -167,8 +192,9 @@ def evaluate_teacher(
                     teacher)
 
     serving = plan_serving(cfg, [tcfg], self_eval=SelfEvalConfig(enabled=False))
-    log.info("evaluating teacher %s on %d %s questions (%s)", teacher, len(records), split, "; ".join(serving.notes))
-    rows = answer_rows(records, pool, cfg.prompts, split)
+    log.info("evaluating teacher %s on %d %s questions, %s prompt (%s)", teacher, len(records), split,
+             cfg.eval.teacher_prompt, "; ".join(serving.notes))
+    rows = cot_rows(tcfg, records, pool, cfg.prompts, split) if cot else answer_rows(records, pool, cfg.prompts, split)
     texts: dict[str, str] = {}
     tokens = truncated = 0
     with serving.pool(teacher) as engines:
@@ -182,6 +208,7 @@ def evaluate_teacher(
     if missing:
         raise GenerationError(f"teacher {teacher!r}: no output for {len(missing)} questions, e.g. {missing[:3]}")
     log.info("teacher %s: %d answers, %d tokens, %d cut at max_new_tokens", teacher, len(texts), tokens, truncated)
-    return score_generations(records, [texts[r.id] for r in records], read=read_answer, split=split,
+    return score_generations(records, [texts[r.id] for r in records], read=read_cot_answer if cot else read_answer,
+                             split=split,
                              model=f"{tcfg.model} (teacher {teacher})", seconds=time.perf_counter() - t0,
                              keep_predictions=keep_predictions)

@@ -11,8 +11,8 @@ fails and cleaned up identically in both::
 
 What :func:`plan_serving` does before any engine starts (everything that can fail fast):
 join or start Ray (``runtime.init_ray``), then :func:`plan_pools` (pure): choose the accelerator from the cluster's
-resources, resolve each model (``models.resolve_model``: ``tiny:<family>`` is built
-locally) and precheck local paths, compute each teacher's :class:`TeacherPlan` and
+resources, resolve each model (``bootstrap.resolve_teacher_model``: ``tiny:<family>`` is built
+locally, a bootstrapped teacher trained first) and precheck local paths, compute each teacher's :class:`TeacherPlan` and
 check that every replica can ever be placed (``placement.check_fits``). Each teacher
 gets an :class:`EnginePool` carrying its :class:`~tinyllm_ray.teachers.engine.EngineSpec`
 (the config *models* the actor needs, not hand-copied dicts).
@@ -38,8 +38,9 @@ from typing import Any, Self
 
 from tinyllm_ray.config import JobConfig, PromptConfig, RuntimeConfig, SelfEvalConfig, TeacherConfig
 from tinyllm_ray.errors import GenerationError, InternalError, PlacementError, UserError
+from tinyllm_ray.teachers.bootstrap import resolve_teacher_model
 from tinyllm_ray.teachers.engine import EngineSpec, root_cause_from_log
-from tinyllm_ray.teachers.models import precheck_model, resolve_model
+from tinyllm_ray.teachers.models import precheck_model
 from tinyllm_ray.teachers.placement import (
     Accelerator,
     TeacherPlan,
@@ -235,7 +236,7 @@ def plan_pools(
     notes = [why]
     paths = {}
     for t in teachers:
-        paths[t.name] = resolve_model(t.model)
+        paths[t.name] = resolve_teacher_model(cfg, t)
         precheck_model(t.name, paths[t.name], same_filesystem=len(nodes) <= 1)
     preload = cpu_preload(cfg.runtime) if accelerator == "cpu" else {}
     plans = [plan_teacher(t, accelerator, model_path=paths[t.name], self_eval=se_of(t), preload=preload)
@@ -277,5 +278,8 @@ def plan_serving(
     from tinyllm_ray.runtime import init_ray
 
     init_ray(cfg.runtime)
+    from tinyllm_ray.teachers.bootstrap import ensure_bootstrapped
+
+    ensure_bootstrapped(cfg, teachers)  # teachers.<i>.bootstrap: trained (concurrently) before planning
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     return plan_pools(cfg, teachers, ray.cluster_resources(), nodes, self_eval=self_eval, cancel_event=cancel_event)
