@@ -62,14 +62,13 @@ def test_the_pool_is_disjoint_from_the_job_splits() -> None:
 
 
 @pytest.mark.parametrize("form", ["mcq", "free"])
-def test_gold_targets_end_as_the_prompt_asks_and_parse(form: str) -> None:
+def test_gold_targets_end_with_the_number_and_parse(form: str) -> None:
     cfg = _cfg(form=form)
     for p in teacher_pool(cfg, cfg.teachers[0].bootstrap)[:30]:
         text = gold_completion(p)
         rec = p.to_record()
         assert text.startswith(" ") and "Thus, the answer is " in text
-        if form == "mcq":
-            assert text.endswith(f") {p.answer}.")
+        assert text.endswith(f"Thus, the answer is {p.answer}.")  # the number, never an option letter
         parsed = parse_answer(clean_rationale(text), rec.choices)
         assert parsed is not None and parsed.text == rec.answer
         assert read_cot_answer(text, rec.choices) == rec.answer

@@ -59,7 +59,7 @@ from tinyllm_ray.config import BootstrapConfig, JobConfig, PromptConfig, Teacher
 from tinyllm_ray.data.arithmetic import ArithmeticProblem, make_arithmetic_splits
 from tinyllm_ray.data.schema import MCQRecord
 from tinyllm_ray.errors import ConfigError
-from tinyllm_ray.prompts import TEMPLATE_VERSION, answer_statement, letter, self_eval_prompt
+from tinyllm_ray.prompts import TEMPLATE_VERSION, self_eval_prompt
 from tinyllm_ray.teachers.prompt_rows import build_prompt
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ __all__ = [
 
 #: Bump when the recipe below changes what is trained (rows, layout, training job):
 #: part of the cache key, so a stale teacher is never reused.
-BOOTSTRAP_VERSION = 1
+BOOTSTRAP_VERSION = 2  # 2: completions end with the number, not an option letter
 MARKER = "tinyllm_bootstrap.json"
 POOL_SPLIT = "teacherpool"
 #: Critique of a CoT whose every step is right.
@@ -106,21 +106,28 @@ class TrainingRow:
 
 
 def _conclusion(value: str, record: MCQRecord) -> str:
-    """``Thus, the answer is (b) 42.`` (mcq, the letter of ``value`` when it is a choice) or ``... is 42.``"""
-    if record.choices and value in record.choices:
-        return f"Thus, the answer is ({letter(record.choices.index(value))}) {value}."
+    """``Thus, the answer is 42.``: the number itself, also for multiple choice.
+
+    Why not the prompt's "(x) <answer text>" for mcq: measured, tiny teachers trained to
+    write the option letter computed the right value in 73% of CoTs but wrote one constant
+    letter, and ``parse_answer`` trusts the letter, so they scored at chance. The number
+    alone is matched to its option by text (``parse_answer`` ``statement_text``), which is
+    exactly the answer the student is trained and scored on. ``record`` is unused (kept so
+    a future template can depend on the record).
+    """
+    del record
     return f"Thus, the answer is {value}."
 
 
 def gold_completion(problem: ArithmeticProblem) -> str:
     """The gold solution as a CoT completion: its steps, then the closing sentence the prompt asks for.
 
-    ``ArithmeticProblem.solution`` ends "The answer is N."; the teacher prompts ask to end
-    with "Thus, the answer is (x) <answer text>." (mcq) or "Thus, the answer is <number>.",
-    so that is what the teacher learns (``answer_statement`` gives the gold "(b) 42").
+    ``ArithmeticProblem.solution`` ends "The answer is N."; the teacher learns to end with
+    "Thus, the answer is <number>." in both forms (see :func:`_conclusion` for why not the
+    option letter).
     Starts with a space: it continues "Rationale: Let's think step by step."
     """
-    return " " + " ".join(problem.steps) + f" Thus, the answer is {answer_statement(problem.to_record())}."
+    return " " + " ".join(problem.steps) + " " + _conclusion(str(problem.answer), problem.to_record())
 
 
 @dataclass(frozen=True)
