@@ -25,6 +25,8 @@ from tinyllm_ray.errors import UserError
 log = logging.getLogger("tinyllm_ray")
 
 DEFAULT_CONFIG = "demo_cpu"
+#: ``tinyllm-ray demo``: ``compare`` on this shipped config (the README's first command).
+DEMO_CONFIG = "demo"
 DEFAULT_SHOW = 2  # examples `tinyllm-ray data` shows
 
 
@@ -114,7 +116,8 @@ def _job(name: str) -> Callable[[JobConfig, argparse.Namespace], int]:
 
 COMMANDS: dict[str, tuple[str, Callable[[JobConfig, argparse.Namespace], int]]] = {
     "run": ("generate -> train -> evaluate as one Ray job", _job("run")),
-    "demo": ("the CPU demo: `run` on demo_cpu", _job("run")),
+    "demo": ("the README's first command: `compare` on the shipped demo config (teachers bootstrapped here)",
+             _cmd_compare),
     "generate": ("teacher rationales into the rationale store (resumable)", _job("generate")),
     "train": ("train the student on the rationale store (Ray Train + DeepSpeed)", _job("train")),
     "tune": ("Ray Tune sweep of the loss weights over the stored rationales", _job("tune")),
@@ -140,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--split", default=None, choices=["train", "validation", "test"])
             p.add_argument("--show", type=_non_negative, default=0, metavar="N",
                            help="print the first N predictions beside their gold answers")
-        if name == "compare":
+        if name in ("compare", "demo"):
             mode = p.add_mutually_exclusive_group()
             mode.add_argument("--quick", action="store_true", help="few settings, 1 seed, few steps (CI check)")
             mode.add_argument("--full", action="store_true",
@@ -166,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command is None:
         args = parser.parse_args(["run", *(argv or [])])
-    config_name = DEFAULT_CONFIG if args.command == "demo" else args.config
+    config_name = DEMO_CONFIG if args.command == "demo" and args.config == DEFAULT_CONFIG else args.config
     _, fn = COMMANDS[args.command]
     try:
         return fn(load_config(config_name, args.overrides), args)
