@@ -210,3 +210,22 @@ def test_the_training_job_is_plain_prompt_to_completion_on_one_cpu_worker(tmp_pa
     # in-loop validation (student answer task: meaningless for a teacher) only at step 0 and the end
     assert t.eval_every_steps == t.checkpoint_every_steps == 30 and t.eval_max_new_tokens == 1
     assert job.teachers == [] and job.runtime.storage_path == str(tmp_path)
+
+
+def test_two_entries_of_one_model_train_once(monkeypatch, tmp_path) -> None:
+    """Mind's Mirror's derived ``llama_cot`` shares llama's weights: one training, not two racing ones."""
+    import tinyllm_ray.runtime
+    from tinyllm_ray.teachers import bootstrap as boot
+
+    raw = _cfg().model_dump(mode="json")
+    raw["teachers"].append({**raw["teachers"][0], "name": "llama_cot", "prompt_style": "cot",
+                            "sampling": {"n": 3, "temperature": 0.7}})
+    cfg = validate_config(raw)
+    trained: list[str] = []
+    monkeypatch.setattr(boot, "bootstrapped_path", lambda c, t: tmp_path / "same-key")
+    monkeypatch.setattr(boot, "is_complete", lambda p: False)
+    monkeypatch.setattr(boot, "bootstrap_teacher", lambda c, t: trained.append(t.name))
+    monkeypatch.setattr(tinyllm_ray.runtime, "init_ray", lambda r: {})
+    monkeypatch.setattr(tinyllm_ray.runtime, "import_package_now", lambda: 0)
+    out = boot.ensure_bootstrapped(cfg)
+    assert trained == ["llama"] and out == {"llama": str(tmp_path / "same-key"), "llama_cot": str(tmp_path / "same-key")}

@@ -447,7 +447,16 @@ def ensure_bootstrapped(cfg: JobConfig, teachers: Sequence[TeacherConfig] | None
     if not todo:
         return {}
     with _BUILD_LOCK:
-        missing = [t for t in todo if not is_complete(bootstrapped_path(cfg, t))]
+        # One training per cache folder: two entries of one model (e.g. Mind's Mirror's derived
+        # ``llama_cot`` beside ``llama``) share their weights and must not train twice, in parallel
+        # into the same folder.
+        missing: list[TeacherConfig] = []
+        seen: set[Path] = set()
+        for t in todo:
+            path = bootstrapped_path(cfg, t)
+            if not is_complete(path) and path not in seen:
+                seen.add(path)
+                missing.append(t)
         if missing:
             from tinyllm_ray.runtime import import_package_now, init_ray
 
@@ -474,6 +483,7 @@ def ensure_bootstrapped(cfg: JobConfig, teachers: Sequence[TeacherConfig] | None
         for t in todo:
             path = bootstrapped_path(cfg, t)
             if t not in missing:
-                log.info("reusing cached teacher %s (%s)", t.name, path)
+                log.info("reusing %s teacher %s (%s)", "cached" if path not in seen else "just trained", t.name,
+                         path)
             out[t.name] = str(path)
         return out
