@@ -26,7 +26,7 @@ def test_compare_quick_writes_a_well_formed_table(ray_session, tiny_cache, tmp_p
 
     llama = tiny_model_path(TinyModelConfig(family="llama"), tiny_cache)
     qwen = tiny_model_path(TinyModelConfig(family="qwen2"), tiny_cache)
-    cfg = load_config("demo_cpu", [
+    overrides = [
         "data.synthetic.train=24", "data.synthetic.validation=4", "data.synthetic.test=6",
         f"teachers.0.model={llama}", f"teachers.1.model={qwen}",
         "teachers.0.kv_cache_space_gib=0.25", "teachers.1.kv_cache_space_gib=0.25",
@@ -36,7 +36,8 @@ def test_compare_quick_writes_a_well_formed_table(ray_session, tiny_cache, tmp_p
         "train.eval_max_new_tokens=6", "eval.max_new_tokens=6", "self_eval.max_tokens=12",
         "compare.quick_max_steps=4", "compare.seeds=2",
         f"runtime.storage_path={tmp_path / 'runs'}", "runtime.run_name=cmp", "runtime.store_shard_size=8",
-    ])
+    ]
+    cfg = load_config("demo_cpu", overrides)
     t0 = time.perf_counter()
     out = run_compare(cfg, mode="quick")
     print(f"compare --quick: {time.perf_counter() - t0:.1f} s; timings {out['timings']}")
@@ -69,3 +70,13 @@ def test_compare_quick_writes_a_well_formed_table(ray_session, tiny_cache, tmp_p
     assert trials["mm_cots_selfeval"]["data"]["ignored_kinds"] == {}
     assert trials["mm_cots_selfeval"]["data"]["ignored_teachers"].keys() == {"llama", "qwen"}
     assert trials["tinyllm"]["data"]["ignored_teachers"].keys() == {"llama_cot"}
+
+    # a causal student on the same store (nothing generated again): its rows in the table too
+    causal = load_config("demo_cpu", [*overrides, "student.tiny.family=llama", "compare.seeds=1",
+                                      "compare.settings=[label_only,tinyllm]"])
+    t0 = time.perf_counter()
+    out = run_compare(causal, mode="quick")
+    print(f"compare --quick, causal student: {time.perf_counter() - t0:.1f} s")
+    doc = json.loads((folder / "compare.json").read_text())
+    assert out["failed"] == {} and [s["setting"] for s in doc["settings"]] == ["label_only", "tinyllm"]
+    assert doc["meta"]["student_kind"] == "causal" and all(s["status"] == "ok" for s in doc["settings"])
