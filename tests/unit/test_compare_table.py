@@ -107,7 +107,7 @@ def test_markdown_shape() -> None:
     assert all(line.count("|") == width for line in table)
     assert len(table) == 2 + len(doc["settings"]) + len(doc["teachers"])
     assert "difficulty 1" in lines[header] and "0.450 ± 0.071" in md
-    assert "teacher a (answer-only, served)" in md and "failed: RuntimeError: boom" in md
+    assert "teacher a (answer prompt, served by vLLM)" in md and "failed: RuntimeError: boom" in md
     assert "## Each teacher's contribution" in md and "+0.150" in md
     assert "## The papers' claims" in md
 

@@ -201,7 +201,7 @@ def _teacher_key(cfg: JobConfig, name: str, limit: int | None) -> str:
 
 
 def teacher_rows(cfg: JobConfig, out_dir: str, limit: int | None) -> list[dict[str, Any]]:
-    """Each distinct teacher model's answer-only test row, cached under ``out_dir/teachers``.
+    """Each distinct teacher model's test row (``eval.teacher_prompt``), cached under ``out_dir/teachers``.
 
     A derived Mind's Mirror entry serves the same model with the same answer-only prompt as
     its source teacher, so one row per (model) is measured, named after the first teacher.
@@ -226,7 +226,8 @@ def teacher_rows(cfg: JobConfig, out_dir: str, limit: int | None) -> list[dict[s
         t0 = time.perf_counter()
         try:
             ev = evaluate_teacher(cfg, t.name, split=TEST_SPLIT, limit=limit, keep_predictions=None)
-            row = {"teacher": t.name, "model": t.model, "status": "ok", "accuracy": ev.accuracy,
+            row = {"teacher": t.name, "model": t.model, "prompt": cfg.eval.teacher_prompt, "status": "ok",
+                   "accuracy": ev.accuracy,
                    "correct": ev.correct, "total": ev.total,
                    "by_difficulty": by_difficulty(cfg.data.name, ev.predictions), "key": key,
                    "seconds": round(time.perf_counter() - t0, 2)}

@@ -206,7 +206,7 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
                  s["status"] if s["status"] == "ok" else f"failed: {str(s.get('error') or '')[:120]}"]
         lines.append("| " + " | ".join(c.replace("|", "/").replace("\n", " ") for c in cells) + " |")
     for t in doc["teachers"]:
-        cells = [f"teacher {t['teacher']} (answer-only, served)", t.get("model", ""), _fmt(t["mean"], None), "-",
+        cells = [f"teacher {t['teacher']} ({t.get('prompt', 'answer')} prompt, served by vLLM)", t.get("model", ""), _fmt(t["mean"], None), "-",
                  *[_fmt(t["by_difficulty"].get(d, {}).get("mean"), None) for d in diffs],
                  t["status"] if t["status"] == "ok" else f"failed: {str(t.get('error') or '')[:120]}"]
         lines.append("| " + " | ".join(c.replace("|", "/").replace("\n", " ") for c in cells) + " |")
