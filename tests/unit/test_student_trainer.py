@@ -10,7 +10,7 @@ import pytest
 from tinyllm_ray.config import JobConfig, TinyModelConfig
 from tinyllm_ray.student.data import StudentData
 from tinyllm_ray.student.tasks import TaskPlan
-from tinyllm_ray.student.trainer import _controller_poll_interval, _select_best, build_trainer
+from tinyllm_ray.student.trainer import _select_best, build_trainer, controller_poll_interval
 
 
 @pytest.fixture(scope="module")
@@ -118,11 +118,11 @@ def test_select_best_uses_validation_and_the_final_stage():
 def test_poll_interval_is_scoped(monkeypatch):
     key = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
     monkeypatch.delenv(key, raising=False)
-    with _controller_poll_interval(0.2):
+    with controller_poll_interval(0.2):
         assert os.environ[key] == "0.2"
     assert key not in os.environ
     monkeypatch.setenv(key, "5")
-    with _controller_poll_interval(0.2):
+    with controller_poll_interval(0.2):
         assert os.environ[key] == "5"  # the user's choice wins
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "TrainerBundle",
     "TrainingResult",
     "build_trainer",
+    "controller_poll_interval",
     "export_checkpoint",
     "prepare_data",
     "run_training",
@@ -58,7 +59,7 @@ METRICS_FILE = "metrics.jsonl"
 #: TensorBoard event files, beside ``METRICS_FILE`` in the Ray Train run folder.
 TENSORBOARD_DIR = "tensorboard"
 TRAIN_RUN_NAME = "train"
-#: Controller poll interval during training (see ``_controller_poll_interval``).
+#: Controller poll interval during training (see ``controller_poll_interval``).
 REPORT_POLL_INTERVAL_S = 0.2
 
 
@@ -306,7 +307,7 @@ def prepare_data(cfg: JobConfig, *, store_uri: str | None = None) -> StudentData
 
 
 @contextlib.contextmanager
-def _controller_poll_interval(seconds: float):
+def controller_poll_interval(seconds: float):
     """Poll workers every ``seconds`` during ``fit`` unless the user set the interval.
 
     Why: Ray Train v2 hands each ``ray.train.report`` to the controller through a queue of
@@ -384,7 +385,7 @@ def run_training(
     data, loop_cfg = bundle.data, bundle.loop_config
     t_fit = time.perf_counter()
     log.info("data ready in %.1f s; starting Ray Train", t_fit - t0)
-    with _controller_poll_interval(REPORT_POLL_INTERVAL_S):
+    with controller_poll_interval(REPORT_POLL_INTERVAL_S):
         try:
             result = bundle.trainer.fit()
         except Exception as exc:  # a worker's UserError (e.g. a stale build lock) is one line, not Ray's traceback

@@ -423,19 +423,6 @@ def resolve_teacher_model(cfg: JobConfig, teacher: TeacherConfig) -> str:
 BOOTSTRAP_POLL_INTERVAL_S = 0.02
 
 
-@contextlib.contextmanager
-def _fast_reports():
-    key = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
-    if key in os.environ:  # the user's choice wins
-        yield
-        return
-    os.environ[key] = str(BOOTSTRAP_POLL_INTERVAL_S)
-    try:
-        yield
-    finally:
-        os.environ.pop(key, None)
-
-
 def ensure_bootstrapped(cfg: JobConfig, teachers: Sequence[TeacherConfig] | None = None) -> dict[str, str]:
     """Build every bootstrapped teacher of ``teachers`` (default: all) not yet cached; name -> folder.
 
@@ -471,7 +458,9 @@ def ensure_bootstrapped(cfg: JobConfig, teachers: Sequence[TeacherConfig] | None
                     errors[t.name] = exc
 
             threads = [threading.Thread(target=work, args=(t,), name=f"bootstrap-{t.name}") for t in missing]
-            with _fast_reports():
+            from tinyllm_ray.student.trainer import controller_poll_interval
+
+            with controller_poll_interval(BOOTSTRAP_POLL_INTERVAL_S):
                 for th in threads:
                     th.start()
                 for th in threads:
