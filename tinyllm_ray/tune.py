@@ -110,12 +110,9 @@ def _fmt(v: Any) -> str:
 
 def plot_results(rows: list[dict[str, Any]], params: list[str], path: str | Path) -> str:
     """One panel per swept weight: best validation accuracy of each trial against it."""
-    import matplotlib
+    from tinyllm_ray import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(params), figsize=(4.2 * len(params), 3.4), squeeze=False)
+    fig, axes = plots.subplots(len(params), (4.2 * len(params), 3.4))
     for ax, p in zip(axes[0], params):
         xs = [r[p] for r in rows if r.get(p) is not None]
         ys = [r["best_val_accuracy"] for r in rows if r.get(p) is not None]
@@ -125,11 +122,7 @@ def plot_results(rows: list[dict[str, Any]], params: list[str], path: str | Path
         ax.set_xlabel(p)
         ax.set_ylabel("validation accuracy")
         ax.grid(alpha=0.3)
-    fig.suptitle("Ray Tune: validation accuracy vs loss weights")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    return plots.save(fig, path, title="Ray Tune: validation accuracy vs loss weights")
 
 
 # ----------------------------------------------------------------------------- Ray parts

@@ -228,16 +228,13 @@ def _nan(v: float | None) -> float:
 
 def plot_table(doc: Mapping[str, Any], path: str | Path) -> str:
     """compare.png: mean ± sd per setting (and teacher), and accuracy by difficulty."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from tinyllm_ray import plots
 
     rows = [(s["setting"], s["mean"], s["sd"] or 0.0, "C0") for s in doc["settings"]]
     rows += [(f"teacher {t['teacher']}", t["mean"], 0.0, "C1") for t in doc["teachers"]]
     diffs = list(doc.get("difficulties") or [])
     panels = 2 if len(diffs) > 1 else 1
-    fig, axes = plt.subplots(1, panels, figsize=(6.0 * panels, 0.45 * len(rows) + 1.8), squeeze=False)
+    fig, axes = plots.subplots(panels, (6.0 * panels, 0.45 * len(rows) + 1.8))
     ax = axes[0][0]
     ys = list(range(len(rows)))
     ax.barh(ys, [0.0 if m is None or math.isnan(m) else m for _, m, _, _ in rows],
@@ -265,8 +262,4 @@ def plot_table(doc: Mapping[str, Any], path: str | Path) -> str:
         ax2.set_ylim(0, 1)
         ax2.grid(alpha=0.3)
         ax2.legend(fontsize=7)
-    fig.suptitle("tinyllm-ray compare")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    return plots.save(fig, path, title="tinyllm-ray compare")

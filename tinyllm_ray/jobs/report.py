@@ -104,13 +104,11 @@ def plot_training(history: list[dict[str, Any]], path: str) -> str | None:
     """
     if not history or "://" in path:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from tinyllm_ray import plots
 
     losses = sorted({k for rec in history for k in rec if k.startswith("loss_")}) or ["loss"]
-    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plots.subplots(2, (10, 3.6))
+    ax_l, ax_a = axes[0]
     for key in losses:
         pts = [(rec["step"], rec[key]) for rec in history if rec.get(key) is not None and "step" in rec]
         if pts:
@@ -127,7 +125,4 @@ def plot_training(history: list[dict[str, Any]], path: str) -> str | None:
     ax_a.set_ylabel("validation accuracy")
     ax_a.set_ylim(0, 1)
     ax_a.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plots.save(fig, path, dpi=100)
