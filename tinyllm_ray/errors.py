@@ -77,22 +77,28 @@ class DataLoadError(DataError):
 class MalformedRowError(DataError):
     """A bad row in a named source, with the fix in the message.
 
-    ``source`` is a file path or ``hub:<name>[<split>]``; ``row`` is 1-based (the n-th
-    data row of that source, which is the line number for JSON Lines without blank lines).
+    ``source`` is a file path or ``hub:<name>[<split>]``; ``row`` is 1-based: the line
+    number in a JSON Lines file (``unit="line"``, what an editor shows), else the n-th data
+    row of the source (``unit="row"``: a JSON array's element, a CSV/Parquet row).
     """
 
-    def __init__(self, source: str, row: int, reason: str, detail: str) -> None:
+    def __init__(self, source: str, row: int, reason: str, detail: str, unit: str = "row") -> None:
         self.source = source
         self.row = row
         self.reason = reason
         self.detail = detail
+        self.unit = unit
         super().__init__(
-            f"{source}: row {row}: {reason}: {detail}. Fix or remove the row, or set "
-            f"data.on_malformed: skip to drop such rows and count them in LoadedData.skipped"
+            f"{source}: {unit} {row}: {reason}: {detail}. Fix or remove the row, or set "
+            f"data.on_malformed: skip to drop such rows and count them by reason"
         )
 
     def __reduce__(self):  # picklable across Ray processes despite the custom __init__
-        return (type(self), (self.source, self.row, self.reason, self.detail))
+        return (type(self), (self.source, self.row, self.reason, self.detail, self.unit))
+
+
+class SplitOverlapError(DataLoadError):
+    """Examples repeated across splits (a student scored on what it trained on); says how to resolve it."""
 
 
 class EmptyEvaluationError(DataError):

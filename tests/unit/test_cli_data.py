@@ -19,7 +19,7 @@ from tinyllm_ray import cli
 from tinyllm_ray.config import load_config
 from tinyllm_ray.data import load_splits
 from tinyllm_ray.data.schema import MCQRecord
-from tinyllm_ray.jobs.data_view import normalise_question, question_overlap
+from tinyllm_ray.data.splits import normalise_question, split_overlap
 from tinyllm_ray.student.tasks import TaskPlan, build_task_groups
 from tinyllm_ray.teachers.prompt_rows import build_prompt
 
@@ -61,7 +61,7 @@ def generic_args(train: Path, *more: str) -> list[str]:
 def test_text_report_has_every_section(capsys) -> None:
     code, out, err = run_data(capsys)
     assert code == 0, err
-    for section in ("dataset: synthetic", "splits", "skipped rows", "question overlap", "examples: 2 of 256 train",
+    for section in ("dataset: synthetic", "splits", "skipped rows", "overlap between splits", "examples: 2 of 256 train",
                     "--- example 1: syn-train-00000", "--- example 2: syn-train-00001",
                     "teacher prompt: llama (teacher_forcing), qwen (teacher_forcing)",
                     "student task answer", "student task rationale:llama", "student task rationale:qwen"):
@@ -120,10 +120,18 @@ def test_skipped_rows_and_overlap_between_splits(tmp_path, capsys) -> None:
     assert report["examples"]["items"] == []
     overlap = {tuple(o["splits"]): o for o in report["overlap"]}
     assert overlap[("train", "test")]["shared_questions"] == 1
+    assert overlap[("train", "test")]["shared_examples"] == 0  # t3 offers other choices than x1
     assert overlap[("train", "test")]["examples"] == [["t3", "x1"]]
-    assert overlap[("validation", "test")]["shared_questions"] == 2
+    assert overlap[("validation", "test")]["shared_examples"] == 2  # the same file twice
     code, out, _ = run_data(capsys, "--show", "0", *args)
     assert code == 0 and "answer_not_in_choices" in out and "t3 = x1" in out
+    assert "refuse this dataset until data.split_overlap is drop" in out  # shown, not raised
+    # The stages refuse it; `drop` removes the shared examples from the earlier split, counted by reason.
+    with pytest.raises(Exception, match=r"validation ~ test: 2 .*both read from .*test\.jsonl"):
+        load_splits(load_config("demo_cpu", args).data)
+    dropped = data_json(capsys, "--show", "0", *args, "data.split_overlap=drop")
+    assert dropped["skipped"]["validation"] == {"split_overlap": 2}
+    assert dropped["splits"]["validation"]["rows"] == 0
 
 
 def test_config_error_is_one_line_exit_2(capsys) -> None:
@@ -146,8 +154,8 @@ def test_question_overlap_counts_distinct_normalised_questions() -> None:
     assert normalise_question("  What's 2+2?\n") == normalise_question("what s 2 2")
     splits = {"train": [rec("a", "Is it red?"), rec("b", "is it RED"), rec("c", "Blue?")],
               "test": [rec("z", "Is it red"), rec("y", "Green?")]}
-    assert question_overlap(splits) == [{"splits": ["train", "test"], "shared_questions": 1,
-                                         "examples": [["a", "z"]]}]
+    assert split_overlap(splits) == [{"splits": ["train", "test"], "shared_examples": 1, "shared_questions": 1,
+                                      "examples": [["a", "z"]]}]
 
 
 def test_the_command_imports_no_ray_and_no_model_library() -> None:

@@ -41,11 +41,16 @@ ArithmeticForm = Literal["mcq", "free"]
 
 
 class ColumnMap(StrictModel):
-    """Where the canonical fields live in a generic local file (``data.name: generic``)."""
+    """Where the canonical fields live in a generic local file (``data.name: generic``).
 
-    id: str | None = Field(None, description="id column; row index when absent")
+    Every column named here must exist in the file (the error lists the file's columns);
+    ``choices: null`` makes a free-form numeric task (the answer must be a number, or a
+    worked solution ending in ``#### <number>`` as GSM8K writes it).
+    """
+
+    id: str | None = Field(None, description="id column; <split>-<row index> when None")
     question: str = "question"
-    choices: str | None = Field("choices", description="list column, or None for free-form answers")
+    choices: str | None = Field("choices", description="list column, or null for a free-form numeric task")
     answer: str = "answer"
     context: str | None = None
 
@@ -110,6 +115,15 @@ class DataConfig(StrictModel):
         None, ge=1, description="rows carved from train (seeded by data.seed) when there is no validation "
         "split; replaces data.validation_fraction",
     )
+    test_fraction: float | None = Field(
+        None, gt=0.0, lt=0.5, description="carve this fraction of train (seeded by data.seed) into a test "
+        "split; only when the dataset has none (null: no test split is carved)",
+    )
+    test_size: int | None = Field(None, ge=1, description="carve exactly this many train rows into test instead")
+    split_overlap: Literal["error", "allow", "drop"] = Field(
+        "error", description="an example (question, choices, context) in two splits: error; allow (logged); "
+        "drop (removed from the earlier split: train before validation before test; counted as skipped)",
+    )
     resplit: ResplitConfig | None = Field(
         None, description="re-cut all loaded rows into seeded splits of given sizes (before any carving)"
     )
@@ -126,9 +140,17 @@ class DataConfig(StrictModel):
 
     @model_validator(mode="after")
     def _source_present(self) -> DataConfig:
+        if self.columns is not None and self.name != "generic":
+            raise ValueError(
+                f"data.columns names the columns of a data.name: generic file, but data.name is {self.name!r}, "
+                f"whose adapter reads its own layout (docs/data.md); drop data.columns, or set data.name: generic"
+            )
+        if self.test_fraction is not None and self.test_size is not None:
+            raise ValueError("data.test_size and data.test_fraction both set; keep one")
         if self.name in GENERATED_DATASETS:
-            if self.resplit is not None:
-                raise ValueError(f"data.resplit re-cuts loaded datasets; {self.name!r} sets its split sizes in "
+            carve = [k for k in ("resplit", "test_fraction", "test_size") if getattr(self, k) is not None]
+            if carve:
+                raise ValueError(f"data.{carve[0]} re-cuts loaded datasets; {self.name!r} sets its split sizes in "
                                  f"data.{self.name}")
             return self
         if self.path is None and not self.files:

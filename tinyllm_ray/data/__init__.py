@@ -12,7 +12,6 @@ from tinyllm_ray.data.loader import (
     DataLoadError,
     LoadedData,
     arithmetic_problems,
-    carve_validation,
     load_splits,
 )
 from tinyllm_ray.data.schema import (
@@ -24,6 +23,7 @@ from tinyllm_ray.data.schema import (
     records_from_dicts,
     records_to_dicts,
 )
+from tinyllm_ray.data.splits import carve_validation, split_overlap
 from tinyllm_ray.data.synthetic import make_synthetic_splits
 
 __all__ = [
@@ -47,4 +47,5 @@ __all__ = [
     "normalise_number",
     "records_from_dicts",
     "records_to_dicts",
+    "split_overlap",
 ]

@@ -1,5 +1,11 @@
 """Which local files hold which split: ``data.files`` as given, or found under ``data.path``.
 
+Names decide a split only where a Hugging Face ``datasets`` user expects them to: in a
+*folder* (``load_dataset("path/to/folder")`` infers splits from file names, with the same
+keywords as :data:`DEFAULT_SPLIT_NAMES`), and the choice is logged. A single file given as
+``data.path`` is the train split whatever its name, as ``load_dataset("json",
+data_files="dev.jsonl")`` makes it ``train``; ``data.files`` names every split explicitly.
+
 Why matching by name tokens: datasets ship their splits as ``train.json``,
 ``obqa_train.jsonl``, ``ARC-Challenge-train.jsonl`` or ``train-00000-of-00002.parquet``;
 splitting names on ``-``/``_``/``.`` and looking for the split's name as a contiguous
@@ -14,17 +20,18 @@ import logging
 import re
 from pathlib import Path
 
-from tinyllm_ray.config import SPLITS, DataConfig
+from tinyllm_ray.config import GENERATED_DATASETS, SPLITS, DataConfig
 from tinyllm_ray.data.adapters import DatasetAdapter
 from tinyllm_ray.errors import DataLoadError
 
 log = logging.getLogger(__name__)
 
-# Names a dataset may give each canonical split, most common first.
+# Names a dataset may give each canonical split, most common first: the keywords of
+# ``datasets.data_files.SPLIT_KEYWORDS`` (datasets 4.x), so a folder splits as it would on the hub.
 DEFAULT_SPLIT_NAMES: dict[str, tuple[str, ...]] = {
-    "train": ("train",),
+    "train": ("train", "training"),
     "validation": ("validation", "valid", "dev", "val"),
-    "test": ("test",),
+    "test": ("test", "testing", "eval", "evaluation"),
 }
 FORMAT_BY_SUFFIX = {
     ".json": "json", ".jsonl": "json", ".ndjson": "json",
@@ -50,6 +57,17 @@ def looks_local(path: str) -> bool:
         or Path(path).suffix.lower() in (*FORMAT_BY_SUFFIX, *COMPRESSION_SUFFIXES)
         or path.count("/") > 1
     )
+
+
+def reads_hub(cfg: DataConfig) -> bool:
+    """Whether ``load_splits`` would download ``data.path`` from the hub (not a file, folder or generated task).
+
+    Why callers ask: pre-flight checks read local data in a second, but must not start
+    a download on a machine that may have no network (the stage itself loads it later).
+    """
+    if cfg.name in GENERATED_DATASETS or cfg.files or cfg.path is None:
+        return False
+    return not Path(cfg.path).expanduser().exists() and not looks_local(cfg.path)
 
 
 def resolve_files(cfg: DataConfig) -> dict[str, list[Path]]:
@@ -130,9 +148,15 @@ def discover_files(cfg: DataConfig, adapter: DatasetAdapter) -> dict[str, list[P
     assert cfg.path is not None
     root = Path(cfg.path).expanduser()
     if root.is_file():
-        split = _split_of_file(root, cfg, adapter) or "train"
-        log.info("data.path is one file: using %s as the %s split", root, split)
-        return {split: [root]}
+        named = _split_of_file(root, cfg, adapter)
+        if named not in (None, "train"):
+            log.warning("data.path is one file, so %s is the train split although its name says %s (as in "
+                        "datasets.load_dataset('json', data_files=...)); to use it as %s, set data.files.%s "
+                        "instead of data.path", root.name, named, named, named)
+        else:
+            log.info("data.path is one file: %s is the train split (validation and test are carved from it "
+                     "by data.validation_fraction / data.test_fraction, or given in data.files)", root)
+        return {"train": [root]}
 
     directory = root
     if cfg.hub_config and (root / cfg.hub_config).is_dir():

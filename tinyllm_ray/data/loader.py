@@ -8,17 +8,23 @@ policy are decided once, from the config, deterministically. Where rows come fro
 ``data.name: arithmetic`` the built-in reasoning task (:func:`arithmetic_problems` gives its
 problems with their gold step-by-step solutions, split for split the records loaded here).
 
-Split policy:
+Split policy (user-facing rules in ``docs/data.md``; cutting in :mod:`.splits`):
 
+* Which file is which split: ``data.files`` says it; a single file given as ``data.path``
+  is **train** whatever its name (as ``datasets.load_dataset("json", data_files=...)``
+  does); only a *folder* is searched for split names (:mod:`.discovery`, logged).
 * ``data.resplit`` (optional, first): every loaded row is pooled and re-cut into seeded
   splits of the given sizes (a paper's own split, e.g. SVAMP 800/200).
 * Missing validation -> carved from train with ``data.seed`` and ``data.validation_size``
-  rows or else ``data.validation_fraction`` (never from test: test stays untouched for the
-  final number).
+  rows or else ``data.validation_fraction``; missing test -> carved from train only when
+  ``data.test_size`` / ``data.test_fraction`` asks (test is never carved silently, and
+  never used to make validation). Rows sharing a question are carved together.
 * Missing train (e.g. the shared PIQA copy ships only valid/test) -> no ``train`` split is
   returned and a warning is logged. Train is never carved from validation or test; callers
   that need it call :meth:`LoadedData.require`, which raises with the fix.
 * ``data.limit`` keeps the first N rows of a split, after carving (deterministic).
+* Then ``data.split_overlap`` is enforced on what the stages will see: an example in two
+  splits is an error (default), allowed (logged), or dropped from the earlier split.
 * A split in which *no* row has a gold answer (hidden-label test sets: CommonsenseQA,
   RiddleSense, PIQA on the hub) is left out with a warning and counted in ``skipped``
   rather than failing under ``on_malformed: error``; one unlabelled row among labelled
@@ -28,11 +34,10 @@ Split policy:
 from __future__ import annotations
 
 import logging
-import random
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tinyllm_ray.config import SPLITS, DataConfig
 from tinyllm_ray.data.adapters import TINYLLM, DatasetAdapter, get_adapter
@@ -48,6 +53,13 @@ from tinyllm_ray.data.schema import (
     MCQRecord,
     RowError,
 )
+from tinyllm_ray.data.splits import (
+    REASON_SPLIT_OVERLAP,
+    apply_overlap_policy,
+    carve,
+    carve_size,
+    resplit,
+)
 from tinyllm_ray.data.synthetic import make_synthetic_splits
 from tinyllm_ray.errors import DataLoadError
 
@@ -61,24 +73,44 @@ class LoadedData:
     """Validated records per canonical split, plus what was dropped and where it came from.
 
     ``skipped[split][reason]`` counts rows dropped under ``on_malformed: skip`` (carved
-    validation rows are counted under ``train``, where they were read); ``sources[split]``
-    says which file / hub split / carving produced each split, for logs and manifests.
+    validation rows are counted under ``train``, where they were read) and rows removed
+    by ``data.split_overlap: drop``; ``sources[split]`` says which file / hub split /
+    carving produced each split, for logs and manifests; ``overlap`` is the report of
+    :func:`~tinyllm_ray.data.splits.split_overlap` (empty for generated tasks).
     """
 
     splits: dict[str, list[MCQRecord]]
     skipped: dict[str, dict[str, int]] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    overlap: list[dict[str, Any]] = field(default_factory=list)
 
-    def require(self, split: str) -> list[MCQRecord]:
-        """Records of ``split`` or a :class:`DataLoadError` explaining how to provide it."""
+    def require(self, split: str, setting: str | None = None) -> list[MCQRecord]:
+        """Records of ``split`` or a :class:`DataLoadError` naming the splits there are and the fixes.
+
+        ``setting`` names what asked for the split (``eval.split``, ``--split``), so the
+        message can offer to change it.
+        """
         if split not in self.splits:
-            have = ", ".join(f"{s} ({len(r)})" for s, r in self.splits.items()) or "none"
-            raise DataLoadError(
-                f"the dataset has no {split!r} split (loaded: {have}). Provide one with "
-                f"data.files.{split}: <file>, or point data.path at a folder holding a {split} file"
-                + ("; train is never carved from validation or test" if split == "train" else "")
-            )
+            raise DataLoadError(self.missing_split_message(split, setting))
         return self.splits[split]
+
+    def missing_split_message(self, split: str, setting: str | None = None) -> str:
+        """One line: which splits there are, why ``split`` is absent if known, and each way to get one."""
+        if setting is None:  # a stage asking: the sizes say what it could use instead
+            have = "loaded: " + (", ".join(f"{s} ({len(r)})" for s, r in self.splits.items()) or "none")
+        else:  # a setting to change: the names it may take
+            have = "available: " + (", ".join(self.splits) or "none")
+        if set(self.skipped.get(split, {})) == {REASON_NO_ANSWER}:
+            have += f"; the {split} rows read ({self.skipped[split][REASON_NO_ANSWER]}) have no gold answers"
+        fixes = [f"data.files.{split}: <file>"]
+        if split == "test":
+            fixes.append("data.test_fraction: 0.1 to carve one from train (seeded by data.seed)")
+        if setting is not None:
+            others = [s for s in self.splits if s != "train"] or list(self.splits)
+            sep = " " if setting.startswith("--") else "="
+            fixes.insert(0, " or ".join(f"{setting}{sep}{s}" for s in others) if others else setting)
+        tail = "; train is never carved from validation or test" if split == "train" else ""
+        return f"the dataset has no {split!r} split ({have}); use " + ", or ".join(fixes) + tail
 
     def sizes(self) -> dict[str, int]:
         """``{split: number of records}`` (for manifests and logs)."""
@@ -92,8 +124,13 @@ class LoadedData:
 # --------------------------------------------------------------------------- public entry
 
 
-def load_splits(cfg: DataConfig) -> LoadedData:
-    """Load, adapt, validate, carve and limit the dataset described by ``cfg``."""
+def load_splits(cfg: DataConfig, *, enforce_overlap: bool = True) -> LoadedData:
+    """Load, adapt, validate, carve and limit the dataset described by ``cfg``.
+
+    ``enforce_overlap=False`` reports examples shared between splits in
+    ``LoadedData.overlap`` instead of raising under ``data.split_overlap: error`` (for
+    ``tinyllm-ray data``, which shows what the stages would refuse).
+    """
     if cfg.name == "synthetic":
         splits = make_synthetic_splits(cfg.synthetic, seed=cfg.seed)
         sources = {s: f"synthetic (seed {cfg.seed})" for s in splits}
@@ -139,14 +176,7 @@ def load_splits(cfg: DataConfig) -> LoadedData:
 
     if cfg.resplit is not None:
         splits, sources = resplit(splits, sources, cfg.resplit.sizes, cfg.resplit.seed)
-    if "validation" not in splits and "train" in splits:
-        splits["train"], splits["validation"] = carve_validation(
-            splits["train"], cfg.validation_fraction, cfg.seed, size=cfg.validation_size
-        )
-        amount = f"{cfg.validation_size} rows" if cfg.validation_size else f"{cfg.validation_fraction:g}"
-        sources["validation"] = f"{amount} of train carved with seed {cfg.seed} ({sources['train']})"
-        log.info("no validation split: carved %d of %d train rows (seed %d); test is never used for this",
-                 len(splits["validation"]), len(splits["train"]) + len(splits["validation"]), cfg.seed)
+    _carve_missing(cfg, splits, sources)
     if "train" not in splits:
         log.warning(
             "dataset %r at %s has no train split; teachers/student stages will ask for one "
@@ -154,8 +184,46 @@ def load_splits(cfg: DataConfig) -> LoadedData:
             cfg.name, where(cfg),
         )
     splits = _apply_limits(splits, cfg.limit)
+    policy = cfg.split_overlap if enforce_overlap or cfg.split_overlap != "error" else "report"
+    splits, dropped, overlap = apply_overlap_policy(splits, policy, sources)
+    for split, n_dropped in dropped.items():
+        skipped.setdefault(split, {})[REASON_SPLIT_OVERLAP] = n_dropped
     log.info("loaded %s: %s", cfg.name, {s: len(r) for s, r in splits.items()})
-    return LoadedData(splits=splits, skipped=skipped, sources=sources)
+    return LoadedData(splits=splits, skipped=skipped, sources=sources, overlap=overlap)
+
+
+def _carve_missing(cfg: DataConfig, splits: dict[str, list[MCQRecord]], sources: dict[str, str]) -> None:
+    """Carve validation (always, when absent) and test (when asked) out of train, in place, logged."""
+    if "train" not in splits:
+        return
+    carve_test = cfg.test_fraction is not None or cfg.test_size is not None
+    if carve_test and "test" in splits:
+        raise DataLoadError(
+            f"data.test_{'size' if cfg.test_size else 'fraction'} carves a test split from train, but the dataset "
+            f"already has one ({sources['test']}); drop the setting, or leave the test file out of data.files"
+        )
+    n = len(splits["train"])
+    sizes: dict[str, int] = {}
+    if "validation" not in splits:
+        if n < 2:
+            raise DataLoadError(f"cannot carve a validation split from {n} train row(s); provide "
+                                "data.files.validation")
+        sizes["validation"] = carve_size(n, cfg.validation_fraction, cfg.validation_size)
+    if carve_test:
+        sizes["test"] = carve_size(n, cfg.test_fraction or 0.0, cfg.test_size)
+    if not sizes:
+        return
+    source = sources["train"]
+    splits["train"], parts = carve(splits["train"], sizes, cfg.seed)
+    for split, rows in parts.items():
+        splits[split] = rows
+        size, fraction = (cfg.validation_size, cfg.validation_fraction) if split == "validation" else (
+            cfg.test_size, cfg.test_fraction)
+        amount = f"{size} rows" if size else f"{fraction:g}"
+        sources[split] = f"{amount} of train carved with seed {cfg.seed} ({source})"
+    log.info("carved %s out of %d train rows (data.seed %d; rows sharing a question stay together)%s",
+             ", ".join(f"{s} {len(r)}" for s, r in parts.items()), n, cfg.seed,
+             "" if carve_test else "; no test split is carved unless data.test_fraction or data.test_size is set")
 
 
 def arithmetic_problems(cfg: DataConfig) -> dict[str, list[ArithmeticProblem]]:
@@ -178,67 +246,6 @@ def arithmetic_problems(cfg: DataConfig) -> dict[str, list[ArithmeticProblem]]:
     return _apply_limits(problems, cfg.limit)
 
 
-def resplit(
-    splits: Mapping[str, list[MCQRecord]], sources: Mapping[str, str], sizes: Mapping[str, int], seed: int
-) -> tuple[dict[str, list[MCQRecord]], dict[str, str]]:
-    """Pool every split (train, validation, test order), shuffle with ``seed``, cut ``sizes``.
-
-    Why: some papers split all of a dataset's rows their own way (Mind's Mirror: a seeded
-    800/200 train/test split of SVAMP's 1,000 problems, where the hub copy ships 700/300).
-    New splits are cut in train, validation, test order from one seeded shuffle of the
-    pooled positions and keep the pooled order inside each split; rows beyond the sizes
-    are left out (logged). Asking for more rows than the pool holds is an error.
-    """
-    pool = [r for split in SPLITS for r in splits.get(split, [])]
-    dupes = sorted(i for i, c in Counter(r.id for r in pool).items() if c > 1)
-    if dupes:
-        raise DataLoadError(f"data.resplit pools every split, but ids repeat across splits: {dupes[:5]}")
-    want = sum(sizes.values())
-    if want > len(pool):
-        raise DataLoadError(
-            f"data.resplit asks for {want} rows {dict(sizes)} but the dataset has {len(pool)} "
-            f"({', '.join(f'{s} {len(r)}' for s, r in splits.items())}); lower data.resplit.sizes"
-        )
-    order = list(range(len(pool)))
-    random.Random(seed).shuffle(order)
-    out: dict[str, list[MCQRecord]] = {}
-    start = 0
-    for split in SPLITS:
-        if split in sizes:
-            chosen = sorted(order[start:start + sizes[split]])
-            out[split] = [pool[i] for i in chosen]
-            start += sizes[split]
-    pooled = " + ".join(f"{s} ({sources.get(s, '?')})" for s in SPLITS if s in splits)
-    new_sources = {s: f"{len(r)} rows of the pooled {pooled}, seed {seed}" for s, r in out.items()}
-    log.info("data.resplit: pooled %d rows, cut %s with seed %d%s", len(pool), {s: len(r) for s, r in out.items()},
-             seed, f"; {len(pool) - want} left out" if want < len(pool) else "")
-    return out, new_sources
-
-
-def carve_validation(
-    train: Sequence[MCQRecord], fraction: float, seed: int, *, size: int | None = None
-) -> tuple[list[MCQRecord], list[MCQRecord]]:
-    """Split ``train`` into (train, validation), both keeping the original row order.
-
-    ``size`` rows, or else ``round(len * fraction)`` rows (at least 1), go to validation,
-    chosen by a seeded shuffle of positions, so the same config always yields the same split.
-    """
-    n = len(train)
-    if n < 2:
-        raise DataLoadError(
-            f"cannot carve a validation split from {n} train row(s); provide data.files.validation"
-        )
-    if size is not None and size >= n:
-        raise DataLoadError(f"data.validation_size {size} leaves no training rows out of {n}; lower it")
-    n_val = size if size is not None else min(n - 1, max(1, round(n * fraction)))
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    val_idx = set(order[:n_val])
-    kept = [r for i, r in enumerate(train) if i not in val_idx]
-    val = [r for i, r in enumerate(train) if i in val_idx]
-    return kept, val
-
-
 # --------------------------------------------------------------------------- adaptation
 
 
@@ -248,11 +255,13 @@ def _to_records(
     """Adapt and validate every row of a split; raise or count the bad ones."""
     records: list[MCQRecord] = []
     counts: Counter[str] = Counter()
-    seen: dict[str, tuple[str, int]] = {}
+    seen: dict[str, str] = {}  # id -> where it was first read
     n = 0  # running index across the split's files: fallback ids stay unique
     for part in parts:
         part_adapter = _adapter_for(part, adapter)
-        for row_no, row in enumerate(part.rows, start=1):
+        unit = "row" if part.lines is None else "line"
+        for idx, row in enumerate(part.rows):
+            row_no = idx + 1 if part.lines is None else part.lines[idx]
             fallback_id = f"{split}-{n}"
             n += 1
             try:
@@ -264,14 +273,13 @@ def _to_records(
                 if not record.choices and not part_adapter.free_form:
                     raise RowError(REASON_TOO_FEW_CHOICES, f"{adapter.name} is multiple-choice but the row has no choices")
                 if record.id in seen:
-                    first_src, first_row = seen[record.id]
-                    raise RowError(REASON_DUPLICATE_ID, f"id {record.id!r} already used at {first_src} row {first_row}")
+                    raise RowError(REASON_DUPLICATE_ID, f"id {record.id!r} already used at {seen[record.id]}")
             except RowError as err:
                 if on_malformed != "skip":
-                    raise MalformedRowError(part.source, row_no, err.reason, err.detail) from None
+                    raise MalformedRowError(part.source, row_no, err.reason, err.detail, unit) from None
                 counts[err.reason] += 1
                 continue
-            seen[record.id] = (part.source, row_no)
+            seen[record.id] = f"{part.source} {unit} {row_no}"
             records.append(record)
     return records, dict(counts)
 

@@ -4,18 +4,20 @@ Sources, in the order they are tried (:func:`read_sources`):
 
 1. ``data.files`` -> exactly those files per split (relative paths resolve against
    ``data.path`` when that is a directory).
-2. ``data.path`` that exists locally -> a file (its split is read from its name, else it
-   is the train split) or a directory searched for ``train`` / ``validation|valid|dev|val``
-   / ``test`` files (:mod:`tinyllm_ray.data.discovery`).
+2. ``data.path`` that exists locally -> a file (always the train split, whatever its
+   name) or a directory searched for ``train`` / ``validation|valid|dev|val`` / ``test``
+   files (:mod:`tinyllm_ray.data.discovery`).
 3. Anything else is a hub name -> ``datasets.load_dataset(path, hub_config)`` (cluster only;
    never reached in tests). A path that *looks* local but does not exist is an error, so
    a typo is not sent to the hub.
 
-Local files are read with the ``datasets`` JSON/Parquet/CSV builders. If the JSON builder
-fails (a malformed line, an exotic layout), the file is re-read with the standard ``json``
-module, which accepts one JSON array, JSON Lines, or an object holding the row list
-(``{"questions": [...]}``, BioASQ) and reports a broken line as an ``invalid_json`` row.
-``datasets`` is imported only when a file is actually read.
+JSON files are read with the standard ``json`` module: one JSON array, an object holding
+the row list (``{"questions": [...]}``, BioASQ), or JSON Lines, where each row keeps its
+1-based line number so a bad row is reported at the line an editor shows (a broken line is
+an ``invalid_json`` row: one message, its line, the file). Why not the ``datasets`` JSON
+builder: on a broken line it fails with a pyarrow message whose row/byte position is not
+the line's, it casts mixed-type columns, and it writes an Arrow cache for every file.
+Parquet and CSV are read with the ``datasets`` builders (imported only when such a file is read).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from tinyllm_ray.data.discovery import (
     COMPRESSION_SUFFIXES,
     discover_files,
     format_of,
-    looks_local,
+    reads_hub,
     resolve_files,
     split_candidates,
 )
@@ -49,41 +51,50 @@ class RawPart:
     source: str
     rows: list[Any]  # dicts, or RowError placeholders for unparsable JSON lines
     columns: list[str]
+    lines: list[int] | None = None  # 1-based line of each row (JSON Lines); None: rows are numbered
 
 
 
 def read_sources(cfg: DataConfig, adapter: DatasetAdapter) -> dict[str, list[RawPart]]:
     """Raw rows per split from the configured source (see the module docstring for the order)."""
+    if reads_hub(cfg):
+        return read_hub(cfg, adapter)
     if cfg.files:
         files = resolve_files(cfg)
     elif cfg.path is not None and Path(cfg.path).expanduser().exists():
         files = discover_files(cfg, adapter)
-    elif cfg.path is not None and looks_local(cfg.path):
+    else:
         example = adapter.hub or "allenai/ai2_arc"
         raise DataLoadError(
             f"data.path {cfg.path!r} does not exist (looked for it relative to {Path.cwd()}); "
             f"fix the path, or give a hub dataset name like {example!r}"
         )
-    else:
-        return read_hub(cfg, adapter)
     return {split: [read_file(p, cfg.format) for p in paths] for split, paths in files.items()}
 
 
 
 def read_file(path: Path, fmt: str) -> RawPart:
-    """Rows of one local file, read through ``datasets`` (JSON has a pure-json fallback)."""
+    """Rows of one local file: JSON with the ``json`` module, Parquet/CSV through ``datasets``."""
     kind = format_of(path, fmt)
     assert kind is not None
+    if kind == "json":
+        rows, lines = _read_json(path)
+        return RawPart(source=str(path), rows=rows, columns=_columns(rows), lines=lines)
     try:
         rows, columns = _read_with_datasets(kind, path)
-    except Exception as exc:  # any builder failure: JSON gets the fallback, others a clear error
-        if kind != "json":
-            raise DataLoadError(f"could not read {path} as {kind}: {type(exc).__name__}: {exc}") from exc
-        log.info("datasets' JSON loader failed on %s (%s: %s); parsing it with the json module instead",
-                 path, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
-        rows = _read_json_plain(path)
-        columns = list(next((r for r in rows if isinstance(r, dict)), {}).keys())
+    except Exception as exc:  # any builder failure: one line naming the file and the format
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise DataLoadError(f"could not read {path} as {kind}: {type(exc).__name__}: {first}") from exc
     return RawPart(source=str(path), rows=rows, columns=columns)
+
+
+def _columns(rows: list[Any]) -> list[str]:
+    """Every key of every object row, in first-seen order (JSON rows need not share keys)."""
+    seen: dict[str, None] = {}
+    for r in rows:
+        if isinstance(r, dict):
+            seen.update(dict.fromkeys(r))
+    return list(seen)
 
 
 def _read_with_datasets(kind: str, path: Path) -> tuple[list[dict[str, Any]], list[str]]:
@@ -102,21 +113,20 @@ def _read_with_datasets(kind: str, path: Path) -> tuple[list[dict[str, Any]], li
         datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = counts_were_on
         if bars_were_on:
             datasets.enable_progress_bars()
-    columns = list(ds.column_names)
-    rows = ds.to_list()
-    if kind == "json" and len(rows) == 1 and len(columns) == 1 and _is_row_list(rows[0][columns[0]]):
-        # One JSON object holding the row list ({"questions": [...]}): unwrap it.
-        rows = list(rows[0][columns[0]])
-        columns = list(rows[0].keys()) if rows else []
-    return rows, columns
+    return ds.to_list(), list(ds.column_names)
 
 
 def _is_row_list(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
 
 
-def _read_json_plain(path: Path) -> list[Any]:
-    """One JSON array / object-with-row-list, else JSON Lines (bad lines -> invalid_json rows)."""
+def _read_json(path: Path) -> tuple[list[Any], list[int] | None]:
+    """(rows, line of each row): one JSON array / object-with-row-list (lines None), else JSON Lines.
+
+    A broken JSON Lines line becomes an ``invalid_json`` row at its line; a file that is
+    one JSON value (starts with ``[``, or is a single multi-line object) and does not parse
+    cannot be read past the error, so it fails as a whole, at the parser's line and column.
+    """
     if path.suffix in COMPRESSION_SUFFIXES:
         import fsspec
 
@@ -126,24 +136,31 @@ def _read_json_plain(path: Path) -> list[Any]:
         text = path.read_text()
     try:
         whole = json.loads(text)
-    except json.JSONDecodeError:
-        whole = None
+    except json.JSONDecodeError as exc:
+        whole, error = None, exc
+    else:
+        error = None
     if isinstance(whole, list):
-        return whole
+        return whole, None
     if isinstance(whole, dict):
-        lists = [k for k, v in whole.items() if _is_row_list(v)]
-        if len(lists) == 1:
-            return list(whole[lists[0]])
-        return [whole]
+        # {"questions": [...]} is a wrapper; a one-line JSON Lines row with a list of dicts
+        # (OpenBookQA's original choices) is not: unwrap only an object of one key.
+        (_key, value), *more = whole.items() if whole else [(None, None)]
+        return (list(value) if not more and _is_row_list(value) else [whole]), None
+    if error is not None and text.lstrip().startswith("["):
+        raise DataLoadError(f"{path}: line {error.lineno} column {error.colno}: not valid JSON ({error.msg}); "
+                            "the file is one JSON array, so no row after the error can be read: fix the file")
     rows: list[Any] = []
+    lines: list[int] = []
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as exc:
-            rows.append(RowError(REASON_INVALID_JSON, f"line {line_no} is not valid JSON ({exc.msg})"))
-    return rows
+            rows.append(RowError(REASON_INVALID_JSON, f"not valid JSON ({exc.msg} at column {exc.colno})"))
+        lines.append(line_no)
+    return rows, lines
 
 
 def read_hub(cfg: DataConfig, adapter: DatasetAdapter) -> dict[str, list[RawPart]]:

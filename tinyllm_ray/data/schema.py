@@ -35,6 +35,7 @@ REASON_BAD_LABEL = "bad_label"
 REASON_NOT_YESNO = "not_yesno"
 REASON_INVALID_JSON = "invalid_json"
 REASON_DUPLICATE_ID = "duplicate_id"
+REASON_NOT_A_NUMBER = "not_a_number"
 
 REASONS: tuple[str, ...] = (
     REASON_MISSING_FIELD,
@@ -48,6 +49,7 @@ REASONS: tuple[str, ...] = (
     REASON_NOT_YESNO,
     REASON_INVALID_JSON,
     REASON_DUPLICATE_ID,
+    REASON_NOT_A_NUMBER,
 )
 
 

@@ -11,6 +11,7 @@ pre-flight (``tinyllm_ray.student.store_checks.check_store_ready``).
 
 from __future__ import annotations
 
+import logging
 import os
 
 from tinyllm_ray.config import JobConfig
@@ -19,14 +20,21 @@ from tinyllm_ray.paths import RunPaths
 
 __all__ = ["check_eval", "check_runnable"]
 
+log = logging.getLogger(__name__)
+
 
 def check_runnable(cfg: JobConfig) -> None:
-    """``run`` streams rationales into training; refuse what streaming cannot train.
+    """``run`` streams rationales into training; refuse what streaming cannot train or report.
 
     Streaming builds one training stage while the store is still growing, so a
     two-stage schedule (every self-evaluation before the first CoT step) cannot run
-    this way; the same config trains fine from a finished store.
+    this way; the same config trains fine from a finished store. The splits the run
+    needs (train, validation, and ``eval.split`` for the report) must exist now, not
+    after an hour of generation and training; loading them also applies every data
+    check (malformed rows, ``data.split_overlap``) before Ray starts.
     """
+    from tinyllm_ray.data.discovery import reads_hub
+    from tinyllm_ray.data.loader import load_splits
     from tinyllm_ray.student.tasks import TaskPlan
 
     plan = TaskPlan.from_config(cfg)  # raises its own TaskDataError for inconsistent settings
@@ -36,6 +44,16 @@ def check_runnable(cfg: JobConfig) -> None:
             f"{plan.num_stages} stages: loss.schedule={cfg.loss.schedule}); run `tinyllm-ray generate` then "
             "`tinyllm-ray train` with the same config, or set loss.schedule=joint"
         )
+    if reads_hub(cfg.data):  # no download before Ray; `run` requires train/validation once it has the data
+        log.info("data.path %r is a hub dataset: its splits are checked when `run` downloads it", cfg.data.path)
+        return
+    loaded = load_splits(cfg.data)
+    for split in ("train", "validation"):
+        if split not in loaded.splits:
+            raise UsageError(f"`run` trains on train and selects on validation: {loaded.missing_split_message(split)}")
+    if cfg.eval.split not in loaded.splits:
+        raise UsageError(f"`run` reports eval.split={cfg.eval.split}: "
+                         + loaded.missing_split_message(cfg.eval.split, "eval.split"))
 
 
 def check_eval(cfg: JobConfig, paths: RunPaths, *, model: str | None, split: str | None,
@@ -51,11 +69,11 @@ def check_eval(cfg: JobConfig, paths: RunPaths, *, model: str | None, split: str
     if teacher is not None and teacher not in names:
         raise UsageError(f"--teacher {teacher}: no such teacher in this config; teachers are "
                          f"{', '.join(names) or 'none'} (or add it under teachers:)")
+    setting = "--split" if split else "eval.split"
     split = split or cfg.eval.split
-    available = list(load_splits(cfg.data).splits)
-    if split not in available:
-        raise UsageError(f"the dataset has no {split!r} split (available: {', '.join(available) or 'none'}); "
-                         f"pass --split {' or --split '.join(available)}, or add data.files.{split}")
+    loaded = load_splits(cfg.data)
+    if split not in loaded.splits:
+        raise UsageError(loaded.missing_split_message(split, setting))
     if teacher is None and model is not None:
         if _names_local_folder(model) and not os.path.isdir(os.path.expanduser(model)):
             raise UsageError(f"--model {model}: no such folder (a Hugging Face model folder, e.g. <run>/student)")

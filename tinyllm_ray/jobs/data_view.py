@@ -20,12 +20,10 @@ turns it into plain aligned text for a terminal.
 
 from __future__ import annotations
 
-import itertools
-import re
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from tinyllm_ray.config import SPLITS, JobConfig
+from tinyllm_ray.config import JobConfig
 from tinyllm_ray.data.loader import LoadedData, arithmetic_problems, load_splits
 from tinyllm_ray.data.schema import MCQRecord
 from tinyllm_ray.student.tasks.build import build_task_groups
@@ -39,49 +37,14 @@ from tinyllm_ray.student.tasks.plan import (
 )
 from tinyllm_ray.teachers.prompt_rows import build_prompt
 
-__all__ = ["data_view", "normalise_question", "question_overlap", "render_data_view"]
+__all__ = ["data_view", "render_data_view"]
 
-#: Example id pairs listed per overlapping pair of splits.
-OVERLAP_EXAMPLES = 3
-_PUNCT_RE = re.compile(r"[^\w\s]")
 _PREFIX_SIDE = {
     "decoder": "student.task_prefix_side: decoder: a seq2seq student encodes the question once "
                "and each task's prefix starts its target",
     "encoder": "student.task_prefix_side: encoder: the prefix and question are encoded together",
 }
 _COT_PLACEHOLDER = "<a teacher's CoT for this question, from the rationale store>"
-
-
-def normalise_question(text: str) -> str:
-    """Case, punctuation and spacing removed: ``"What is 2+2?"`` and ``"what is 2 + 2"`` match.
-
-    Why this loose: a leak between splits rarely survives as a byte-identical string
-    (re-exports change spacing and quotes), and a false match costs one look at two ids.
-    """
-    return " ".join(_PUNCT_RE.sub(" ", text.casefold()).split())
-
-
-def question_overlap(splits: dict[str, list[MCQRecord]]) -> list[dict[str, Any]]:
-    """For each pair of splits: how many distinct normalised questions both hold, with example ids.
-
-    Only the question is compared (not choices or context): the same question with new
-    options is still a question the student may have memorised.
-    """
-    by_split: dict[str, dict[str, list[str]]] = {}
-    for split, records in splits.items():
-        index: dict[str, list[str]] = {}
-        for r in records:
-            index.setdefault(normalise_question(r.question), []).append(r.id)
-        by_split[split] = index
-    out = []
-    for a, b in itertools.combinations([s for s in SPLITS if s in by_split], 2):
-        shared = [q for q in by_split[b] if q in by_split[a]]  # in b's row order: deterministic
-        out.append({
-            "splits": [a, b],
-            "shared_questions": len(shared),
-            "examples": [[by_split[a][q][0], by_split[b][q][0]] for q in shared[:OVERLAP_EXAMPLES]],
-        })
-    return out
 
 
 def data_view(cfg: JobConfig, show: int, split: str | None = None) -> dict[str, Any]:
@@ -92,7 +55,7 @@ def data_view(cfg: JobConfig, show: int, split: str | None = None) -> dict[str, 
     does not have is a :class:`~tinyllm_ray.errors.DataLoadError` naming those it has.
     """
     plan = TaskPlan.from_config(cfg)  # before reading data: inconsistent loss settings fail first
-    loaded = load_splits(cfg.data)
+    loaded = load_splits(cfg.data, enforce_overlap=False)  # show a refused overlap instead of failing
     split = _example_split(loaded, split)
     records = loaded.splits.get(split, [])[: max(show, 0)]
     solutions = _gold_solutions(cfg, split) if records else {}
@@ -100,13 +63,17 @@ def data_view(cfg: JobConfig, show: int, split: str | None = None) -> dict[str, 
     notes = []
     if "train" not in loaded.splits:
         notes.append("no train split: teacher prompts are shown without in-context examples")
+    if cfg.data.split_overlap == "error" and any(o["shared_examples"] for o in loaded.overlap):
+        notes.append("examples repeat across splits: generate, train, run and eval refuse this dataset until "
+                     "data.split_overlap is drop (removed from the earlier split) or allow")
     if plan.label_source == "teacher":
         notes.append("filter.label_source: teacher: answer targets become each teacher's parsed answer")
     return {
         "dataset": cfg.data.name,
         "splits": {s: {"rows": len(r), "source": loaded.sources.get(s, "")} for s, r in loaded.splits.items()},
         "skipped": {s: dict(c) for s, c in loaded.skipped.items() if c},
-        "overlap": question_overlap(loaded.splits),
+        "split_overlap": cfg.data.split_overlap,
+        "overlap": loaded.overlap,
         "examples": {
             "split": split,
             "shown": len(records),
@@ -186,10 +153,12 @@ def render_data_view(report: dict[str, Any]) -> str:
     lines += ["", "skipped rows"]
     skipped = [[s, reason, str(n)] for s, counts in report["skipped"].items() for reason, n in counts.items()]
     lines += _table(["split", "reason", "rows"], skipped, right={2}) if skipped else ["  none"]
-    lines += ["", "question overlap (identical after normalising case, punctuation and spacing)"]
-    overlap = [[" ~ ".join(o["splits"]), str(o["shared_questions"]),
+    lines += ["", ("overlap between splits (after normalising case, punctuation and spacing; "
+                   f"data.split_overlap: {report['split_overlap']})")]
+    overlap = [[" ~ ".join(o["splits"]), str(o["shared_examples"]), str(o["shared_questions"]),
                 ", ".join(f"{a} = {b}" for a, b in o["examples"])] for o in report["overlap"]]
-    lines += _table(["splits", "shared", "e.g."], overlap, right={1}) if overlap else ["  only one split"]
+    header = ["splits", "same examples", "same questions", "e.g."]
+    lines += _table(header, overlap, right={1, 2}) if overlap else ["  one split, or a generated task: not checked"]
     ex = report["examples"]
     lines += ["", f"examples: {ex['shown']} of {ex['of']} {ex['split']} rows",
               f"  student input = task prefix + question; {_PREFIX_SIDE[ex['task_prefix_side']]}"]

@@ -26,7 +26,13 @@ Modules, by schema family (each documents its schemas' fields):
 
 from __future__ import annotations
 
-from tinyllm_ray.data.adapters.fields import AdapterFn, Canonical, is_missing, normalise_number
+from tinyllm_ray.data.adapters.fields import (
+    AdapterFn,
+    Canonical,
+    is_missing,
+    normalise_number,
+    numeric_answer,
+)
 from tinyllm_ray.data.adapters.files import adapt_tinyllm, make_generic_adapter
 from tinyllm_ray.data.adapters.fixed_answers import (
     NLI_LABELS,
@@ -69,4 +75,5 @@ __all__ = [
     "is_missing",
     "make_generic_adapter",
     "normalise_number",
+    "numeric_answer",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import re
 import string
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -20,9 +21,10 @@ from tinyllm_ray.data.schema import (
     REASON_BAD_LABEL,
     REASON_MISSING_FIELD,
     REASON_NO_ANSWER,
+    REASON_NOT_A_NUMBER,
     RowError,
 )
-from tinyllm_ray.prompts.answers import format_number
+from tinyllm_ray.prompts.answers import format_number, normalize_number
 
 Canonical = dict[str, Any]
 AdapterFn = Callable[[Mapping[str, Any], str], Canonical]
@@ -170,6 +172,36 @@ def normalise_number(value: Any) -> str:
     if math.isnan(x) or math.isinf(x):
         return str(value).strip()
     return format_number(x)
+
+
+#: GSM8K ends each worked solution with ``#### <number>``: the number after it is the answer.
+FINAL_ANSWER_MARK = "####"
+_NUMBER_CELL_RE = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
+
+
+def numeric_answer(value: Any, what: str = "answer") -> str:
+    """The gold answer of a free-form task as the canonical number text, or a ``not_a_number`` row.
+
+    Why strict: free-form predictions are parsed as numbers (``prompts.parse_answer``), so a
+    gold ``"twelve"`` or ``"12 apples"`` could never be matched and would silently count
+    every prediction wrong. Accepted: a number (``12``, ``12.0``, ``-3.5``, ``$1,200``) or a
+    worked solution ending in ``#### 72`` (GSM8K's layout: the number after the last mark).
+    """
+    if hasattr(value, "item") and not isinstance(value, str):  # numpy scalar (Parquet)
+        value = value.item()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return format_number(value)
+    text = "" if isinstance(value, bool) else str(value).strip()
+    if FINAL_ANSWER_MARK in text:
+        text = text.rsplit(FINAL_ANSWER_MARK, 1)[1].strip()
+    number = normalize_number(text) if _NUMBER_CELL_RE.fullmatch(text) else None
+    if number is None:
+        shown = str(value) if len(str(value)) <= 60 else str(value)[:57] + "..."
+        raise RowError(REASON_NOT_A_NUMBER, f"{what} {shown!r} is not a number, and a free-form task compares "
+                       "numbers (write 12, not twelve; a worked solution must end in '#### 12')")
+    return number
 
 
 def yes_no(value: Any, allowed: tuple[str, ...], what: str) -> str:

@@ -27,7 +27,7 @@ from tinyllm_ray.data.adapters.fields import (
     first_present,
     join_context,
     labelled_choices,
-    normalise_number,
+    numeric_answer,
     require,
     row_id,
     text_field,
@@ -77,7 +77,8 @@ def _generic_answer(choices: list[str], labels: list[str] | None, raw: Any) -> s
 def make_generic_adapter(columns: ColumnMap) -> AdapterFn:
     """Adapter for any local file whose columns are named by ``data.columns``.
 
-    ``columns.choices = None`` makes a free-form task (answer text kept, numbers normalised).
+    ``columns.choices = None`` makes a free-form numeric task (:func:`numeric_answer`: a
+    number, or a worked solution ending in ``#### <number>``).
     """
 
     def adapt_generic(row: Mapping[str, Any], fallback_id: str) -> Canonical:
@@ -91,7 +92,8 @@ def make_generic_adapter(columns: ColumnMap) -> AdapterFn:
             value = first_present(row, columns.context)
             context = None if value is None else join_context(value)
         if columns.choices is None:
-            return canonical(ident, question, (), normalise_number(raw_answer), context)
+            return canonical(ident, question, (), numeric_answer(raw_answer, f"answer column {columns.answer!r}"),
+                             context)
         raw_choices = require(row, columns.choices)
         labels: list[str] | None = None
         if isinstance(raw_choices, Mapping):

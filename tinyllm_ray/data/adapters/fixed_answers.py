@@ -27,7 +27,7 @@ from tinyllm_ray.data.adapters.fields import (
     first_present,
     index_answer,
     join_context,
-    normalise_number,
+    numeric_answer,
     row_id,
     text_field,
     yes_no,
@@ -67,7 +67,7 @@ def adapt_svamp(row: Mapping[str, Any], fallback_id: str) -> Canonical:
     if body is not None:
         body_text = str(body).strip()
         question = f"{body_text} {question}" if body_text else question
-    answer = normalise_number(answer_field(row, "Answer", "answer"))
+    answer = numeric_answer(answer_field(row, "Answer", "answer"), "Answer")
     return canonical(row_id(row, fallback_id, "ID", "id"), question, (), answer, None)
 
 

@@ -103,8 +103,11 @@ def get_adapter(name: str, columns: ColumnMap | None = None) -> DatasetAdapter:
     if name == "generic":
         if columns is None:
             raise ValueError("data.name 'generic' needs data.columns (question/choices/answer column names)")
+        # Every column the map names must exist (id and context too): a made-up name is an
+        # error listing the file's columns, never a silent fallback to row numbers or no context.
         required = tuple(
-            (c,) for c in (columns.question, columns.choices, columns.answer) if c is not None
+            (c,) for c in (columns.id, columns.question, columns.choices, columns.answer, columns.context)
+            if c is not None
         )
         return DatasetAdapter("generic", make_generic_adapter(columns), required,
                               free_form=columns.choices is None)
