@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tinyllm_ray.errors import EmptyEvaluationError
+from tinyllm_ray.errors import DataError, EmptyEvaluationError
 from tinyllm_ray.prompts import LETTERS, normalize_number, parse_answer
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ __all__ = [
     "extract_prediction",
     "format_predictions",
     "normalize_answer",
+    "require_choices",
     "require_records",
     "score_generations",
     "select_eval_records",
@@ -184,10 +185,16 @@ class EvalResult:
     truncated_inputs: int = 0
     seconds: float = 0.0
     predictions: list[dict[str, Any]] = field(default_factory=list)
+    mode: str = "generate"  # how predictions were made: generate, or rank (the most likely choice)
+    rank: EvalResult | None = None  # eval.mode both: the ranked result, reported apart
 
     def to_dict(self, with_predictions: bool = False) -> dict[str, Any]:
         d = {"accuracy": self.accuracy, "correct": self.correct, "total": self.total, "split": self.split,
              "model": self.model, "truncated_inputs": self.truncated_inputs, "seconds": round(self.seconds, 3)}
+        if self.mode != "generate":
+            d["mode"] = self.mode
+        if self.rank is not None:
+            d["rank"] = {k: v for k, v in self.rank.to_dict().items() if k not in ("split", "model")}
         if with_predictions:
             d["predictions"] = self.predictions
         return d
@@ -230,6 +237,14 @@ def score_generations(
     total = len(records)
     return EvalResult(accuracy=correct / total if total else 0.0, correct=correct, total=total, split=split,
                       model=model, truncated_inputs=truncated_inputs, seconds=seconds, predictions=preds)
+
+
+def require_choices(records: Sequence[MCQRecord], what: str) -> None:
+    """Ranking needs choices: a free-form record (SVAMP, GSM8K) is a :class:`DataError` naming the fix."""
+    free = sum(1 for r in records if not r.choices)
+    if free:
+        raise DataError(f"{what}: eval.mode rank/both ranks the choices of multiple-choice questions, but {free} of "
+                        f"{len(records)} records are free-form (no choices); set eval.mode=generate")
 
 
 def select_eval_records(data: LoadedData, split: str, limit: int | None) -> list[MCQRecord]:

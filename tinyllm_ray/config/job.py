@@ -63,6 +63,10 @@ class EvalConfig(StrictModel):
     max_new_tokens: int = Field(16, ge=1)
     batch_size: int = Field(32, ge=1)
     limit: int | None = Field(None, ge=1)
+    mode: Literal["generate", "rank", "both"] = Field(
+        "generate", description="students: generate = free answer generation; rank = the most likely choice "
+        "(multiple-choice only); both = generation, with the ranked accuracy reported apart under 'rank'",
+    )
     teacher_prompt: Literal["answer", "cot"] = Field(
         "answer",
         description="eval --teacher: 'answer' = few-shot answer-only prompt (eval.max_new_tokens); 'cot' = the "

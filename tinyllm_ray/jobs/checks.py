@@ -69,6 +69,9 @@ def check_eval(cfg: JobConfig, paths: RunPaths, *, model: str | None, split: str
     if teacher is not None and teacher not in names:
         raise UsageError(f"--teacher {teacher}: no such teacher in this config; teachers are "
                          f"{', '.join(names) or 'none'} (or add it under teachers:)")
+    if teacher is not None and cfg.eval.mode != "generate":
+        raise UsageError(f"eval.mode={cfg.eval.mode} ranks a student's choices by likelihood; teachers are scored "
+                         "by generation: set eval.mode=generate with --teacher")
     setting = "--split" if split else "eval.split"
     split = split or cfg.eval.split
     loaded = load_splits(cfg.data)

@@ -7,6 +7,9 @@ a student is evaluated exactly as it was trained; scoring and :class:`EvalResult
 :mod:`tinyllm_ray.evaluate`'s (shared with teacher evaluation: normalised text, letter
 forms accepted).
 
+``eval.mode: rank`` (or ``both``) also scores multiple-choice questions by the most likely
+choice (:mod:`tinyllm_ray.student.rank`), reported apart from free generation.
+
 Used in two places: inside training workers (validation accuracy every
 ``train.eval_every_steps``; each rank scores a slice and the counts are summed), and by
 ``tinyllm-ray eval --model PATH --split test`` through :func:`evaluate_student`.
@@ -19,7 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from tinyllm_ray.evaluate import EvalResult, score_generations, select_eval_records
+from tinyllm_ray.evaluate import EvalResult, require_choices, score_generations, select_eval_records
 from tinyllm_ray.student.collate import PromptEncoder, encode_prompt
 from tinyllm_ray.student.tasks import format_source
 
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalResult", "evaluate_records", "evaluate_student", "generate_answers"]
+__all__ = ["EvalResult", "evaluate_records", "evaluate_student", "generate_answers", "rank_records"]
 
 
 def generate_answers(
@@ -141,6 +144,33 @@ def evaluate_records(
                              truncated_inputs=truncated, seconds=time.perf_counter() - t0)
 
 
+def rank_records(
+    model: Any,
+    tokenizer: Any,
+    records: Sequence[MCQRecord],
+    fmt: StudentFormat,
+    *,
+    batch_size: int,
+    keep_predictions: int = 0,
+) -> EvalResult:
+    """Score the most likely choice of each record (:mod:`tinyllm_ray.student.rank`) by the same rules.
+
+    The prediction is a choice's text, so :func:`~tinyllm_ray.evaluate.score_generations`
+    reads it as is; kept predictions carry each choice's log-probability under ``scores``.
+    """
+    from tinyllm_ray.student.rank import rank_choices
+
+    require_choices(records, "eval.mode rank")
+    t0 = time.perf_counter()
+    chosen, scores, truncated = rank_choices(model, tokenizer, records, fmt, batch_size=batch_size)
+    res = score_generations(records, chosen, read=lambda text, _choices: text, keep_predictions=keep_predictions,
+                            truncated_inputs=truncated, seconds=time.perf_counter() - t0)
+    for p, s in zip(res.predictions, scores):
+        p["scores"] = [round(x, 4) for x in s]
+    res.mode = "rank"
+    return res
+
+
 def evaluate_student(
     cfg: JobConfig,
     model_path: str,
@@ -176,10 +206,21 @@ def evaluate_student(
         fmt = StudentFormat.from_config(cfg, arch)
         log.info("%s has no tinyllm_student.json; using the layout of cfg.student (%s)", path, arch)
     records = select_eval_records(load_splits(cfg.data), split, limit or cfg.eval.limit)
+    mode = cfg.eval.mode
+    if mode != "generate":
+        require_choices(records, f"split {split!r}")  # before the model is loaded
     model, tok = load_student(path, fmt.arch, trust_remote_code=cfg.student.trust_remote_code)
     if torch.cuda.is_available():
         model = model.cuda()
+    ranked = None
+    if mode != "generate":
+        ranked = rank_records(model, tok, records, fmt, batch_size=cfg.eval.batch_size,
+                              keep_predictions=keep_predictions)
+        ranked.split, ranked.model = split, str(path)
+    if mode == "rank":
+        assert ranked is not None
+        return ranked
     res = evaluate_records(model, tok, records, fmt, max_new_tokens=cfg.eval.max_new_tokens,
                            batch_size=cfg.eval.batch_size, keep_predictions=keep_predictions)
-    res.split, res.model = split, str(path)
+    res.split, res.model, res.rank = split, str(path), ranked
     return res
