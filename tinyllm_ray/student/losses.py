@@ -55,17 +55,23 @@ class TaskLoss:
         return self.task_sum / self.task_tokens.clamp(min=1)
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 logits -> float32; float32/float64 as they are (a float64 check stays exact)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token CE ``[R, T]`` (0 at ignored positions) and the mask of counted tokens.
 
-    Computed in float32 whatever the model dtype, so bf16 training reports comparable
-    numbers and the packed/separate comparison is not dominated by rounding.
+    Computed in at least float32 whatever the model dtype, so bf16 training reports comparable
+    numbers and the packed/separate comparison is not dominated by rounding (float64 stays
+    float64, so the equality tests can be exact to float64 rounding).
     """
     if logits.shape[:2] != labels.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} are not aligned")
     r, t, v = logits.shape
     ce = F.cross_entropy(
-        logits.float().reshape(r * t, v), labels.reshape(r * t), ignore_index=IGNORE_INDEX, reduction="none"
+        _at_least_float32(logits).reshape(r * t, v), labels.reshape(r * t), ignore_index=IGNORE_INDEX, reduction="none"
     ).view(r, t)
     mask = labels != IGNORE_INDEX
     return ce, mask
@@ -107,7 +113,7 @@ def target_task_loss(
     if logits.dim() != 2 or labels.shape != label_target.shape or logits.shape[0] != labels.shape[0]:
         raise ValueError(f"logits {tuple(logits.shape)}, labels {tuple(labels.shape)} and label_target "
                          f"{tuple(label_target.shape)} are not [N, V], [N], [N]")
-    ce = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="none")
+    ce = F.cross_entropy(_at_least_float32(logits), labels, ignore_index=IGNORE_INDEX, reduction="none")
     n = row_task.shape[0]
     row_sum = torch.zeros(n, dtype=ce.dtype, device=ce.device).index_add(0, label_target, ce)
     counted = (labels != IGNORE_INDEX).to(ce.dtype)
@@ -141,8 +147,7 @@ def separate_pass_loss(
     textbook ``sum_k w_k L_k``); mixed weights inside a task raise ``ValueError``.
     """
     total: torch.Tensor | None = None
-    task_sum = torch.zeros(num_tasks, dtype=torch.float32, device=row_task.device)
-    task_tokens = torch.zeros(num_tasks, dtype=torch.float32, device=row_task.device)
+    sums: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     for k in range(num_tasks):
         idx = (row_task == k).nonzero(as_tuple=False).squeeze(1)
         if idx.numel() == 0:
@@ -152,12 +157,16 @@ def separate_pass_loss(
             raise ValueError(f"task {k} has rows with different weights {sorted(set(w.tolist()))}")
         logits, labels = forward_rows(idx)
         v = logits.shape[-1]
-        mean = F.cross_entropy(logits.float().reshape(-1, v), labels.reshape(-1), ignore_index=IGNORE_INDEX)
-        n = (labels != IGNORE_INDEX).sum()
-        term = w[0].float() * mean
+        logits = _at_least_float32(logits)
+        mean = F.cross_entropy(logits.reshape(-1, v), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+        n = (labels != IGNORE_INDEX).sum().to(mean.dtype)
+        term = w[0].to(mean.dtype) * mean
         total = term if total is None else total + term
-        task_sum[k] = mean.detach() * n
-        task_tokens[k] = n.float()
+        sums[k] = (mean.detach() * n, n)
     if total is None:
         raise ValueError("separate_pass_loss: the batch has no rows")
+    task_sum = torch.zeros(num_tasks, dtype=total.dtype, device=row_task.device)
+    task_tokens = torch.zeros(num_tasks, dtype=total.dtype, device=row_task.device)
+    for k, (s, n) in sums.items():
+        task_sum[k], task_tokens[k] = s, n
     return TaskLoss(total=total, task_sum=task_sum, task_tokens=task_tokens)
