@@ -797,7 +797,7 @@ def packed_markdown(p2: dict[str, Any]) -> list[str]:
              "seq2seq-enc": "seq2seq, prefix on encoder (papers')",
              "dec-packed_vs_enc-separate": "default packed vs papers' separate passes",
              "causal": "causal, one pass per question (prefix after question)",
-             "causal-enc": "causal, prefix first: all task rows in one pass (before)",
+             "causal-enc": "causal, prefix first (`task_prefix_side: encoder`, the step before): all task rows in one pass",
              "causal_vs_causal-enc-separate": "causal one pass vs prefix-first separate passes",
              "causal_vs_causal-enc-packed": "causal one pass vs prefix-first packed (before)"}
     for kind in ("pubmedqa", "obqa"):
