@@ -40,6 +40,7 @@ from tinyllm_ray.config.loading import (
 from tinyllm_ray.config.overrides import apply_overrides
 from tinyllm_ray.config.student import LossConfig, StudentConfig, TinyModelConfig, TrainConfig
 from tinyllm_ray.config.teachers import (
+    ApiConfig,
     BootstrapConfig,
     FilterConfig,
     PromptConfig,
@@ -76,6 +77,7 @@ __all__ = [
     "StrictModel",
     "StudentConfig",
     "SyntheticConfig",
+    "ApiConfig",
     "TeacherConfig",
     "TinyModelConfig",
     "TrainConfig",

@@ -6,6 +6,7 @@ imported from :mod:`tinyllm_ray.prompts`, which owns that layout, never copied h
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -66,9 +67,59 @@ class BootstrapConfig(StrictModel):
             raise ValueError(f"bootstrap.forms needs one or more distinct forms of cot, teacher_forcing, self_eval; got {v}")
         return v
 
+#: An environment variable's name (what ``api.api_key_env`` holds; never the key itself).
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+class ApiConfig(StrictModel):
+    """An OpenAI-compatible endpoint serving this teacher (``teachers.<i>.api``) instead of vLLM actors.
+
+    Why: Mind's Mirror's own teacher is an API model, and users mix models they host with
+    models they reach over an API. The key is read from the environment variable
+    ``api_key_env`` names, on the driver, when the run starts: it is never in a config file,
+    a dump or a log. Limits apply per teacher: ``concurrency`` and ``requests_per_minute``
+    are split evenly over its ``replicas`` (one small Ray actor each).
+    """
+
+    base_url: str = Field(description="the endpoint's /v1 URL, e.g. https://api.openai.com/v1")
+    api_key_env: str | None = Field(
+        None, description="NAME of the environment variable holding the key (e.g. OPENAI_API_KEY); None: no key")
+    endpoint: Literal["completions", "chat"] = Field(
+        "completions", description="completions: the raw prompt text (as vLLM teachers get it); chat: "
+        "the prompt as one user message (chat-only models)")
+    n_per_request: bool = Field(
+        True, description="ask for sampling.n samples in one request (OpenAI n); False: n requests of one "
+        "sample each (endpoints without n)")
+    actor_cpus: float = Field(
+        0.25, gt=0.0, le=64, description="CPUs each replica's Ray actor reserves (it waits on HTTP; the "
+        "teacher's num_cpus, vLLM's threads, does not apply)")
+    concurrency: int = Field(8, ge=1, le=1024, description="requests in flight at once")
+    requests_per_minute: float | None = Field(None, gt=0, description="token-bucket rate limit; None: unlimited")
+    max_retries: int = Field(4, ge=0, le=20, description="retries after a 429, 5xx, timeout or connection error")
+    backoff_s: float = Field(1.0, gt=0, le=600, description="first retry delay; doubles per retry, with jitter")
+    max_backoff_s: float = Field(60.0, gt=0, le=3600, description="cap of one retry delay (also of Retry-After)")
+    timeout_s: float = Field(60.0, gt=0, le=3600, description="per-request timeout")
+    max_stops: int | None = Field(
+        None, ge=0, description="send at most this many stop strings (OpenAI's API takes 4); the rest are "
+        "still cut from the text afterwards")
+    prompt_cost_per_1k: float = Field(0.0, ge=0, description="price per 1000 prompt tokens, for the stats")
+    output_cost_per_1k: float = Field(0.0, ge=0, description="price per 1000 generated tokens, for the stats")
+
+    @model_validator(mode="after")
+    def _checks(self) -> ApiConfig:
+        # model-level (the input is the section, which format_validation_error never echoes)
+        if self.api_key_env is not None and not ENV_NAME_RE.match(self.api_key_env):
+            raise ValueError("api.api_key_env must be the NAME of an environment variable (e.g. OPENAI_API_KEY), "
+                             "never the key itself: export the key and name its variable here")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError("api.base_url must start with http:// or https:// (e.g. https://api.openai.com/v1)")
+        if self.backoff_s > self.max_backoff_s:
+            raise ValueError("api.backoff_s must be <= api.max_backoff_s")
+        return self
+
 
 class TeacherConfig(StrictModel):
-    """One teacher LLM, served by vLLM engines inside ``replicas`` Ray actors."""
+    """One teacher LLM, served by vLLM engines inside ``replicas`` Ray actors, or by an API (``api``)."""
 
     name: str
     model: str = Field(description="local HF folder (offline) or hub name (cluster)")
@@ -94,6 +145,8 @@ class TeacherConfig(StrictModel):
     bootstrap: BootstrapConfig | None = Field(
         None, description="train this tiny teacher on the arithmetic task before serving it (cached)"
     )
+    api: ApiConfig | None = Field(
+        None, description="serve this teacher from an OpenAI-compatible endpoint (model = the API's model name)")
 
     @model_validator(mode="after")
     def _bootstrap_model(self) -> TeacherConfig:
@@ -102,6 +155,9 @@ class TeacherConfig(StrictModel):
                 f"teacher {self.name!r}: bootstrap trains a tiny causal model; set model to tiny:llama or tiny:qwen2 "
                 f"(e.g. tiny:llama?hidden_size=128&num_layers=2), not {self.model!r}"
             )
+        if self.api is not None and (self.bootstrap is not None or self.model.startswith("tiny:")):
+            raise ValueError(f"teacher {self.name!r}: an api teacher is served by its endpoint; set model to the "
+                             f"API's model name and drop bootstrap (tiny: models are local vLLM teachers)")
         return self
 
     @field_validator("name")

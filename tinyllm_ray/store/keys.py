@@ -28,7 +28,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from tinyllm_ray.config import JobConfig, TeacherConfig
+from tinyllm_ray.config import ApiConfig, JobConfig, TeacherConfig
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,11 @@ def model_revision(path: str) -> str:
     return rev
 
 
+def api_revision(api: ApiConfig, model: str) -> str:
+    """An API model's revision: ``api:<base_url>/<model>`` (unpinned: the provider may change it)."""
+    return f"api:{api.base_url.rstrip('/')}/{model}"
+
+
 @dataclass(frozen=True)
 class KeyContext:
     """Everything but the prompt that determines one teacher's outputs (one per teacher and run).
@@ -118,7 +123,8 @@ def key_context_for(teacher: TeacherConfig, model_path: str, cfg: JobConfig, tem
     """The :class:`KeyContext` of ``teacher`` in a run of ``cfg`` (call on the driver: hashes the model).
 
     ``model_path`` is the resolved model (a local folder, or the hub name itself);
-    ``teacher.model`` (as configured, e.g. ``tiny:qwen2``) is the model id.
+    ``teacher.model`` (as configured, e.g. ``tiny:qwen2``) is the model id. An API teacher's
+    revision is ``api:<base_url>/<model>`` (unpinned: the provider may change the model).
     """
     se = cfg.self_eval
     se_sampling = None
@@ -129,11 +135,12 @@ def key_context_for(teacher: TeacherConfig, model_path: str, cfg: JobConfig, tem
     return KeyContext(
         teacher=teacher.name,
         model=teacher.model,
-        model_revision=model_revision(model_path),
+        model_revision=(api_revision(teacher.api, teacher.model) if teacher.api is not None
+                        else model_revision(model_path)),
         template_version=str(template_version),
         sampling=canonical_json(teacher.sampling.model_dump(mode="json")),
         self_eval_sampling=se_sampling,
     )
 
 
-__all__ = ["KEY_HEX_CHARS", "KeyContext", "canonical_json", "key_context_for", "model_revision"]
+__all__ = ["KEY_HEX_CHARS", "KeyContext", "api_revision", "canonical_json", "key_context_for", "model_revision"]

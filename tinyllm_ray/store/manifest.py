@@ -34,6 +34,13 @@ RESOURCE_FIELDS: frozenset[str] = frozenset({
     "tensor_parallel_size",
 })
 
+#: ``api`` fields that change how fast or how patiently an API teacher is asked, or what it
+#: costs, never what it generates (the key's variable name included).
+API_RESOURCE_FIELDS: frozenset[str] = frozenset({
+    "api_key_env", "actor_cpus", "concurrency", "requests_per_minute", "max_retries", "backoff_s",
+    "max_backoff_s", "timeout_s", "prompt_cost_per_1k", "output_cost_per_1k",
+})
+
 
 def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -46,6 +53,10 @@ def teacher_generation_config(teacher: TeacherConfig) -> dict[str, Any]:
         d.pop("self_eval", None)
     if d.get("bootstrap") is None:  # stores written before the field existed match teachers without it
         d.pop("bootstrap", None)
+    if d.get("api") is None:  # likewise for vLLM teachers and the api section
+        d.pop("api", None)
+    else:
+        d["api"] = {k: v for k, v in d["api"].items() if k not in API_RESOURCE_FIELDS}
     return {k: v for k, v in d.items() if k not in RESOURCE_FIELDS}
 
 

@@ -52,6 +52,13 @@ class KindStats:
     degenerate: int = 0  # outputs with no reasoning in them (``prompts.is_degenerate``), kept or not
     answer_parsed: int = 0  # rationale outputs whose final answer could be read
     answer_matches: int = 0  # ... and equals the gold answer (teacher forcing: agreement with gold)
+    # API teachers only (0 for vLLM teachers): requests sent (each counted once, however many
+    # samples it returned), retries among them, their cost (api.*_cost_per_1k), and why
+    # generations failed (``failed`` by the text before the first ':' of their error)
+    requests: int = 0
+    retries: int = 0
+    cost: float = 0.0
+    failed_reasons: dict[str, int] = field(default_factory=dict)
 
     def merge(self, other: KindStats) -> None:
         self.prompts += other.prompts
@@ -66,6 +73,11 @@ class KindStats:
         self.degenerate += other.degenerate
         self.answer_parsed += other.answer_parsed
         self.answer_matches += other.answer_matches
+        self.requests += other.requests
+        self.retries += other.retries
+        self.cost += other.cost
+        for r, n in other.failed_reasons.items():
+            self.failed_reasons[r] = self.failed_reasons.get(r, 0) + n
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,7 +85,8 @@ class KindStats:
             "dropped": dict(self.dropped), "prompt_tokens": self.prompt_tokens,
             "output_tokens": self.output_tokens, "truncated": self.truncated, "failed": self.failed,
             "degenerate": self.degenerate, "answer_parsed": self.answer_parsed,
-            "answer_matches": self.answer_matches,
+            "answer_matches": self.answer_matches, "requests": self.requests, "retries": self.retries,
+            "cost": round(self.cost, 9), "failed_reasons": dict(self.failed_reasons),
         }
 
     @classmethod
@@ -84,7 +97,9 @@ class KindStats:
             prompt_tokens=int(d.get("prompt_tokens", 0)), output_tokens=int(d.get("output_tokens", 0)),
             truncated=int(d.get("truncated", 0)), failed=int(d.get("failed", 0)),
             degenerate=int(d.get("degenerate", 0)), answer_parsed=int(d.get("answer_parsed", 0)),
-            answer_matches=int(d.get("answer_matches", 0)),
+            answer_matches=int(d.get("answer_matches", 0)), requests=int(d.get("requests", 0)),
+            retries=int(d.get("retries", 0)), cost=float(d.get("cost", 0.0)),
+            failed_reasons={k: int(v) for k, v in (d.get("failed_reasons") or {}).items()},
         )
 
 
@@ -136,6 +151,20 @@ class TeacherStats:
     @property
     def prompt_tokens(self) -> int:
         return sum(k.prompt_tokens for k in self.kinds.values())
+
+    @property
+    def api(self) -> dict[str, Any] | None:
+        """Requests, retries, cost and failure reasons of an API teacher; ``None`` for a vLLM teacher."""
+        requests = sum(k.requests for k in self.kinds.values())
+        if requests == 0:
+            return None
+        reasons: dict[str, int] = {}
+        for k in self.kinds.values():
+            for r, n in k.failed_reasons.items():
+                reasons[r] = reasons.get(r, 0) + n
+        return {"requests": requests, "retries": sum(k.retries for k in self.kinds.values()),
+                "cost": round(sum(k.cost for k in self.kinds.values()), 6), "failed_reasons": reasons,
+                "prompt_tokens": self.prompt_tokens, "output_tokens": self.output_tokens}
 
     @property
     def tokens_per_s(self) -> float:
@@ -216,6 +245,7 @@ class TeacherStats:
             "prompt_tokens": self.prompt_tokens,
             "shards": self.shards,
             "health": {k: (None if v is None else round(v, 4)) for k, v in self.health().items()},
+            **({"api": self.api} if self.api is not None else {}),
             "by_kind": {name: k.to_dict() for name, k in self.kinds.items()},
             "drop_examples": {r: list(t) for r, t in self.drop_examples.items()},
         }

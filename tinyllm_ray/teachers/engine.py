@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from tinyllm_ray.config import PromptConfig, SamplingConfig, SelfEvalConfig
 from tinyllm_ray.errors import TeacherStartupError
+from tinyllm_ray.teachers.api_limits import ApiSpec
 from tinyllm_ray.teachers.prompt_rows import request_seed
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class EngineSpec:
     env: dict[str, str] = field(default_factory=dict)
     env_defaults: dict[str, str] = field(default_factory=dict)
     unset_env: tuple[str, ...] = ()
+    api: ApiSpec | None = None  # ``api.ApiSpec`` for a teacher served by an OpenAI-compatible endpoint (``ApiTeacher``)
 
 
 def sampling_kwargs(sampling: SamplingConfig, self_eval: SelfEvalConfig | None = None) -> dict[str, Any]:
@@ -122,8 +124,12 @@ class TeacherEngine:
 
     For each input row (one question) it returns ``n`` ``rationale`` rows, and, with
     self-evaluation on, ``evals_per_cot`` ``self_eval`` rows for every non-empty CoT
-    (one request with ``n = evals_per_cot``). Columns: ``records.RAW_COLUMNS``.
+    (one request with ``n = evals_per_cot``). Columns: ``records.RAW_COLUMNS``, plus
+    :attr:`EXTRA_COLUMNS` read from each completion (``api.ApiTeacher``: error, requests,
+    retries, cost).
     """
+
+    EXTRA_COLUMNS: tuple[tuple[str, Any], ...] = ()  # (name, pyarrow type) of per-output extras
 
     def __init__(self, spec: EngineSpec) -> None:
         for k in spec.unset_env:
@@ -193,7 +199,8 @@ class TeacherEngine:
         stops = self._cot_base["stop"]
         rows: dict[str, list[Any]] = {c: [] for c in (
             "kind", "example_id", "split", "shard", "sample_idx", "eval_idx", "prompt_hash", "text",
-            "prompt_tokens", "output_tokens", "finish_reason", "gen_seconds", "n_evals")}
+            "prompt_tokens", "output_tokens", "finish_reason", "gen_seconds", "n_evals",
+            *(c for c, _t in self.EXTRA_COLUMNS))}
 
         def add(kind, i, sample_idx, eval_idx, phash, text, ptoks, comp, secs, n_evals):
             rows["kind"].append(kind)
@@ -209,6 +216,8 @@ class TeacherEngine:
             rows["finish_reason"].append(str(comp.finish_reason or ""))
             rows["gen_seconds"].append(secs)
             rows["n_evals"].append(n_evals)
+            for c, _t in self.EXTRA_COLUMNS:
+                rows[c].append(getattr(comp, c))
 
         params = self._params(self._cot_base, self._cot_params, self._seeded, ids, "cot")
         outs, dt = self._generate(cols["prompt"], params)
@@ -258,6 +267,7 @@ class TeacherEngine:
             "output_tokens": pa.array(rows["output_tokens"], pa.int32()),
             "gen_seconds": pa.array(rows["gen_seconds"], pa.float64()),
             "n_evals": pa.array(rows["n_evals"], pa.int32()),
+            **{c: pa.array(rows[c], t) for c, t in self.EXTRA_COLUMNS},
         })
 
     def close(self) -> None:

@@ -19,8 +19,12 @@ self_eval rows
     ``unparsable``       ``parse_verdict`` finds no configured verdict (drop_unparsable)
 
 failed rows (a raw row with a non-empty ``error``: the engine could not generate it)
-    not an output: counted under ``failed`` of its kind and stored as a ``failed`` row
-    (with the error, and the record key of the generation that failed) for a retry
+    not an output: counted under ``failed`` of its kind (and under ``failed_reasons`` by
+    :func:`failure_reason`) and stored as a ``failed`` row (with the error, and the record
+    key of the generation that failed) for a retry
+
+API teachers' rows also carry ``requests``, ``retries`` and ``cost`` (``api.py``), summed
+into the statistics.
 
 Self-evaluations are kept independently of their CoT: a wrong CoT correctly judged
 "wrong" is exactly the training signal Mind's Mirror's self-evaluation stage needs.
@@ -172,7 +176,11 @@ def build_shard_records(
     # --- generations that failed: no output, one row each for a later retry
     for r in raw:
         if r.get("error"):
-            stats.kind(r["kind"]).failed += 1
+            k = stats.kind(r["kind"])
+            k.failed += 1
+            reason = failure_reason(str(r["error"]))
+            k.failed_reasons[reason] = k.failed_reasons.get(reason, 0) + 1
+            _count_api(k, r)
             cot, parsed_text, match = cot_info.get((r["example_id"], int(r["sample_idx"])), (None, None, None))
             if r["kind"] == "rationale":
                 cot, parsed_text, match = None, None, None
@@ -206,6 +214,19 @@ def _count(k: KindStats, r: Mapping[str, Any]) -> None:
         k.truncated += 1
     if is_degenerate(str(r.get("text") or "")):
         k.degenerate += 1
+    _count_api(k, r)
+
+
+def _count_api(k: KindStats, r: Mapping[str, Any]) -> None:
+    """An API teacher's request accounting (columns absent for vLLM teachers: nothing added)."""
+    k.requests += int(r.get("requests") or 0)
+    k.retries += int(r.get("retries") or 0)
+    k.cost += float(r.get("cost") or 0.0)
+
+
+def failure_reason(error: str) -> str:
+    """What a failed generation is counted under: its error's text before the first ':' (e.g. ``HTTP 500``)."""
+    return error.split(":", 1)[0].strip()[:40] or "error"
 
 
 def _record(

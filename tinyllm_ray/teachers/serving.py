@@ -1,5 +1,8 @@
 """Teacher serving: the one path from a teacher's config to its vLLM engines answering prompts.
 
+A teacher with an ``api`` section is served the same way by ``api.ApiTeacher`` actors that
+call its OpenAI-compatible endpoint (``api.api_plan``: light actors, no GPU, no model to resolve).
+
 Generation (``pipeline.py``) and teacher evaluation (``evaluate_teacher.py``) both serve
 teachers exactly this way, so a teacher is planned, started, fed, described when it
 fails and cleaned up identically in both::
@@ -38,6 +41,7 @@ from typing import Any, Self
 
 from tinyllm_ray.config import JobConfig, PromptConfig, RuntimeConfig, SelfEvalConfig, TeacherConfig
 from tinyllm_ray.errors import GenerationError, InternalError, PlacementError, UserError
+from tinyllm_ray.teachers.api import api_plan, api_spec
 from tinyllm_ray.teachers.bootstrap import resolve_teacher_model
 from tinyllm_ray.teachers.engine import EngineSpec, root_cause_from_log
 from tinyllm_ray.teachers.models import precheck_model
@@ -71,6 +75,7 @@ def engine_spec(teacher: TeacherConfig, plan: TeacherPlan, prompts: PromptConfig
         env=dict(plan.env),
         env_defaults=dict(plan.env_defaults),
         unset_env=plan.unset_env,
+        api=api_spec(teacher) if teacher.api is not None else None,  # reads the key from the environment
     )
 
 
@@ -163,7 +168,10 @@ class EnginePool:
         import ray
 
         # Imported here, at run time, so a benchmark can substitute an instrumented subclass.
+        from tinyllm_ray.teachers.api import ApiTeacher
         from tinyllm_ray.teachers.engine import TeacherEngine
+
+        engine_cls = ApiTeacher if self.spec.api is not None else TeacherEngine
 
         # One block per batch (one actor call each); from_blocks keeps blocks as built
         # (no repartitioning, metadata computed here, no tasks).
@@ -172,7 +180,7 @@ class EnginePool:
         it: Any = None
         try:
             ds = ray.data.from_blocks([pa.Table.from_pylist(b) for b in batches]).map_batches(
-                TeacherEngine, fn_constructor_kwargs={"spec": self.spec}, batch_format="pyarrow", **kwargs
+                engine_cls, fn_constructor_kwargs={"spec": self.spec}, batch_format="pyarrow", **kwargs
             )
             it = iter(ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1))
             for batch in it:
@@ -236,10 +244,14 @@ def plan_pools(
     notes = [why]
     paths = {}
     for t in teachers:
+        if t.api is not None:  # served by its endpoint: nothing to resolve or check locally
+            paths[t.name] = t.model
+            continue
         paths[t.name] = resolve_teacher_model(cfg, t)
         precheck_model(t.name, paths[t.name], same_filesystem=len(nodes) <= 1)
     preload = cpu_preload(cfg.runtime) if accelerator == "cpu" else {}
-    plans = [plan_teacher(t, accelerator, model_path=paths[t.name], self_eval=se_of(t), preload=preload)
+    plans = [api_plan(t, accelerator) if t.api is not None
+             else plan_teacher(t, accelerator, model_path=paths[t.name], self_eval=se_of(t), preload=preload)
              for t in teachers]
     try:
         notes += check_fits(plans, nodes)
