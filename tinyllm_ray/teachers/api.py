@@ -87,10 +87,10 @@ def api_plan(teacher: TeacherConfig, accelerator: Accelerator) -> TeacherPlan:
     rpm = "unlimited" if api.requests_per_minute is None else f"{api.requests_per_minute:g}/min"
     why = (f"API teacher: {teacher.replicas} actor(s) of {api.actor_cpus:g} CPU (no GPU, no vLLM) send "
            f"{api.endpoint} requests to {api.base_url}, {api.concurrency} in flight and {rpm} in total, "
-           f"{api.max_retries} retries, {api.timeout_s:g}s timeout",)
+           f"{api.max_retries} retries, {api.timeout_s:g}s timeout")
     return TeacherPlan(teacher=teacher.name, model=teacher.model, accelerator=accelerator,
                        replicas=teacher.replicas, batch_size=teacher.batch_size, num_cpus=api.actor_cpus,
-                       num_gpus=0.0, resources={k: float(v) for k, v in teacher.resources.items()}, why=why)
+                       num_gpus=0.0, resources={k: float(v) for k, v in teacher.resources.items()}, why=(why,))
 
 
 class _Unreachable(Exception):
@@ -102,6 +102,7 @@ class ApiTeacher(TeacherEngine):
 
     EXTRA_COLUMNS = (("error", pa.string()), ("requests", pa.int32()), ("retries", pa.int32()),
                      ("cost", pa.float64()))
+    transport: Any = None  # an httpx transport in unit tests (httpx.MockTransport); None: the network
 
     def __init__(self, spec: EngineSpec) -> None:
         if spec.api is None:
@@ -207,7 +208,7 @@ class ApiTeacher(TeacherEngine):
         sem = asyncio.Semaphore(self.api.concurrency)
         limits = httpx.Limits(max_connections=self.api.concurrency, max_keepalive_connections=self.api.concurrency)
         async with httpx.AsyncClient(timeout=httpx.Timeout(cfg.timeout_s), headers=self._headers(),
-                                     limits=limits) as client:
+                                     limits=limits, transport=self.transport) as client:
             return list(await asyncio.gather(*(self._prompt(client, sem, p, q) for p, q in zip(prompts, params))))
 
     # ------------------------------------------------------------------ TeacherEngine's one generation call

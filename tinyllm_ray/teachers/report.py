@@ -73,6 +73,11 @@ class GenerationReport:
                     f"examples in stats/{name}.json under drop_examples"
                 )
             lines += [f"WARNING {w}" for w in st.health_warnings()]
+            if st.api is not None:
+                a = st.api
+                lines.append(f"teacher {name} (API): {a['requests']} requests, {a['retries']} retries, "
+                             f"{a['prompt_tokens']} prompt + {a['output_tokens']} output tokens, cost {a['cost']:.4f}"
+                             + (f", failed: {a['failed_reasons']}" if a["failed_reasons"] else ""))
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
