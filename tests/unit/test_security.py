@@ -111,3 +111,21 @@ def test_cluster_manifests_use_token_auth():
     assert raycluster["spec"]["authOptions"]["mode"] == "token"
     assert "RAY_AUTH_MODE=token" in (REPO / "cluster/aws-gpu.yaml").read_text()
     assert 'RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"' in (REPO / "cluster/submit.sh").read_text()
+
+
+def test_api_keys_live_only_in_the_environment(monkeypatch):
+    from tinyllm_ray.teachers.api import api_spec
+
+    teacher = {"name": "gpt", "model": "gpt-3.5-turbo-instruct",
+               "api": {"base_url": "https://api.example/v1", "api_key_env": "OPENAI_API_KEY"}}
+    with pytest.raises(ConfigError) as err:  # the key where its variable's name belongs
+        validate_config({"teachers": [{**teacher, "api": {**teacher["api"], "api_key_env": "sk-live-abc123"}}]})
+    assert "sk-live-abc123" not in str(err.value)
+    cfg = validate_config({"teachers": [teacher]})
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="export OPENAI_API_KEY="):
+        api_spec(cfg.teachers[0])
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-live-abc123")
+    spec = api_spec(cfg.teachers[0])
+    assert spec.key.value() == "sk-live-abc123" and "sk-live-abc123" not in repr(spec)
+    assert "sk-live-abc123" not in yaml.safe_dump(public_dump(cfg))

@@ -293,3 +293,16 @@ def test_an_endpoint_never_reached_fails_the_teacher(monkeypatch):
     teacher = make_teacher(cfg, Server(always={"Question": "refused"}), monkeypatch)
     with pytest.raises(TeacherStartupError, match="cannot reach http://api.test/v1"):
         run_batch(cfg, teacher)
+
+
+def test_the_readme_example_is_a_valid_config():
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("### API teachers"):]
+    block = section[section.index("```yaml") + len("```yaml"):]
+    cfg = validate_config(yaml.safe_load(block[:block.index("```")]))
+    gpt = cfg.teachers[1]
+    assert gpt.api is not None and gpt.api.api_key_env == "OPENAI_API_KEY" and cfg.teachers[0].api is None
