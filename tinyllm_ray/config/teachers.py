@@ -93,7 +93,8 @@ class ApiConfig(StrictModel):
     actor_cpus: float = Field(
         0.25, gt=0.0, le=64, description="CPUs each replica's Ray actor reserves (it waits on HTTP; the "
         "teacher's num_cpus, vLLM's threads, does not apply)")
-    concurrency: int = Field(8, ge=1, le=1024, description="requests in flight at once")
+    concurrency: int = Field(8, ge=1, le=1024, description="requests in flight at once (also bounded by the batch: "
+                             "batch_size prompts per actor call)")
     requests_per_minute: float | None = Field(None, gt=0, description="token-bucket rate limit; None: unlimited")
     max_retries: int = Field(4, ge=0, le=20, description="retries after a 429, 5xx, timeout or connection error")
     backoff_s: float = Field(1.0, gt=0, le=600, description="first retry delay; doubles per retry, with jitter")

@@ -13,8 +13,8 @@ at most ``concurrency`` requests in flight (a semaphore), each waiting for its s
 token bucket (``requests_per_minute``, kept across batches). A 429, 408/409, 5xx, timeout
 or connection error is retried up to ``max_retries`` times after ``Retry-After`` or an
 exponential back-off with jitter (``api_limits.backoff_delay``). A request that still
-fails gives ``failed`` rows carrying the reason (stored, counted in the statistics, retried
-by the next run), never a silent gap. 401/403/404 (wrong key, no access, wrong model or
+fails gives ``failed`` rows carrying the reason (stored with their record keys, counted in
+the statistics by reason), never a silent gap. 401/403/404 (wrong key, no access, wrong model or
 URL) and an endpoint never reached fail the teacher at once with one line.
 
 The key: read on the driver from the environment variable ``api.api_key_env`` names
