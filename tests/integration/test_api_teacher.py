@@ -214,3 +214,25 @@ def test_a_wrong_key_fails_the_api_teacher_with_one_line(api_server, tiny_cache,
     with pytest.raises(TeacherStartupError, match="HTTP 401") as exc:
         teacher(pa.Table.from_pylist(rows))
     assert wrong not in str(exc.value) and "'gpt'" in str(exc.value)
+
+
+def test_chat_endpoint_and_one_sample_requests_on_the_real_server(api_server, tiny_cache, tmp_path, monkeypatch):
+    """``endpoint: chat`` (the tiny model's chat template) and ``n_per_request: false``, no Ray (~1 s)."""
+    import pyarrow as pa
+
+    from tinyllm_ray.teachers.api import ApiTeacher, api_plan
+    from tinyllm_ray.teachers.prompt_rows import prompt_rows
+    from tinyllm_ray.teachers.serving import engine_spec
+
+    monkeypatch.setenv(KEY_ENV, api_server.key)
+    cfg = make_cfg(tmp_path / "store", tiny_cache, api_server.url)
+    t = cfg.teachers[1].model_copy(update={"api": cfg.teachers[1].api.model_copy(
+        update={"endpoint": "chat", "n_per_request": False, "requests_per_minute": None})})
+    teacher = ApiTeacher(engine_spec(t, api_plan(t, "cpu"), cfg.prompts, cfg.self_eval_for(t.name)))
+    records = load_splits(cfg.data).require("train")
+    out = teacher(pa.Table.from_pylist(prompt_rows(t, records, 0, 2, records, cfg.prompts))).to_pylist()
+    rat = [r for r in out if r["kind"] == "rationale"]
+    assert sorted((r["example_id"], r["sample_idx"]) for r in rat) == sorted(
+        (r.id, j) for r in records[:2] for j in range(N))
+    assert all(not r["error"] for r in out) and sum(r["requests"] for r in rat) == 2 * N
+    assert sum(r["output_tokens"] for r in rat) > 0 and all(r["prompt_tokens"] > 0 for r in rat)
