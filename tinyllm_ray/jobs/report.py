@@ -87,6 +87,15 @@ def render_markdown(r: dict[str, Any]) -> str:
                   f"**{o['train_started_before_generation_ended']}** (overlap {o['overlap_s']} s, "
                   f"{o['shards_committed_after_first_step']} of {o['shards_committed_this_run']} shards committed "
                   "after the first step).")]
+        timeline = [("generation started", "generation_started_s"),
+                    ("first slice committed by every teacher", "first_slice_committed_s"),
+                    ("training started (Ray Train fit)", "training_started_s"),
+                    ("trainer ready (imports, model, DeepSpeed engine, baseline validation)", "trainer_ready_s"),
+                    ("first optimizer step", "first_train_step_s"), ("generation ended", "generation_ended_s")]
+        points = sorted(((o[k], name) for name, k in timeline if o.get(k) is not None), key=lambda p: p[0])
+        if len(points) > 3:  # reports written before the timeline had these points show the sentence only
+            lines += ["", "| seconds since the run began | event |", "|---|---|"]
+            lines += [f"| {t} | {name} |" for t, name in points]
     return "\n".join(lines) + "\n"
 
 

@@ -32,7 +32,8 @@ from tinyllm_ray.jobs.checks import check_runnable
 from tinyllm_ray.jobs.report import plot_training, render_markdown, write_report
 from tinyllm_ray.paths import RunPaths
 
-__all__ = ["first_step_time", "one_line", "run_failure", "run_pipeline", "task_losses"]
+__all__ = ["first_step_record", "first_step_time", "one_line", "overlap_timeline", "run_failure", "run_pipeline",
+           "task_losses"]
 
 log = logging.getLogger(__name__)
 #: How long a cancelled generation may take to stop (its teachers finish their batch).
@@ -49,7 +50,7 @@ class _GenerationThread:
 
     cfg: JobConfig
     shard_size: int
-    shard_times: list[float] = field(default_factory=list)
+    shard_events: list[tuple[str, int, float]] = field(default_factory=list)  # (teacher, shard, committed at)
     report: Any = None
     error: BaseException | None = None
     started: float = 0.0
@@ -69,8 +70,8 @@ class _GenerationThread:
             self._gen = GenerationRun(self.cfg, shard_size=self.shard_size)
             if self._cancelled.is_set():  # training failed before generation got going
                 self._gen.cancel()
-            for _ in self._gen:
-                self.shard_times.append(time.time())
+            for written in self._gen:
+                self.shard_events.append((written.teacher, written.shard, time.time()))
                 if self._cancelled.is_set():
                     break
             self.report = self._gen.report
@@ -105,8 +106,8 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def first_step_time(metrics_file: str | None) -> float | None:
-    """Wall-clock time of the first optimizer-step report (from the trainer's metrics log)."""
+def first_step_record(metrics_file: str | None) -> dict[str, Any] | None:
+    """The first optimizer-step report of the trainer's metrics log (``time``, ``step_seconds`` ...)."""
     if not metrics_file:
         return None
     try:
@@ -114,10 +115,45 @@ def first_step_time(metrics_file: str | None) -> float | None:
             for line in f:
                 rec = json.loads(line)
                 if rec.get("event") == "report" and int(rec.get("step", 0)) >= 1:
-                    return float(rec["time"])
+                    return rec
     except FileNotFoundError:
         return None
     return None
+
+
+def first_step_time(metrics_file: str | None) -> float | None:
+    """Wall-clock time of the first optimizer-step report (from the trainer's metrics log)."""
+    rec = first_step_record(metrics_file)
+    return float(rec["time"]) if rec is not None else None
+
+
+def overlap_timeline(t0: float, gen_started: float, gen_ended: float, shard_events: list[tuple[str, int, float]],
+                     teachers: list[str], train_started: float, first_step: dict[str, Any]) -> dict[str, Any]:
+    """The report's streaming timeline, in seconds since the run began (pure).
+
+    Why each point: a late first step is explained by which of them came late: the first
+    slice (every teacher's shard k committed: what a slice reader waits for), the trainer
+    being ready (imports, model, DeepSpeed engine, baseline validation: the first step's
+    ``time`` minus its ``step_seconds``, which start when the worker is ready), or neither.
+    """
+    done: dict[int, dict[str, float]] = {}
+    for teacher, shard, t in shard_events:
+        done.setdefault(shard, {})[teacher] = t
+    complete = [max(by.values()) for by in done.values() if set(teachers) <= set(by)]
+    step_t = float(first_step["time"])
+    ready = step_t - float(first_step.get("step_seconds", 0.0))
+    return {
+        "generation_started_s": round(gen_started - t0, 2),
+        "generation_ended_s": round(gen_ended - t0, 2),
+        "first_slice_committed_s": round(min(complete) - t0, 2) if complete else None,
+        "training_started_s": round(train_started - t0, 2),
+        "trainer_ready_s": round(ready - t0, 2),
+        "first_train_step_s": round(step_t - t0, 2),
+        "train_started_before_generation_ended": step_t < gen_ended,
+        "overlap_s": round(max(0.0, gen_ended - step_t), 2),
+        "shards_committed_after_first_step": sum(1 for *_, t in shard_events if t > step_t),
+        "shards_committed_this_run": len(shard_events),
+    }
 
 
 def task_losses(history: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -244,20 +280,13 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
             evaluation[split] = evaluate_student(cfg, result.model_dir, split=split).to_dict()
     t_end = time.time()
 
-    first_step = first_step_time(result.metrics_file)
+    first_step = first_step_record(result.metrics_file)
     history = result.history()
     gen_report = gen.report.to_dict() if gen.report is not None else None
     overlap = None
     if cfg.teachers and first_step is not None:
-        overlap = {
-            "generation_started_s": round(gen.started - t0, 2),
-            "generation_ended_s": round(gen.ended - t0, 2),
-            "first_train_step_s": round(first_step - t0, 2),
-            "train_started_before_generation_ended": first_step < gen.ended,
-            "overlap_s": round(max(0.0, gen.ended - first_step), 2),
-            "shards_committed_after_first_step": sum(1 for t in gen.shard_times if t > first_step),
-            "shards_committed_this_run": len(gen.shard_times),
-        }
+        overlap = overlap_timeline(t0, gen.started, gen.ended, gen.shard_events, [t.name for t in cfg.teachers],
+                                   t_train, first_step)
     report = {
         "run": cfg.runtime.run_name,
         "store_uri": paths.store,

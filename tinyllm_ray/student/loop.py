@@ -32,6 +32,16 @@ step (nothing to restore), and the data stream of the
 current epoch is fast-forwarded by the micro-batches already consumed. Every report
 carries ``attempt_start_step`` (0 on a fresh start), which shows a resumed run resumed.
 
+Start-up overlaps the data (``student/prefetch.py``): on a fresh start the first pass over
+the training stream begins before the heavy imports, so Ray Data's slice readers (in a
+streaming ``run``: the waits for the teachers' first slices) work while this worker gets
+ready. A streaming first pass has no local shuffle buffer: the buffer would hold the first
+batch back until several slices exist (4 micro-batches plus Ray's compaction margin, 7
+slices of the demo), i.e. until the teachers are nearly done; later passes read a complete
+store and shuffle as batch training does. DeepSpeed's shared-memory all-reduce op is not
+built on CPU: only tensor-parallel inference uses it, and its JIT compile (rebuilt whenever
+another build of it ran with other flags) took 53 of the worker's 65 s of start-up.
+
 Fault injection for tests (off unless set; via ``run_training(worker_env=...)``):
 ``TINYLLM_FAULT_AT_STEP=K``, ``TINYLLM_FAULT_FLAG=/path`` and ``TINYLLM_FAULT_RANK=r``:
 rank ``r`` creates the flag file and ``os._exit(1)`` right after step ``K``, once.
@@ -52,7 +62,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LoopConfig", "metric_name", "train_loop_per_worker"]
+__all__ = ["LoopConfig", "metric_name", "shuffle_args", "skip_inference_comm_op", "train_loop_per_worker"]
 
 STATE_FILE = "train_state.json"
 DS_DIR = "deepspeed"
@@ -77,6 +87,7 @@ class LoopConfig:
     stage_steps: list[int]
     micro_per_epoch: list[int]
     eval_batch_size: int
+    streaming: bool = False  # the training stream waits for a store still being written
 
     @property
     def total_steps(self) -> int:
@@ -90,6 +101,28 @@ def _is_eval_step(step: int, total: int, eval_every: int, ckpt_every: int) -> bo
     return step == total or step % eval_every == 0 or step % ckpt_every == 0
 
 
+def shuffle_args(seed: int, micro_batch: int, stage: int, epoch: int, streaming: bool) -> dict[str, Any]:
+    """Local-shuffle arguments of one pass over a stage (pure; see the module doc).
+
+    A streaming run's first pass has no buffer, so its first batch needs one micro-batch
+    of groups, not the buffer's worth of slices.
+    """
+    if streaming and epoch == 0:
+        return {"local_shuffle_buffer_size": None}
+    return {"local_shuffle_buffer_size": 4 * micro_batch, "local_shuffle_seed": seed * 100003 + stage * 1009 + epoch}
+
+
+def skip_inference_comm_op(compatible_ops: dict[str, bool]) -> None:
+    """Keep DeepSpeed from JIT-building its shared-memory all-reduce op on CPU.
+
+    ``deepspeed.comm`` builds it whenever a backend starts, yet only inference all-reduce
+    (tensor-parallel inference) uses it; training's collectives go through
+    ``torch.distributed``. Its build took most of a worker's start-up (module doc).
+    ``compatible_ops`` is ``deepspeed.ops.__compatible_ops__`` (edits persist there).
+    """
+    compatible_ops["deepspeed_shm_comm"] = False
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     t_start = time.perf_counter()
     lc = LoopConfig(**config)
@@ -100,9 +133,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if not tcfg.use_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
-    import deepspeed
     import ray.data
     import ray.train
+
+    from tinyllm_ray.student.prefetch import EarlyBatches
+
+    ray.data.DataContext.get_current().enable_progress_bars = False  # one log line per step, not bars
+    timings: dict[str, float] = {}
+    ckpt = ray.train.get_checkpoint()
+    mb0 = tcfg.micro_batch_size
+    early = None
+    if ckpt is None and lc.stage_steps and lc.stage_steps[0] > 0:  # fresh start: stage 0, epoch 0, nothing to skip
+        first_pass = ray.train.get_dataset_shard("train_stage0")
+        early = EarlyBatches(lambda: first_pass.iter_batches(
+            batch_size=mb0, batch_format="numpy", prefetch_batches=1,
+            **shuffle_args(tcfg.seed, mb0, 0, 0, lc.streaming)))
+
+    import deepspeed
     import torch
     import torch.distributed as dist
 
@@ -118,7 +165,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from tinyllm_ray.student.stages import reset_optimizer_state, stage_of_step, stage_offsets
     from tinyllm_ray.student.tasks import TaskPlan
 
-    ray.data.DataContext.get_current().enable_progress_bars = False  # one log line per step, not bars
     dash = TrainMetrics(trial=os.environ.get("TINYLLM_TRIAL") or job.runtime.run_name)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -129,10 +175,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     total_steps = lc.total_steps
     zero3 = tcfg.zero_stage == 3
 
+    timings["imports"] = time.perf_counter() - t_start
     torch.manual_seed(tcfg.seed)
     model, tok = load_student(lc.model_path, spec.arch, trust_remote_code=job.student.trust_remote_code)
     module = PackedStudent(model, spec.arch, k_tasks)
-    ckpt = ray.train.get_checkpoint()
+    timings["model"] = time.perf_counter() - t_start - sum(timings.values())
     with ckpt.as_directory() if ckpt is not None else contextlib.nullcontext() as ckpt_dir:
         state: dict[str, Any] = {}
         if ckpt_dir is not None:
@@ -142,6 +189,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ds_config = build_deepspeed_config(tcfg, world)  # no DeepSpeed scheduler: set_lr below, every step
         if rank == 0:
             log.info("DeepSpeed config: %s", json.dumps(ds_config))
+        if not tcfg.use_gpu:
+            skip_inference_comm_op(deepspeed.ops.__compatible_ops__)
         wait_for_build_locks(tcfg.build_lock_timeout_s)  # a killed JIT build must not stall us silently
         engine, _, _, _ = deepspeed.initialize(
             model=module,
@@ -153,6 +202,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             engine.load_checkpoint(os.path.join(ckpt_dir, DS_DIR), tag=DS_TAG)
             log.info("rank %d resumed from step %d (stage %s of the next step: %d)", rank, step,
                      state.get("stage"), stage_of_step(lc.stage_steps, step))
+    timings["engine"] = time.perf_counter() - t_start - sum(timings.values())
     device = engine.device
     val_acc: float | None = state.get("val_accuracy")
     val_step = int(state.get("val_step", 0))
@@ -169,6 +219,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # a Rust tokenizer must not be used from two threads at once, so the collator gets a copy.
     collator = TaskCollator(copy.deepcopy(tok), spec,
                             decoder_start_token_id=getattr(model.config, "decoder_start_token_id", None))
+    if early is not None:
+        early.set_collate(collator)
     val_rows = list(ray.train.get_dataset_shard("validation").iter_rows())
     val_records = [MCQRecord.from_dict(r) for r in val_rows]
     my_val = val_records[rank::world]
@@ -215,7 +267,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if val_acc is None:  # baseline before any update: every report can then carry val_accuracy
         val_acc, val_step = validate(), 0
     setup_seconds = time.perf_counter() - t_start
-    log.info("rank %d ready in %.1f s (imports, model, DeepSpeed engine, validation data)", rank, setup_seconds)
+    timings["validation"] = setup_seconds - sum(timings.values())
+    log.info("rank %d ready in %.1f s (%s; the data stream started %s)", rank, setup_seconds,
+             ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()),
+             "at once" if early is not None else "now (resumed run)")
     engine.train()
     offsets = stage_offsets(lc.stage_steps)
     mb, ga = tcfg.micro_batch_size, tcfg.grad_accum_steps
@@ -232,9 +287,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         t_step = time.perf_counter()
         while step < end:
             seen = 0
-            for batch in shard.iter_torch_batches(batch_size=mb, collate_fn=collator, prefetch_batches=1,
-                                                  local_shuffle_buffer_size=4 * mb,
-                                                  local_shuffle_seed=tcfg.seed * 100003 + stage * 1009 + epoch):
+            if early is not None:  # the first pass, started before the worker was ready
+                batches, early = early, None
+            else:
+                batches = shard.iter_torch_batches(batch_size=mb, collate_fn=collator, prefetch_batches=1,
+                                                   **shuffle_args(tcfg.seed, mb, stage, epoch, lc.streaming))
+            for batch in batches:
                 seen += 1
                 if skip:
                     skip -= 1
@@ -301,4 +359,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     raise RuntimeError(f"rank {rank}: training stage {stage} yielded no batches (empty shard)")
                 epoch += 1
                 continue
+            if isinstance(batches, EarlyBatches):  # the budget ended inside the first pass
+                batches.close()
             break

@@ -222,7 +222,7 @@ def build_trainer(
     loop_cfg = LoopConfig(
         job=public_dump(cfg), plan=plan.to_dict(), collate=spec.to_dict(), student_format=fmt_dict,
         model_path=model_path, stage_steps=stage_steps, micro_per_epoch=micro,
-        eval_batch_size=cfg.eval.batch_size,
+        eval_batch_size=cfg.eval.batch_size, streaming=bool(data.stats.get("streaming")),
     )
     log.info("student %s (%s, task prefix on the %s side); tasks %s; steps per stage %s; %d worker(s), "
              "backend %s, ZeRO-%d, %s", model_path, arch, spec.prefix_side, list(plan.names), stage_steps,
