@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tinyllm_ray.jobs.report import render_markdown
-from tinyllm_ray.jobs.run import overlap_timeline
+from tinyllm_ray.jobs.run import overlap_blocker, overlap_timeline
 from tinyllm_ray.student.loop import shuffle_args, skip_inference_comm_op
 from tinyllm_ray.student.prefetch import EarlyBatches
 
@@ -111,3 +111,16 @@ def test_report_lists_the_timeline_in_order():
     order = [r.split("|")[2].strip() for r in rows if r.split("|")[1].strip().replace(".", "").isdigit()]
     assert order[0] == "generation started" and order[-1] == "generation ended"
     assert order.index("first optimizer step") < order.index("generation ended")
+
+
+def test_overlap_blocker_names_what_training_lacks_while_teachers_run():
+    # the README's `ray start` on a 2-core machine: two 1-CPU teachers hold every CPU
+    note = overlap_blocker({"CPU": 2.0}, {"CPU": 1.1}, {"CPU": 2.0, "memory": 1e9})
+    assert note is not None and "CPU" in note and "no streaming overlap" in note
+    assert "runtime.num_cpus" in note and "train.cpus_per_worker" in note
+    assert overlap_blocker({"CPU": 2.0}, {"CPU": 1.1}, {"CPU": 16.0}) is None  # demo_cpu: 16 logical CPUs
+    # GPUs: teachers on 2 of 2 GPUs leave none for a GPU trainer; CPUs are fine
+    gpu = overlap_blocker({"CPU": 2.0, "GPU": 2.0}, {"CPU": 1.1, "GPU": 1.0}, {"CPU": 32.0, "GPU": 2.0})
+    assert gpu is not None and "GPU" in gpu and "CPU 1.1" not in gpu
+    # custom resources (e.g. a trainer node) count like the others
+    assert overlap_blocker({"CPU": 2.0}, {"CPU": 1.1, "trainer_node": 1.0}, {"CPU": 8.0, "trainer_node": 4.0}) is None

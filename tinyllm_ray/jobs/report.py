@@ -96,6 +96,8 @@ def render_markdown(r: dict[str, Any]) -> str:
         if len(points) > 3:  # reports written before the timeline had these points show the sentence only
             lines += ["", "| seconds since the run began | event |", "|---|---|"]
             lines += [f"| {t} | {name} |" for t, name in points]
+        if o.get("resources"):
+            lines += ["", f"Warning: {o['resources']}."]
     return "\n".join(lines) + "\n"
 
 

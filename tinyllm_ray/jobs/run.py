@@ -23,17 +23,18 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from tinyllm_ray.config import JobConfig
-from tinyllm_ray.errors import StreamingError, UserError
+from tinyllm_ray.errors import PlacementError, StreamingError, UserError
 from tinyllm_ray.jobs.checks import check_runnable
 from tinyllm_ray.jobs.report import plot_training, render_markdown, write_report
 from tinyllm_ray.paths import RunPaths
 
-__all__ = ["first_step_record", "first_step_time", "one_line", "overlap_timeline", "run_failure", "run_pipeline",
-           "task_losses"]
+__all__ = ["first_step_record", "first_step_time", "one_line", "overlap_blocker", "overlap_timeline", "run_failure",
+           "run_pipeline", "task_losses"]
 
 log = logging.getLogger(__name__)
 #: How long a cancelled generation may take to stop (its teachers finish their batch).
@@ -190,6 +191,56 @@ def run_failure(gen_error: BaseException | None, saved: str | None, train_error:
     return StreamingError(msg) if root is None or isinstance(root, UserError) else RuntimeError(msg)
 
 
+def overlap_blocker(teachers: Mapping[str, float], trainer: Mapping[str, float],
+                    cluster: Mapping[str, float]) -> str | None:
+    """Why training cannot start while the teachers hold their resources, or None (pure).
+
+    ``teachers``: what all teachers' replicas reserve together (their placement plans);
+    ``trainer``: what the training workers and the streaming slice readers reserve;
+    ``cluster``: Ray's resource totals. A necessary condition only (cluster totals, not
+    per node). Why it matters: a Ray Train worker that cannot be placed waits, silently,
+    until a teacher's engine exits, so the run trains after generation, not beside it.
+    """
+    short = sorted(k for k, need in trainer.items()
+                   if need > 0 and teachers.get(k, 0.0) + need > cluster.get(k, 0.0) + 1e-9)
+    if not short:
+        return None
+
+    def fmt(res: Mapping[str, float]) -> str:
+        return ", ".join(f"{k} {res.get(k, 0.0):g}" for k in short)
+
+    return (f"the teachers reserve {fmt(teachers)} of the cluster's {fmt(cluster)} and training needs {fmt(trainer)} "
+            "more: training starts only when a teacher finishes (no streaming overlap). Give Ray more "
+            f"{'/'.join(short)} (runtime.num_cpus for a local run; `ray start --num-cpus N` on a cluster: logical "
+            "CPUs may over-commit a small machine), or lower teachers.<i>.num_cpus / train.cpus_per_worker")
+
+
+def _check_overlap_resources(cfg: JobConfig) -> str | None:
+    """:func:`overlap_blocker` for ``cfg`` on the running cluster; logged as a warning when set."""
+    import ray
+
+    from tinyllm_ray.student.data import STREAM_READER_CPUS, STREAM_READERS
+    from tinyllm_ray.teachers.serving import plan_pools
+
+    cluster = ray.cluster_resources()
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    try:
+        plans = plan_pools(cfg, cfg.teachers, cluster, nodes).pools
+    except PlacementError:
+        return None  # generation raises it, with its own words
+    teachers: dict[str, float] = {}
+    for pool in plans:
+        for k, v in pool.plan.total_resources.items():
+            teachers[k] = teachers.get(k, 0.0) + v
+    t, n = cfg.train, cfg.train.num_workers
+    trainer = {"CPU": t.cpus_per_worker * n + STREAM_READER_CPUS * STREAM_READERS,
+               **({"GPU": float(n)} if t.use_gpu else {}), **{k: v * n for k, v in t.worker_resources.items()}}
+    note = overlap_blocker(teachers, trainer, cluster)
+    if note:
+        log.warning("%s", note)
+    return note
+
+
 def _train_streaming(cfg: JobConfig, gen: _GenerationThread, train: list, val: list, shard_size: int,
                      store_uri: str) -> tuple[Any, float, float]:
     """Fit the student on the stream; returns the result and when fitting began and ended.
@@ -265,6 +316,7 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
     store.clear_generation_failed()
 
     _resolve_models_before_threads(cfg)
+    resources_note = _check_overlap_resources(cfg) if cfg.teachers else None
     gen = _GenerationThread(cfg, shard_size)
     if cfg.teachers:
         gen.start()
@@ -287,6 +339,8 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
     if cfg.teachers and first_step is not None:
         overlap = overlap_timeline(t0, gen.started, gen.ended, gen.shard_events, [t.name for t in cfg.teachers],
                                    t_train, first_step)
+        if resources_note:
+            overlap["resources"] = resources_note
     report = {
         "run": cfg.runtime.run_name,
         "store_uri": paths.store,

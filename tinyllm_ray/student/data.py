@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "STREAM_READERS",
+    "STREAM_READER_CPUS",
     "StudentData",
     "length_preflight",
     "load_slice",
@@ -55,6 +57,11 @@ __all__ = [
     "validation_dataset",
 ]
 
+#: Streaming slice readers: this many at a time, each reserving this many CPUs (they mostly
+#: wait for the store; ``jobs/run.py`` counts them when it checks that training can start
+#: while the teachers hold their resources).
+STREAM_READERS = 2
+STREAM_READER_CPUS = 0.05
 #: Batch slice reads: at most this many Ray tasks (each reads several slices), so a large
 #: store does not become thousands of tiny tasks on a small machine.
 MAX_BATCH_READ_TASKS = 16
@@ -139,7 +146,8 @@ def slice_dataset(plan: TaskPlan, train_records: Sequence[MCQRecord], shard_size
         return ray.data.range(n, override_num_blocks=min(n, MAX_BATCH_READ_TASKS)).map_batches(
             _load_slices, batch_size=None, batch_format="numpy", fn_kwargs=kwargs)
     return ray.data.range(n, override_num_blocks=n).map_batches(
-        _load_slices, batch_size=1, batch_format="numpy", num_cpus=0.05, concurrency=2, fn_kwargs=kwargs)
+        _load_slices, batch_size=1, batch_format="numpy", num_cpus=STREAM_READER_CPUS, concurrency=STREAM_READERS,
+        fn_kwargs=kwargs)
 
 
 def validation_dataset(cfg: JobConfig, records: Sequence[MCQRecord]) -> tuple[ray.data.Dataset, int]:
