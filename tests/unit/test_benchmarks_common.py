@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks._common import machine_facts, median, package_versions, run_child
+from benchmarks._common import generated_until_stop, machine_facts, median, package_versions, run_child
 
 
 def test_median_of_nothing_is_nan() -> None:
@@ -51,3 +51,19 @@ def test_run_child_failure_names_what_failed_with_the_output_tail(tmp_path: Path
     out.write_text("{}")
     with pytest.raises(RuntimeError, match="worker failed"):
         run_child([sys.executable, "-c", "pass"], what="worker", result_file=out)
+
+
+def _decode(ids: list[int]) -> str:
+    return "".join({1: "a", 2: "<eos>", 3: "\n", 4: "Q:", 5: "b"}[i] for i in ids)
+
+
+def test_generated_until_stop_counts_like_vllm() -> None:
+    # EOS ends the request and is counted; padding after it is not
+    assert generated_until_stop([1, 5, 2, 2, 2], [2], [], _decode) == 3
+    # a stop string that straddles tokens: counted up to the token that completes it
+    assert generated_until_stop([1, 3, 3, 4, 1, 5], [2], ["\n\nQ:"], _decode) == 4
+    # no EOS, no stop: everything counts
+    assert generated_until_stop([1, 5, 1], [2], ["\n\nQ:"], _decode) == 3
+    # EOS before the stop string wins
+    assert generated_until_stop([1, 2, 3, 3, 4], [2], ["\n\nQ:"], _decode) == 2
+    assert generated_until_stop([], [2], ["x"], _decode) == 0
