@@ -305,7 +305,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.resume and Path(store_uri).exists():
         shutil.rmtree(store_uri)
         log.info("removed the previous store %s (use --resume to keep it)", store_uri)
-
     if args.vs_hf:
         return vs_hf.run_vs_hf(args, cfg, model_path, render_markdown)
     # 3. the project's generation pipeline. Ray is started here first (run_generation
@@ -386,8 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if (out / "real_teacher.json").exists():  # a --vs-hf section measured earlier stays
-        res["vs_hf"] = json.loads((out / "real_teacher.json").read_text()).get("vs_hf")
+    prev = out / "real_teacher.json"  # a --vs-hf section measured earlier stays
+    res["vs_hf"] = json.loads(prev.read_text()).get("vs_hf") if prev.exists() else None
     (out / "real_teacher.json").write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n")
     md = render_markdown(res)
     (out / "real_teacher.md").write_text(md + "\n")
