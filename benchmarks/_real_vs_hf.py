@@ -104,6 +104,17 @@ def hf_worker(spec: dict[str, Any]) -> dict[str, Any]:
             "cpu_seconds": _cpu(), "per_request_tokens": counts}
 
 
+def padding_factor(lengths: list[int], batch_size: int) -> float:
+    """Positions a left-padded batched prefill computes per real prompt token (1.0 = no padding).
+
+    Why: HF pads every prompt of a batch to the longest one; vLLM packs prompts without
+    padding, so this factor is prefill work only HF does.
+    """
+    padded = sum(len(lengths[i:i + batch_size]) * max(lengths[i:i + batch_size])
+                 for i in range(0, len(lengths), batch_size))
+    return padded / sum(lengths) if lengths else float("nan")
+
+
 def hf_worker_main(spec_file: str, out_file: str) -> int:
     """Entry of the ``--hf-worker`` child: one HF run, its result to ``out_file``."""
     Path(out_file).write_text(json.dumps(hf_worker(json.loads(Path(spec_file).read_text()))))
@@ -229,7 +240,8 @@ def compare(cfg: Any, model_path: Path, batch_sizes: list[int], command: str) ->
         "settings": {"n": len(prompts), "max_tokens": teacher.sampling.max_tokens, "stop": list(teacher.sampling.stop),
                      "dtype": teacher.dtype, "threads": threads, "pipeline_batch_size": teacher.batch_size,
                      "hf_batch_sizes": batch_sizes, "prompt_tokens_mean": statistics.mean(prompt_tokens),
-                     "prompt_tokens_min_max": [min(prompt_tokens), max(prompt_tokens)]},
+                     "prompt_tokens_min_max": [min(prompt_tokens), max(prompt_tokens)],
+                     "hf_prefill_padding": {str(b): padding_factor(prompt_tokens, b) for b in batch_sizes}},
         "checks": {"prompts_equal_store_prompt_hash": same_prompts, "n": len(prompts),
                    "pipeline_tokens": pipe["output_tokens"], "pipeline_stats_tokens": pipe["report_output_tokens"]},
         "pipeline": pipe, "hf": hf, "hf_best_batch_size": best["batch_size"],
@@ -279,10 +291,18 @@ def render(v: dict[str, Any]) -> list[str]:
         ("- steady state: from the end of the first (cold) batch to the end of the last, on the generating "
          "process's clock (the pipeline's inside the actor: a `TeacherEngine` subclass logs each call). CPU ms/token: "
          "getrusage of that process over the same window."),
+        (f"- where the time goes: a request is {s['prompt_tokens_mean']:.0f} prompt tokens and "
+         f"{p['output_tokens'] / s['n']:.1f} generated ones, so prefill is most of the work on both sides and the "
+         "ratio is far from decode-only speed-ups. Batched HF also computes work vLLM does not: "
+         + "; ".join(f"batch {h['batch_size']}: prefill x{s.get('hf_prefill_padding', {}).get(str(h['batch_size']), float('nan')):.2f} "
+                     f"(left padding to the longest prompt), decode x{sum(h['batch_padded_tokens']) / h['output_tokens']:.2f} "
+                     f"(finished rows keep decoding until the batch's last stops)" for h in v["hf"])
+         + ". vLLM packs prompts unpadded and frees a finished request's slot at once (continuous batching)."),
         (f"- same work: pipeline tokens {p['output_tokens']} (its statistics: {v['checks']['pipeline_stats_tokens']}); "
          + "; ".join(f"HF batch {h['batch_size']}: {h['output_tokens']} tokens, "
                      f"{h['requests_same_token_count_as_pipeline']} of {s['n']} requests with the pipeline's count"
-                     for h in v["hf"]) + "."),
+                     for h in v["hf"]) + " (greedy in bf16: padding and batch shape change the rounding, so some "
+         "requests diverge; rates use each side's own count)."),
         "",
     ]
     return lines

@@ -67,3 +67,11 @@ def test_generated_until_stop_counts_like_vllm() -> None:
     # EOS before the stop string wins
     assert generated_until_stop([1, 2, 3, 3, 4], [2], ["\n\nQ:"], _decode) == 2
     assert generated_until_stop([], [2], ["x"], _decode) == 0
+
+
+def test_padding_factor_counts_left_padding_per_batch() -> None:
+    from benchmarks._real_vs_hf import padding_factor
+
+    assert padding_factor([4, 4, 4, 4], 2) == 1.0
+    assert padding_factor([2, 4, 3, 3], 2) == (2 * 4 + 2 * 3) / 12  # batches [2, 4] and [3, 3]
+    assert padding_factor([2, 4, 3], 2) == (2 * 4 + 1 * 3) / 9  # a last, shorter batch
