@@ -28,6 +28,9 @@ DEFAULT_CONFIG = "demo_cpu"
 #: ``tinyllm-ray demo``: ``compare`` on this shipped config (the README's first command).
 DEMO_CONFIG = "demo"
 DEFAULT_SHOW = 2  # examples `tinyllm-ray data` shows
+#: Commands that run a job (Ray) under the console: live status, summary, the rest in the run's log file.
+JOB_COMMANDS = ("run", "demo", "generate", "train", "tune", "compare", "eval")
+VERBOSE_HELP = "debug logging; Ray, vLLM, DeepSpeed and worker output on the terminal instead of <run>/logs/console.log"
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -87,28 +90,43 @@ def _cmd_compare(cfg: JobConfig, args: argparse.Namespace) -> int:
 
 
 def _job(name: str) -> Callable[[JobConfig, argparse.Namespace], int]:
-    """A subcommand that runs ``tinyllm_ray.jobs.<name>(cfg)`` and prints its JSON report.
+    """A subcommand that runs ``tinyllm_ray.jobs.<name>(cfg)`` under the console, then prints its result.
 
-    The jobs module is imported only when the command runs (it pulls in Ray).
+    The console (``jobs/console.py``) keeps Ray's, the workers' and third-party output in
+    ``<run>/logs/console.log`` and shows a live status; afterwards come a short summary
+    (``--json``: the whole report as JSON instead) and where to look, last. The jobs module
+    is imported only when the command runs (it pulls in Ray).
     """
 
     def cmd(cfg: JobConfig, args: argparse.Namespace) -> int:
         from tinyllm_ray import jobs
+        from tinyllm_ray.jobs.console import JobConsole
+        from tinyllm_ray.jobs.progress import job_summary
+        from tinyllm_ray.paths import RunPaths
 
         fn = getattr(jobs, name)
-        if name == "evaluate":
-            report = fn(cfg, model=args.model, split=args.split, teacher=args.teacher, show=args.show)
-        elif name == "compare":
-            report = fn(cfg, mode=_compare_mode(args), seeds=args.seeds)
+        paths = RunPaths.of(cfg)
+        with JobConsole(args.command, paths.console_log, paths.run, verbose=args.verbose) as console:
+            if name == "evaluate":
+                report = fn(cfg, model=args.model, split=args.split, teacher=args.teacher, show=args.show)
+            elif name == "compare":
+                report = fn(cfg, mode=_compare_mode(args), seeds=args.seeds)
+            else:
+                report = fn(cfg)
+        if args.json:
+            print(json.dumps(report, indent=2, default=str), flush=True)
         else:
-            report = fn(cfg)
-        print(json.dumps(report, indent=2, default=str), flush=True)
+            for line in job_summary("eval" if name == "evaluate" else name, report):
+                print(line)
         if report.get("predictions"):  # eval --show N: the predictions as a person reads them
             from tinyllm_ray.evaluate import format_predictions
 
             print(format_predictions(report["predictions"]), file=sys.stderr, flush=True)
         for what, where in (report.get("paths") or {}).items():  # the job's last lines: where to look
-            log.info("%s: %s", what, where)
+            print(f"{what}: {where}")
+        if console.log_written:
+            print(f"log: {paths.console_log}")
+        sys.stdout.flush()
         return 0
 
     return cmd
@@ -132,11 +150,14 @@ COMMANDS: dict[str, tuple[str, Callable[[JobConfig, argparse.Namespace], int]]] 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tinyllm-ray", description=__doc__.split("\n")[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, _) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         _add_config_args(p)
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+        if name in JOB_COMMANDS:
+            p.add_argument("--json", action="store_true", help="print the job's whole report as JSON (stdout)")
         if name == "eval":
             p.add_argument("--model", default=None, help="student folder (HF format); default: the trained student")
             p.add_argument("--teacher", default=None, help="evaluate this teacher (served by vLLM) instead")
@@ -160,15 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _uses_console(args: argparse.Namespace) -> bool:
+    """Whether the command runs a job under the console (which then owns logging)."""
+    return args.command in JOB_COMMANDS and not getattr(args, "list", False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     if args.command is None:
         args = parser.parse_args(["run", *(argv or [])])
+    if args.verbose or not _uses_console(args):
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config_name = DEMO_CONFIG if args.command == "demo" and args.config == DEFAULT_CONFIG else args.config
     _, fn = COMMANDS[args.command]
     try:

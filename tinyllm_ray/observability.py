@@ -34,7 +34,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -329,12 +329,78 @@ class TrainMetrics:
         _set("val_accuracy", acc, self._tags)
 
 
+# --------------------------------------------------------------------------- console progress
+
+#: What a progress listener receives: an event name and its fields (see :func:`progress`).
+ProgressListener = Callable[[str, dict[str, Any]], None]
+_listeners: list[ProgressListener] = []
+
+
+def add_progress_listener(listener: ProgressListener) -> Callable[[], None]:
+    """Register ``listener`` for :func:`progress` events of this process; returns its remover.
+
+    Why a listener list here, and not a console import at each call site: the stages sit
+    below ``jobs/`` (where the console lives) and must not import it. They announce what
+    happens; the CLI's console, when there is one, listens. Without one, nothing happens.
+    """
+    with _lock:
+        _listeners.append(listener)
+
+    def remove() -> None:
+        with _lock:
+            if listener in _listeners:
+                _listeners.remove(listener)
+
+    return remove
+
+
+def progress(event: str, **fields: Any) -> None:
+    """Tell this process's console what just happened; never raises, a no-op without a listener.
+
+    Events (fields): ``stage`` (name, detail), ``generation`` (cfg: the job config whose
+    teachers start generating), ``shard`` (shard: a ``ShardWritten``), ``training`` (label,
+    pattern: a glob of Ray Train ``metrics.jsonl`` files to follow, total: steps or None).
+    Only the driver has a listener: calls made in Ray workers go nowhere.
+    """
+    with _lock:
+        listeners = list(_listeners)
+    for listener in listeners:
+        try:
+            listener(event, fields)
+        except Exception:
+            log.debug("progress listener failed on %s", event, exc_info=True)
+
+
+#: Ray Train v2 logs every ``ray.train.report`` of every worker at INFO ("Reporting training
+#: result 1234: ...") under a logger named after its source FILE, which propagates to the
+#: worker's root logger and reaches the driver's console: one line per step per worker.
+_TRAIN_REPORT_LOGGER_MODULE = "ray.train.v2._internal.execution.context"
+
+
+def quiet_train_reports() -> None:
+    """Stop Ray Train's per-report INFO line in this (Train worker) process; warnings stay.
+
+    Why: with a report per optimizer step, it made 165,456 of the demo's console lines and
+    still fills the run's log file; the metrics log (``metrics.jsonl``) already has every
+    report. Call it in the worker before the first report.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec(_TRAIN_REPORT_LOGGER_MODULE)
+    if spec is not None and spec.origin:
+        logging.getLogger(spec.origin).setLevel(logging.WARNING)
+
+
 __all__ = [
     "METRICS",
     "METRIC_PREFIX",
     "MetricSpec",
+    "ProgressListener",
     "TeacherMetrics",
     "TrainMetrics",
+    "add_progress_listener",
     "exported_name",
     "metrics_enabled",
+    "progress",
+    "quiet_train_reports",
 ]

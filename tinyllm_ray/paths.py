@@ -31,6 +31,8 @@ COMPARE_DIR = "compare"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 REPORT_PNG = "training.png"
+LOGS_DIR = "logs"
+CONSOLE_LOG = "console.log"
 
 
 #: Part of the working directory of a ``ray job submit`` driver: Ray's own copy of the
@@ -100,6 +102,7 @@ class RunPaths:
     ``train``    Ray Train's ``storage_path`` (checkpoints under ``<train>/train/``)
     ``student``  the exported best student (Hugging Face folder)
     ``tune``     the Tune folder (trials, results table, plot, best config)
+    (and ``console_log``: what the CLI keeps off the terminal, ``<run>/logs/console.log``)
     """
 
     run: str
@@ -136,6 +139,19 @@ class RunPaths:
     def report_png(self) -> str:
         """Per-task losses and validation accuracy against the step (linked from report.md)."""
         return join(self.run, REPORT_PNG)
+
+    @property
+    def console_log(self) -> str:
+        """The local file the CLI sends Ray's, the workers' and third-party output to (``-v``: the terminal).
+
+        ``<run>/logs/console.log``; a run folder that is a URI cannot take an appended
+        log, so such a run logs to ``<tmp>/tinyllm-ray-<run_name>/console.log`` on the driver.
+        """
+        if self.local:
+            return join(self.run, LOGS_DIR, CONSOLE_LOG)
+        import tempfile
+
+        return os.path.join(tempfile.gettempdir(), f"tinyllm-ray-{os.path.basename(self.run)}", CONSOLE_LOG)
 
     @property
     def tune_trials(self) -> str:

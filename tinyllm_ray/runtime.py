@@ -109,5 +109,8 @@ def init_ray(runtime: RuntimeConfig, **extra: Any) -> dict[str, Any]:
             kwargs["_metrics_export_port"] = runtime.metrics_export_port
         log.info("starting a local Ray (dashboard on %s)", runtime.dashboard_host)
     kwargs.update(extra)
+    from tinyllm_ray.observability import progress
+
+    progress("ray", address=kwargs["address"])  # the CLI's console moves Ray's output to the run's log now
     ray.init(**kwargs)
     return ray.cluster_resources()

@@ -23,6 +23,7 @@ from typing import Any
 
 from tinyllm_ray.config import JobConfig, dump_config, validate_config
 from tinyllm_ray.errors import ConfigError
+from tinyllm_ray.observability import progress
 from tinyllm_ray.paths import RunPaths
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,9 @@ def ensure_store(cfg: JobConfig) -> dict[str, Any]:
 
     if not cfg.teachers:
         return {"shards_written": 0, "note": "no teachers: answer-only sweep"}
-    rep = run_generation(cfg, shard_size=cfg.runtime.store_shard_size, print_summary=False)
+    progress("generation", cfg=cfg, shard_size=cfg.runtime.store_shard_size)
+    rep = run_generation(cfg, shard_size=cfg.runtime.store_shard_size, print_summary=False,
+                         on_shard=lambda shard: progress("shard", shard=shard))
     return {"shards_written": sum(rep.shards_written.values()),
             "shards_skipped": sum(rep.shards_skipped.values()),
             "teachers": {k: v.to_dict() for k, v in rep.teachers.items()}}
@@ -215,6 +218,12 @@ def run_tune(cfg: JobConfig) -> dict[str, Any]:
                                     max_concurrent_trials=t.max_concurrent_trials),
         run_config=tune.RunConfig(name="sweep", storage_path=paths.tune, verbose=1),
     )
+    from tinyllm_ray.student.trainer import METRICS_FILE
+
+    progress("stage", name="trials", detail=f"Ray Tune over {', '.join(params)} ({t.search} search"
+             + (", ASHA" if t.asha else "") + ")")
+    progress("training", label="{dir}", pattern=str(Path(paths.tune_trials, "*", METRICS_FILE)),
+             total=cfg.train.max_steps)
     grid = tuner.fit()
     rows = _collect(grid, params, cfg)
     if not rows:

@@ -51,7 +51,8 @@ TEST_SPLIT = "test"
 
 
 def _progress(msg: str) -> None:
-    print(f"[compare] {msg}", flush=True)
+    """A stage line of the job (the driver's console shows ``tinyllm_ray`` INFO records)."""
+    log.info("[compare] %s", msg)
 
 
 def by_difficulty(data_name: str, predictions: list[dict[str, Any]]) -> dict[str, list[int]]:
@@ -142,8 +143,9 @@ def _trial_body(job: dict[str, Any], setting: dict[str, Any], seeds: list[int], 
             })
             _write_json(out_file, result)
             s = result["seeds"][-1]
-            _progress(f"{setting['name']} seed {seed}: test accuracy {s['accuracy']:.3f} ({s['total']} questions; "
-                      f"train {s['train_seconds']:.0f} s of which start-up {s['startup_seconds']} s)")
+            print(f"[compare] {setting['name']} seed {seed}: test accuracy {s['accuracy']:.3f} ({s['total']} "
+                  f"questions; train {s['train_seconds']:.0f} s of which start-up {s['startup_seconds']} s)",
+                  flush=True)  # a Ray task: its output goes to the driver's log
         result["status"] = "ok"
     except BaseException as exc:  # recorded in the row, then re-raised for Tune
         result["status"] = "failed"
@@ -325,6 +327,10 @@ def run_compare(cfg: JobConfig, mode: str = "default", seeds: int | None = None)
         tune_config=tune.TuneConfig(max_concurrent_trials=conc),
         run_config=tune.RunConfig(name="compare", storage_path=join(out_dir, "tune"), verbose=1),
     )
+    from tinyllm_ray.observability import progress
+    from tinyllm_ray.student.trainer import METRICS_FILE
+
+    progress("training", label="{dir}", pattern=os.path.join(out_dir, "train", "*", METRICS_FILE), total=budget)
     grid = tuner.fit()
     trials_s = time.perf_counter() - t
     errors = {str(r.config.get("setting")): str(r.error).splitlines()[0][:300] for r in grid

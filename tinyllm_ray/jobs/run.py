@@ -31,6 +31,7 @@ from tinyllm_ray.config import JobConfig
 from tinyllm_ray.errors import StreamingError, UserError
 from tinyllm_ray.jobs.checks import check_runnable
 from tinyllm_ray.jobs.report import plot_training, render_markdown, write_report
+from tinyllm_ray.observability import progress
 from tinyllm_ray.paths import RunPaths
 
 __all__ = ["first_step_record", "first_step_time", "one_line", "overlap_blocker", "overlap_timeline", "run_failure",
@@ -73,6 +74,7 @@ class _GenerationThread:
                 self._gen.cancel()
             for written in self._gen:
                 self.shard_events.append((written.teacher, written.shard, time.time()))
+                progress("shard", shard=written)
                 if self._cancelled.is_set():
                     break
             self.report = self._gen.report
@@ -301,7 +303,7 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
     from tinyllm_ray.runtime import init_ray
     from tinyllm_ray.store import RationaleStore, resolve_shard_size
     from tinyllm_ray.student.evaluate_model import evaluate_student
-    from tinyllm_ray.student.trainer import TENSORBOARD_DIR
+    from tinyllm_ray.student.trainer import METRICS_FILE, TENSORBOARD_DIR, TRAIN_RUN_NAME
 
     t0 = time.time()
     paths = RunPaths.of(cfg)
@@ -320,7 +322,10 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
     resources_note = _check_overlap_resources(cfg) if cfg.teachers else None
     gen = _GenerationThread(cfg, shard_size)
     if cfg.teachers:
+        progress("generation", cfg=cfg, shard_size=shard_size)
         gen.start()
+    progress("training", label="student", pattern=os.path.join(paths.train, TRAIN_RUN_NAME, METRICS_FILE),
+             total=cfg.train.max_steps)
     result, t_train, t_train_end = _train_streaming(cfg, gen, train, val, shard_size, paths.store)
     if result.model_dir is None:
         raise RuntimeError("training produced no checkpoint with a validation score; see the Ray Train log")
@@ -328,6 +333,8 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
     t_eval = time.time()
     test_split = cfg.eval.split if cfg.eval.split != "validation" else "test"
     evaluation = {}
+    progress("stage", name="evaluation", detail="student on " + ", ".join(s for s in ("validation", test_split)
+                                                                         if s in loaded.splits))
     for split in ("validation", test_split):
         if split in loaded.splits:
             evaluation[split] = evaluate_student(cfg, result.model_dir, split=split).to_dict()

@@ -14,7 +14,8 @@ from typing import Any
 from tinyllm_ray.config import JobConfig
 from tinyllm_ray.jobs.checks import check_eval
 from tinyllm_ray.jobs.run import run_pipeline
-from tinyllm_ray.paths import RunPaths
+from tinyllm_ray.observability import progress
+from tinyllm_ray.paths import RunPaths, join
 from tinyllm_ray.runtime import init_ray
 
 __all__ = ["compare", "evaluate", "generate", "run", "train", "tune"]
@@ -27,7 +28,9 @@ def generate(cfg: JobConfig) -> dict[str, Any]:
     paths = RunPaths.of(cfg)
     cfg = paths.pin(cfg)
     init_ray(cfg.runtime)
-    report = run_generation(cfg, shard_size=cfg.runtime.store_shard_size).to_dict()
+    progress("generation", cfg=cfg, shard_size=cfg.runtime.store_shard_size)
+    report = run_generation(cfg, shard_size=cfg.runtime.store_shard_size,
+                            on_shard=lambda shard: progress("shard", shard=shard)).to_dict()
     report["paths"] = {"store": paths.store}
     return report
 
@@ -35,12 +38,14 @@ def generate(cfg: JobConfig) -> dict[str, Any]:
 def train(cfg: JobConfig) -> dict[str, Any]:
     """Train the student on the persisted store; the best-on-validation export is kept."""
     from tinyllm_ray.student.store_checks import check_store_ready
-    from tinyllm_ray.student.trainer import run_training
+    from tinyllm_ray.student.trainer import METRICS_FILE, TRAIN_RUN_NAME, run_training
 
     paths = RunPaths.of(cfg)
     check_store_ready(cfg, store_uri=paths.store)  # before Ray: `train` before `generate` is one line
     cfg = paths.pin(cfg)
     init_ray(cfg.runtime)
+    progress("training", label="student", pattern=join(paths.train, TRAIN_RUN_NAME, METRICS_FILE),
+             total=cfg.train.max_steps)
     report = run_training(cfg).to_dict()
     report["paths"] = {"student": report["model_dir"] or paths.student, "store": paths.store}
     return report
@@ -57,6 +62,7 @@ def evaluate(
     """
     paths = RunPaths.of(cfg)
     split = check_eval(cfg, paths, model=model, split=split, teacher=teacher)
+    progress("stage", name="evaluation", detail=f"{f'teacher {teacher}' if teacher else 'student'} on {split}")
     if teacher is not None:
         from tinyllm_ray.teachers.evaluate_teacher import evaluate_teacher
 

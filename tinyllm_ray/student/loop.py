@@ -139,6 +139,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from tinyllm_ray.student.prefetch import EarlyBatches
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # one log line per step, not bars
+    from tinyllm_ray.observability import quiet_train_reports
+
+    quiet_train_reports()  # not one Ray Train INFO line per report: metrics.jsonl has them
     timings: dict[str, float] = {}
     ckpt = ray.train.get_checkpoint()
     mb0 = tcfg.micro_batch_size
@@ -324,7 +327,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                         f.write(f"rank {rank} exited after step {step}\n")
                     os._exit(1)
                 metrics: dict[str, Any] = {
-                    "step": step, "stage": stage, "stage_step": step - offset, "epoch": epoch,
+                    "step": step, "total_steps": total_steps, "stage": stage, "stage_step": step - offset,
+                    "epoch": epoch,
                     "attempt_start_step": attempt_start,
                     "loss": float(g[2 * k_tasks] / max(g[2 * k_tasks + 1], 1)),
                     "lr": step_lr,

@@ -280,6 +280,12 @@ def bootstrap_teacher(cfg: JobConfig, teacher: TeacherConfig, cache_dir: str | o
         max_target = 160
         job = _training_job(cfg, boot, init, work, max_target)
         data = _student_data(job, rows, [p.to_record() for p in pool[:2]])
+        from tinyllm_ray.observability import progress
+        from tinyllm_ray.paths import RunPaths, join
+        from tinyllm_ray.student.trainer import METRICS_FILE, TRAIN_RUN_NAME
+
+        progress("training", label=f"teacher {teacher.name}", total=boot.max_steps,
+                 pattern=join(RunPaths.of(job).train, TRAIN_RUN_NAME, METRICS_FILE))
         result = run_training(job, data=data, output_dir=str(out),
                               callbacks=[_progress_callback(teacher.name, boot.max_steps)])
         if result.model_dir is None:
@@ -344,7 +350,11 @@ def ensure_bootstrapped(cfg: JobConfig, teachers: Sequence[TeacherConfig] | None
                 seen.add(path)
                 missing.append(t)
         if missing:
+            from tinyllm_ray.observability import progress
             from tinyllm_ray.runtime import import_package_now, init_ray
+
+            progress("stage", name="bootstrap", detail=f"training teacher(s) {', '.join(t.name for t in missing)} "
+                     "through Ray Train (cached afterwards)")
 
             import_package_now()  # transformers' lazy imports are not thread-safe
             init_ray(cfg.runtime)
