@@ -26,6 +26,10 @@ Usage (teacher actor, after each persisted batch; Train worker of world rank 0):
     m = TrainMetrics(trial="trial_0001")
     m.record_step({"answer": 0.71, "rationale:llama": 1.32}, samples_per_s=410.0)
     m.record_eval(val_accuracy=0.64)
+
+Also here, because every layer may call it: :func:`progress`, the stages' announcements
+to the CLI's console (``jobs/console.py`` listens in the driver), and
+:func:`quiet_train_reports` for Ray Train workers.
 """
 
 from __future__ import annotations

@@ -205,9 +205,16 @@ def test_ray_job_submit_two_nodes(cluster, tmp_path):
     logs = _ray(env, "job", "logs", "--address", dash, sub_id, check=False).stdout
     assert "SUCCEEDED" in status, f"job did not succeed: {status}\n--- logs (tail) ---\n{logs[-6000:]}"
 
-    # artifacts and logs
+    # artifacts and logs: the job log is the console (summary, paths, a progress record every few
+    # seconds); Ray's, vLLM's, DeepSpeed's and the workers' output is in the run's log file
     report = json.loads((storage / "jobrun" / "report.json").read_text())
-    assert '"overlap"' in logs and "report.json" in logs
+    assert "evaluation: test" in logs and "before generation ended (overlap)" in logs
+    log_file = storage / "jobrun" / "logs" / "console.log"
+    assert f"log: {log_file}" in logs and "TeacherEngine" not in logs and "RayTrainWorker" not in logs
+    kept = log_file.read_text()
+    assert "TeacherEngine" in kept and "RayTrainWorker" in kept
+    assert "Reporting training result" not in kept  # stopped in the Train workers, not only hidden
+    assert len(logs.splitlines()) <= 150, f"{len(logs.splitlines())} console lines:\n{logs[-4000:]}"
     assert "temporary copy of its working dir" in logs
     assert f"report: {storage / 'jobrun' / 'report.md'}" in logs  # the job log's last lines say where
     assert (storage / "jobrun" / "report.md").read_text().startswith("# tinyllm-ray run")

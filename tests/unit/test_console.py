@@ -217,3 +217,14 @@ def test_job_console_failure_user_error_and_bug(tmp_path) -> None:
     assert bug.returncode == 1 and "Traceback" in bug.stderr and "KeyError: 'a bug'" in bug.stderr
     logged = (run / "logs" / "console.log").read_text()
     assert "failed: set train.lr" in logged and "KeyError: 'a bug'" in logged
+
+
+def test_cli_flags_for_the_console() -> None:
+    from tinyllm_ray.cli import _uses_console, build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["run", "-v", "--json"])
+    assert args.verbose and args.json and _uses_console(args)
+    assert parser.parse_args(["-v", "train"]).verbose and not parser.parse_args(["train"]).verbose
+    assert not _uses_console(parser.parse_args(["compare", "--list"]))
+    assert not _uses_console(parser.parse_args(["config"]))
