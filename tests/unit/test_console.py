@@ -68,6 +68,8 @@ def test_training_progress_shows_step_losses_per_task_validation_and_eta() -> No
     tp.update({"event": "report", "time": 130.0, "step": 11, "loss": 0.5})
     assert tp.done
     assert tp.done_line().startswith("training student: step 11/11 in 28s; loss 0.500 (answer")
+    tp.t_start = 90.0  # followed since before its first step: start-up counts
+    assert tp.done_line().startswith("training student: step 11/11 in 40s;")
     assert tp.done_line().endswith("best validation accuracy 0.250 at step 2")
 
 
@@ -88,7 +90,8 @@ def test_generation_status_per_teacher_and_one_status_line() -> None:
     assert state.status(10.0) == "qwen 16/40 rows, 0 tok/s, kept 0 dropped 0 | 1 training(s) starting"
     state.trainings["a"].update({"step": 1, "time": 1.0, "total_steps": 4, "loss": 1.0})
     state.trainings["b"] = TrainingProgress("other", reported_done=True)
-    assert state.status(10.0).endswith("| student step 1/4 loss 1.000 | 1/2 trainings done")
+    assert state.status(10.0) == ("student step 1/4 loss 1.000 | qwen 16/40 rows, 0 tok/s, kept 0 dropped 0 | "
+                                  "1/2 trainings done")
 
 
 def test_job_summaries_are_short_and_name_the_results(tmp_path) -> None:

@@ -196,6 +196,7 @@ class _Watch:
     pattern: str
     total: int | None
     existing: dict[str, int]  # files already there when the watch began -> their size (old runs)
+    since: float  # when the watch began
 
 
 class JobConsole:
@@ -291,6 +292,7 @@ class JobConsole:
             if event == "ray":
                 self._redirect()
             elif event == "stage":
+                self._poll_trainings()  # what finished before this stage is said before it
                 detail = fields.get("detail")
                 self.term.line(f"==> {fields.get('name')}" + (f": {detail}" if detail else ""))
             elif event == "generation":
@@ -301,7 +303,7 @@ class JobConsole:
                 pattern = str(fields["pattern"])
                 existing = {p: os.path.getsize(p) for p in glob.glob(pattern) if os.path.isfile(p)}
                 self._watches.append(_Watch(str(fields.get("label") or "{dir}"), pattern, fields.get("total"),
-                                            existing))
+                                            existing, now))
                 self._last_glob = 0.0
 
     def _start_generation(self, cfg: Any, shard_size: int | None, now: float) -> None:
@@ -337,8 +339,8 @@ class JobConsole:
             except Exception:
                 log.debug("console refresh failed", exc_info=True)
 
-    def _discover(self, now: float) -> None:
-        if now - self._last_glob < GLOB_EVERY_S:
+    def _discover(self, now: float, force: bool = False) -> None:
+        if not force and now - self._last_glob < GLOB_EVERY_S:
             return
         self._last_glob = now
         for w in self._watches:
@@ -346,19 +348,26 @@ class JobConsole:
                 if path in self._tails:
                     continue
                 label = w.label.replace("{dir}", os.path.basename(os.path.dirname(path)))
-                self._tails[path] = (MetricsTail(path, w.existing.get(path, 0)), TrainingProgress(label, w.total))
+                tp = TrainingProgress(label, w.total, t_start=w.since if path in w.existing or "*" not in w.pattern
+                                      else now)
+                self._tails[path] = (MetricsTail(path, w.existing.get(path, 0)), tp)
                 self.state.trainings[path] = self._tails[path][1]
+
+    def _poll_trainings(self, final: bool = False) -> None:
+        """Read new metrics records; a training that finished (or stopped, at the end) leaves its line."""
+        now = time.time()
+        self._discover(now, force=final)
+        for tail, tp in self._tails.values():
+            for rec in tail.read():
+                tp.update(rec)
+            if (tp.done or (final and tp.started)) and not tp.reported_done:
+                tp.reported_done = True
+                self.term.line(tp.done_line())
 
     def _refresh(self, final: bool = False) -> None:
         with self._lock:
             now = time.time()
-            self._discover(0.0 if final else now)
-            for tail, tp in self._tails.values():
-                for rec in tail.read():
-                    tp.update(rec)
-                if (tp.done or (final and tp.started)) and not tp.reported_done:
-                    tp.reported_done = True
-                    self.term.line(tp.done_line())
+            self._poll_trainings(final)
             if final:
                 return
             status = self.state.status(now)

@@ -171,6 +171,7 @@ class TrainingProgress:
     val_accuracy: float | None = None
     best_val: float | None = None
     best_step: int | None = None
+    t_start: float | None = None  # when the console began following it (the run's start-up included)
     t_first: float | None = None
     step_first: int = 0
     t_last: float | None = None
@@ -227,7 +228,8 @@ class TrainingProgress:
             f" ETA {format_seconds(eta)}" if eta is not None else "")
 
     def done_line(self) -> str:
-        took = format_seconds(self.t_last - self.t_first) if self.t_first and self.t_last else "?"
+        start = self.t_start or self.t_first
+        took = format_seconds(self.t_last - start) if start and self.t_last else "?"
         total = self.total if self.total is not None else "?"
         best = (f"; best validation accuracy {self.best_val:.3f} at step {self.best_step}"
                 if self.best_val is not None else "")
@@ -242,11 +244,11 @@ class ProgressState:
     trainings: dict[str, TrainingProgress] = field(default_factory=dict)
 
     def status(self, now: float) -> str:
-        """One line: every teacher still generating, every training started and not finished."""
-        parts = [t.status(now) for t in self.teachers.values() if not t.done]
+        """One line: every training started and not finished, then every teacher still generating."""
         running = [t for t in self.trainings.values() if not t.reported_done]
         finished = sum(t.reported_done for t in self.trainings.values())
-        parts += [t.status() for t in running if t.started]
+        parts = [t.status() for t in running if t.started]
+        parts += [t.status(now) for t in self.teachers.values() if not t.done]
         waiting = sum(not t.started for t in running)
         if waiting and not any(t.started for t in running):
             parts.append(f"{waiting} training(s) starting")
@@ -267,7 +269,9 @@ def _run_summary(report: Mapping[str, Any]) -> list[str]:
 
     lines = []
     if report.get("teachers"):
-        lines.append(format_table([TeacherStats.from_dict(d) for d in report["teachers"].values()]))
+        stats = [TeacherStats.from_dict(d) for d in report["teachers"].values()]
+        lines.append(format_table(stats))
+        lines += [f"warning: {w}" for st in stats for w in st.health_warnings()]
     tr = report.get("training") or {}
     if tr:
         best = tr.get("best_val_accuracy")
