@@ -87,11 +87,10 @@ def test_generation_status_per_teacher_and_one_status_line() -> None:
     state.teachers["llama"] = tp
     state.teachers["qwen"] = TeacherProgress("qwen", 40, 16, examples_done=16, started=0.0)
     state.trainings["a"] = TrainingProgress("student")
-    assert state.status(10.0) == "qwen 16/40 rows, 0 tok/s, kept 0 dropped 0 | 1 training(s) starting"
+    assert state.status(10.0) == "qwen 16/40 rows (engine starting) | 1 training(s) starting"
     state.trainings["a"].update({"step": 1, "time": 1.0, "total_steps": 4, "loss": 1.0})
     state.trainings["b"] = TrainingProgress("other", reported_done=True)
-    assert state.status(10.0) == ("student step 1/4 loss 1.000 | qwen 16/40 rows, 0 tok/s, kept 0 dropped 0 | "
-                                  "1/2 trainings done")
+    assert state.status(10.0) == "student step 1/4 loss 1.000 | qwen 16/40 rows (engine starting) | 1/2 trainings done"
 
 
 def test_job_summaries_are_short_and_name_the_results(tmp_path) -> None:

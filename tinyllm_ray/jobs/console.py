@@ -302,8 +302,10 @@ class JobConsole:
             elif event == "training":
                 pattern = str(fields["pattern"])
                 existing = {p: os.path.getsize(p) for p in glob.glob(pattern) if os.path.isfile(p)}
-                self._watches.append(_Watch(str(fields.get("label") or "{dir}"), pattern, fields.get("total"),
-                                            existing, now))
+                watch = _Watch(str(fields.get("label") or "{dir}"), pattern, fields.get("total"), existing, now)
+                self._watches.append(watch)
+                if not glob.has_magic(pattern):  # one known training: shown as starting until its first step
+                    self._follow(watch, pattern, now)
                 self._last_glob = 0.0
 
     def _start_generation(self, cfg: Any, shard_size: int | None, now: float) -> None:
@@ -345,13 +347,15 @@ class JobConsole:
         self._last_glob = now
         for w in self._watches:
             for path in sorted(glob.glob(w.pattern)):
-                if path in self._tails:
-                    continue
-                label = w.label.replace("{dir}", os.path.basename(os.path.dirname(path)))
-                tp = TrainingProgress(label, w.total, t_start=w.since if path in w.existing or "*" not in w.pattern
-                                      else now)
-                self._tails[path] = (MetricsTail(path, w.existing.get(path, 0)), tp)
-                self.state.trainings[path] = self._tails[path][1]
+                if path not in self._tails:
+                    self._follow(w, path, now)
+
+    def _follow(self, w: _Watch, path: str, now: float) -> None:
+        """Follow one metrics log from where it ends now (an earlier run's records are not this one's)."""
+        label = w.label.replace("{dir}", os.path.basename(os.path.dirname(path)))
+        tp = TrainingProgress(label, w.total, t_start=now if glob.has_magic(w.pattern) else w.since)
+        self._tails[path] = (MetricsTail(path, w.existing.get(path, 0)), tp)
+        self.state.trainings[path] = tp
 
     def _poll_trainings(self, final: bool = False) -> None:
         """Read new metrics records; a training that finished (or stopped, at the end) leaves its line."""

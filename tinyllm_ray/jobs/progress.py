@@ -139,6 +139,8 @@ class TeacherProgress:
         return self.tokens / elapsed if elapsed > 0 else 0.0
 
     def status(self, now: float) -> str:
+        if not self.outputs:
+            return f"{self.name} {self.examples_done}/{self.examples_total} rows (engine starting)"
         return (f"{self.name} {self.examples_done}/{self.examples_total} rows, {self.tokens_per_s(now):.0f} tok/s, "
                 f"kept {self.kept} dropped {self.dropped}")
 
