@@ -58,6 +58,8 @@ from tinyllm_ray.config import BootstrapConfig, JobConfig, PromptConfig, Teacher
 from tinyllm_ray.data.arithmetic import ArithmeticProblem, make_arithmetic_splits
 from tinyllm_ray.data.schema import MCQRecord
 from tinyllm_ray.errors import ConfigError
+from tinyllm_ray.observability import progress
+from tinyllm_ray.paths import RunPaths, join
 from tinyllm_ray.prompts import TEMPLATE_VERSION, self_eval_prompt
 from tinyllm_ray.teachers.bootstrap_targets import ALL_RIGHT, corrupt_solution, gold_completion
 from tinyllm_ray.teachers.prompt_rows import build_prompt
@@ -262,7 +264,7 @@ def bootstrap_teacher(cfg: JobConfig, teacher: TeacherConfig, cache_dir: str | o
 
     final = bootstrapped_path(cfg, teacher, cache_dir)
     if is_complete(final):
-        log.info("reusing cached teacher %s (%s)", teacher.name, final)
+        _say_reused(teacher.name, final, "cached")
         return final
     boot = teacher.bootstrap
     assert boot is not None
@@ -280,8 +282,6 @@ def bootstrap_teacher(cfg: JobConfig, teacher: TeacherConfig, cache_dir: str | o
         max_target = 160
         job = _training_job(cfg, boot, init, work, max_target)
         data = _student_data(job, rows, [p.to_record() for p in pool[:2]])
-        from tinyllm_ray.observability import progress
-        from tinyllm_ray.paths import RunPaths, join
         from tinyllm_ray.student.trainer import METRICS_FILE, TRAIN_RUN_NAME
 
         progress("training", label=f"teacher {teacher.name}", total=boot.max_steps,
@@ -308,6 +308,16 @@ def bootstrap_teacher(cfg: JobConfig, teacher: TeacherConfig, cache_dir: str | o
     finally:
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+_REUSED_SAID: set[tuple[str, Path]] = set()
+
+
+def _say_reused(name: str, path: Path, how: str) -> None:
+    """Once per teacher and folder per process at INFO (each stage resolves the teachers again)."""
+    level = logging.DEBUG if (name, path) in _REUSED_SAID else logging.INFO
+    _REUSED_SAID.add((name, path))
+    log.log(level, "reusing %s teacher %s (%s)", how, name, path)
 
 
 def resolve_teacher_model(cfg: JobConfig, teacher: TeacherConfig) -> str:
@@ -350,7 +360,6 @@ def ensure_bootstrapped(cfg: JobConfig, teachers: Sequence[TeacherConfig] | None
                 seen.add(path)
                 missing.append(t)
         if missing:
-            from tinyllm_ray.observability import progress
             from tinyllm_ray.runtime import import_package_now, init_ray
 
             progress("stage", name="bootstrap", detail=f"training teacher(s) {', '.join(t.name for t in missing)} "
@@ -381,7 +390,6 @@ def ensure_bootstrapped(cfg: JobConfig, teachers: Sequence[TeacherConfig] | None
         for t in todo:
             path = bootstrapped_path(cfg, t)
             if t not in missing:
-                log.info("reusing %s teacher %s (%s)", "cached" if path not in seen else "just trained", t.name,
-                         path)
+                _say_reused(t.name, path, "cached" if path not in seen else "just trained")
             out[t.name] = str(path)
         return out
