@@ -208,7 +208,8 @@ def test_ray_job_submit_two_nodes(cluster, tmp_path):
     # artifacts and logs: the job log is the console (summary, paths, a progress record every few
     # seconds); Ray's, vLLM's, DeepSpeed's and the workers' output is in the run's log file
     report = json.loads((storage / "jobrun" / "report.json").read_text())
-    assert "evaluation: test" in logs and "before generation ended (overlap)" in logs
+    assert "evaluation: validation" in logs and "before generation ended (overlap)" in logs
+    print(f"job log: {len(logs.splitlines())} lines, {len(logs)} characters")
     log_file = storage / "jobrun" / "logs" / "console.log"
     assert f"log: {log_file}" in logs and "TeacherEngine" not in logs and "RayTrainWorker" not in logs
     kept = log_file.read_text()
