@@ -27,9 +27,8 @@ Usage (teacher actor, after each persisted batch; Train worker of world rank 0):
     m.record_step({"answer": 0.71, "rationale:llama": 1.32}, samples_per_s=410.0)
     m.record_eval(val_accuracy=0.64)
 
-Also here, because every layer may call it: :func:`progress`, the stages' announcements
-to the CLI's console (``jobs/console.py`` listens in the driver), and
-:func:`quiet_train_reports` for Ray Train workers.
+Also here, as every layer may call them: :func:`progress` (the stages' announcements to the
+CLI's console, ``jobs/console.py``) and :func:`quiet_train_reports` (Ray Train workers).
 """
 
 from __future__ import annotations
@@ -335,7 +334,6 @@ class TrainMetrics:
 
 # --------------------------------------------------------------------------- console progress
 
-#: What a progress listener receives: an event name and its fields (see :func:`progress`).
 ProgressListener = Callable[[str, dict[str, Any]], None]
 _listeners: list[ProgressListener] = []
 
@@ -343,28 +341,21 @@ _listeners: list[ProgressListener] = []
 def add_progress_listener(listener: ProgressListener) -> Callable[[], None]:
     """Register ``listener`` for :func:`progress` events of this process; returns its remover.
 
-    Why a listener list here, and not a console import at each call site: the stages sit
-    below ``jobs/`` (where the console lives) and must not import it. They announce what
-    happens; the CLI's console, when there is one, listens. Without one, nothing happens.
+    Why here: the stages sit below ``jobs/`` (the console's home) and must not import it;
+    they announce, the CLI's console (if any) listens.
     """
     with _lock:
         _listeners.append(listener)
-
-    def remove() -> None:
-        with _lock:
-            if listener in _listeners:
-                _listeners.remove(listener)
-
-    return remove
+    return lambda: _listeners.remove(listener) if listener in _listeners else None
 
 
 def progress(event: str, **fields: Any) -> None:
     """Tell this process's console what just happened; never raises, a no-op without a listener.
 
-    Events (fields): ``stage`` (name, detail), ``generation`` (cfg: the job config whose
-    teachers start generating), ``shard`` (shard: a ``ShardWritten``), ``training`` (label,
-    pattern: a glob of Ray Train ``metrics.jsonl`` files to follow, total: steps or None).
-    Only the driver has a listener: calls made in Ray workers go nowhere.
+    Events (fields): ``ray`` (address: about to start/join Ray), ``stage`` (name, detail),
+    ``generation`` (cfg, shard_size), ``shard`` (shard: a ``ShardWritten``), ``training`` (label,
+    pattern: a glob of Ray Train ``metrics.jsonl`` files, total: steps or None). Only the
+    driver listens: calls in Ray workers go nowhere.
     """
     with _lock:
         listeners = list(_listeners)
@@ -375,18 +366,16 @@ def progress(event: str, **fields: Any) -> None:
             log.debug("progress listener failed on %s", event, exc_info=True)
 
 
-#: Ray Train v2 logs every ``ray.train.report`` of every worker at INFO ("Reporting training
-#: result 1234: ...") under a logger named after its source FILE, which propagates to the
-#: worker's root logger and reaches the driver's console: one line per step per worker.
+#: Ray Train v2 logs every report of every worker at INFO ("Reporting training result ...") under a
+#: logger named after its source FILE; it propagates to the worker's root logger, then the driver.
 _TRAIN_REPORT_LOGGER_MODULE = "ray.train.v2._internal.execution.context"
 
 
 def quiet_train_reports() -> None:
     """Stop Ray Train's per-report INFO line in this (Train worker) process; warnings stay.
 
-    Why: with a report per optimizer step, it made 165,456 of the demo's console lines and
-    still fills the run's log file; the metrics log (``metrics.jsonl``) already has every
-    report. Call it in the worker before the first report.
+    Why: with a report per optimizer step it made most of the demo's 165,456 console lines;
+    ``metrics.jsonl`` already has every report. Call it in the worker before the first report.
     """
     import importlib.util
 

@@ -6,24 +6,20 @@ and C-level prints: the 3-minute demo printed 165,456 lines and the summary was 
 
 How (unless ``-v``):
 
-* once Ray is about to start (``runtime.init_ray`` announces it) or the run folder already
-  exists, file descriptors 1 and 2 of the driver are pointed (``os.dup2``) at
-  ``<run>/logs/console.log`` (:attr:`~tinyllm_ray.paths.RunPaths.console_log`, printed
-  first). That catches what Python-level redirection cannot: Ray's forwarded worker logs,
-  Ray Data's bars, the processes Ray starts, C-level prints. A refused start (pre-flight
-  check) therefore leaves no folder behind;
-* the real terminal is kept as a duplicate descriptor: ``tinyllm_ray`` log records of the
-  driver (INFO and up) are written there as compact lines (and in full to the log), the
-  stages' :func:`~tinyllm_ray.observability.progress` events become a one-line live status
-  (generation per teacher, each running training with per-task losses, validation accuracy
-  and ETA), and a finished teacher or training leaves one line;
-* without a terminal (``ray job logs``, a pipe, CI) the status becomes a one-line record
-  every :data:`RECORD_EVERY_S` seconds, only when it changed;
-* at the end Ray is shut down while the descriptors still point at the log (late worker
-  output stays there), the terminal is restored and the CLI prints the summary and paths.
+* once Ray is about to start (``runtime.init_ray`` announces it) or the run folder exists,
+  fds 1 and 2 of the driver point (``os.dup2``) at ``RunPaths.console_log`` (named first):
+  that catches what Python-level redirection cannot (Ray's forwarded worker logs, Ray Data's
+  bars, processes Ray starts, C-level prints); a refused start leaves no folder behind;
+* the terminal is kept as a duplicate fd: the driver's ``tinyllm_ray`` INFO records go there
+  as compact lines (in full to the log); :func:`~tinyllm_ray.observability.progress` events
+  become one live status line (generation per teacher; each training's step, per-task
+  losses, validation accuracy, ETA); a finished teacher or training leaves one line;
+* without a terminal (``ray job logs``, a pipe) the status is a record every
+  :data:`RECORD_EVERY_S` s, when it changed;
+* at the end Ray is shut down while fds still point at the log (late worker output stays
+  there), then the terminal is restored and the CLI prints the summary and paths.
 
-With ``-v`` nothing is redirected: everything reaches the terminal as before, with the
-records as in a pipe.
+With ``-v`` nothing is redirected; the status comes as records, as in a pipe.
 """
 
 from __future__ import annotations
@@ -47,6 +43,7 @@ from tinyllm_ray.jobs.progress import (
     Throttle,
     TrainingProgress,
     fit,
+    format_seconds,
 )
 from tinyllm_ray.observability import add_progress_listener
 
@@ -159,9 +156,8 @@ class _CompactHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            msg = record.getMessage()
             prefix = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
-            self.term.line(prefix + msg)
+            self.term.line(prefix + record.getMessage())
         except Exception:  # noqa: BLE001 - logging must not raise
             self.handleError(record)
 
@@ -204,10 +200,7 @@ class JobConsole:
 
     def __init__(self, command: str, log_path: str, run_dir: str, *, verbose: bool = False,
                  record_every_s: float = RECORD_EVERY_S) -> None:
-        self.command = command
-        self.log_path = log_path
-        self.run_dir = run_dir
-        self.verbose = verbose
+        self.command, self.log_path, self.run_dir, self.verbose = command, log_path, run_dir, verbose
         self.redirect = OutputRedirect()
         live = not verbose and os.isatty(self.redirect.stderr_fd) and os.environ.get("TERM") != "dumb"
         self.term = _Terminal(self.redirect.stderr_fd, live)
@@ -375,16 +368,11 @@ class JobConsole:
             if final:
                 return
             status = self.state.status(now)
-            stamped = f"[{_elapsed(now - self._t0)}] {status}" if status else ""
+            stamped = f"[{format_seconds(now - self._t0)}] {status}" if status else ""
             if self.term.live:
                 self.term.status(stamped)
             elif self._throttle.due(now, status):
                 self.term.line(stamped)
-
-
-def _elapsed(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 60}:{s % 60:02d}"
 
 
 def generation_plan(cfg: Any, shard_size: int | None) -> dict[str, tuple[int, int, set[int]]]:
