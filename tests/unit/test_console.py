@@ -52,6 +52,8 @@ def test_metrics_tail_reads_complete_new_records_only(tmp_path) -> None:
         f.write("}\n")
     assert tail.read() == [{"step": 3}] and tail.read() == []
     assert MetricsTail(str(tmp_path / "missing.jsonl")).read() == []
+    path.write_text(json.dumps({"step": 1}) + "\n")  # a rerun replaced the file: read from its start
+    assert tail.read() == [{"step": 1}]
 
 
 def test_training_progress_shows_step_losses_per_task_validation_and_eta() -> None:

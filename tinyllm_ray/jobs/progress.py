@@ -72,7 +72,8 @@ class MetricsTail:
     """New complete JSON records of a growing JSON-lines file, from ``offset`` on.
 
     A line still being written (no newline yet) waits for the next read; a line that is
-    not JSON is skipped (the file is someone else's).
+    not JSON is skipped (the file is someone else's); a file shorter than ``offset`` was
+    replaced and is read from its start.
     """
 
     def __init__(self, path: str, offset: int = 0) -> None:
@@ -83,6 +84,8 @@ class MetricsTail:
     def read(self) -> list[dict[str, Any]]:
         try:
             with open(self.path, "rb") as f:
+                if os.fstat(f.fileno()).st_size < self.offset:  # replaced (a rerun removed the old one)
+                    self.offset, self._partial = 0, b""
                 f.seek(self.offset)
                 chunk = f.read()
         except OSError:
