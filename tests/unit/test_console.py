@@ -173,9 +173,12 @@ def test_job_console_without_a_terminal(tmp_path) -> None:
         from tinyllm_ray.jobs.console import JobConsole
         from tinyllm_ray.observability import progress
         print("before ray: on the terminal")
+        import builtins
         with JobConsole("run", {str(log_path)!r}, {str(run)!r}, record_every_s=0.2):
+            assert os.environ["RAY_TQDM_PATCH_PRINT"] == "0"
             progress("ray", address="local")
             print("worker noise"); os.write(2, b"C-level noise\\n")
+            builtins.print = lambda *a, **k: None  # as Ray's tqdm manager would patch it
             logging.getLogger("tinyllm_ray.jobs.run").info("store shard size 16")
             logging.getLogger("ray.data").info("ray data chatter")
             progress("stage", name="trials", detail="2 settings")

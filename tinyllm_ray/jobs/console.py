@@ -24,6 +24,7 @@ With ``-v`` nothing is redirected; the status comes as records, as in a pipe.
 
 from __future__ import annotations
 
+import builtins
 import glob
 import logging
 import os
@@ -57,7 +58,6 @@ REFRESH_S = 0.5
 RECORD_EVERY_S = 10.0
 #: Seconds between two looks for new metrics logs (Tune trials appear while the job runs).
 GLOB_EVERY_S = 2.0
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class OutputRedirect:
@@ -167,7 +167,7 @@ class _PendingHandler(logging.StreamHandler):
 
     def __init__(self, console: JobConsole) -> None:
         super().__init__(sys.stderr)
-        self.setFormatter(logging.Formatter(LOG_FORMAT))
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         self.console = console
         self.pending: list[logging.LogRecord] = []
 
@@ -221,7 +221,9 @@ class JobConsole:
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> JobConsole:  # noqa: PYI034
         pkg, root = logging.getLogger("tinyllm_ray"), logging.getLogger()
+        self._print = builtins.print  # Ray's tqdm manager patches it to redraw bars (over the summary)
         if not self.verbose:
+            os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
             self._file_handler = _PendingHandler(self)
             compact = _CompactHandler(self.term)
             for logger, handler in ((root, self._file_handler), (pkg, compact)):
@@ -250,6 +252,7 @@ class JobConsole:
             self._shutdown_ray()
         for logger, handler in self._handlers:
             logger.removeHandler(handler)
+        builtins.print = self._print
         self.redirect.restore()
 
     def _shutdown_ray(self) -> None:
