@@ -311,6 +311,7 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
     init_ray(cfg.runtime)
     loaded = load_splits(cfg.data)
     train, val = loaded.require("train"), loaded.require("validation")
+    loaded.require(cfg.eval.split, "eval.split")  # hub datasets: check_runnable could not look before loading
     store = RationaleStore(paths.store)
     stored = store.read_manifest()
     shard_size, why = resolve_shard_size(cfg.runtime.store_shard_size, (stored or {}).get("shard_size"),
