@@ -137,7 +137,8 @@ class FaultLedger:
         """Attempt number of ``batch`` (1-based), and the reason to give it up (None: generate it)."""
         if batch in self._open:  # the previous attempt never ended: its engine died
             self._deaths[batch] = self._deaths.get(batch, 0) + 1
-            self.last_reason = self._errors.get(batch) or self._process_death(batch, self._open.pop(batch))
+            pid_then = self._open.pop(batch)
+            self.last_reason = self._errors.pop(batch, None) or self._process_death(batch, pid_then)
         attempt = self._attempts[batch] = self._attempts.get(batch, 0) + 1
         deaths = self._deaths.get(batch, 0)
         if deaths > self.max_batch_retries:
