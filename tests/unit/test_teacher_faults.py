@@ -196,10 +196,10 @@ def test_retrying_failed_cots_rewrites_the_shard_exactly_once_with_consistent_st
     kept = retried_outputs(retry_raw, retry)
     assert ("q2", 0) not in {(r["example_id"], r["sample_idx"]) for r in kept}
     merged = merge_retried_shard(retry, build(kept), footer, first.rationale, first.self_eval, first.failed)
-    key = lambda rows: sorted((r["example_id"], r["sample_idx"], r["eval_idx"]) for r in rows)  # noqa: E731
+    key = lambda rows: sorted((r["example_id"], r["sample_idx"], r["eval_idx"]) for r in rows)
     assert key(merged.rationale) == key(clean.rationale) and key(merged.self_eval) == key(clean.self_eval)
     assert merged.failed == [] and merged.stats.failed_cots == []
-    neutral = lambda s: s.to_dict() | {"generation_seconds": 0, "tokens_per_s": 0, "drop_examples": {}}  # noqa: E731
+    neutral = lambda s: s.to_dict() | {"generation_seconds": 0, "tokens_per_s": 0, "drop_examples": {}}
     assert neutral(merged.stats) == neutral(clean.stats)
 
     # killed after the self_eval file was rewritten, before the commit: rewriting again from the
