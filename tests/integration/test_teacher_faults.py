@@ -46,6 +46,16 @@ def _same_records(store: Path, reference: Path) -> None:
         assert a.equals(b), f"{kind} records differ from the run without a fault"
 
 
+def _engines_released() -> None:
+    """Restarted and refusing engine actors end with the run: every CPU comes back."""
+    import ray
+
+    deadline = time.time() + 60
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"] and time.time() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0) == ray.cluster_resources()["CPU"]
+
+
 def _neutral(stats):
     return stats.to_dict() | {"generation_seconds": 0, "tokens_per_s": 0}
 
@@ -79,6 +89,7 @@ def test_killed_engine_is_restarted_and_its_batch_retried_exactly_once(reference
     _same_records(store, ref_store)
     assert _neutral(st) == _neutral(ref_report.teachers["llama"])
     assert "engine restarted 1 time(s)" in report.summary()
+    _engines_released()
 
 
 def test_batch_that_always_kills_its_engine_is_stored_failed_then_retried_alone(reference, tiny_cache, tmp_path,
@@ -121,3 +132,4 @@ def test_teacher_that_keeps_dying_ends_the_job_with_its_reason(ray_session, tiny
     print(f"\ngave up after {time.perf_counter() - t0:.1f}s: {msg}")
     assert "teacher 'llama'" in msg and "max_restarts=1" in msg and "injected engine error" in msg
     assert len(msg.splitlines()) == 1
+    _engines_released()

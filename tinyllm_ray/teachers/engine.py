@@ -156,8 +156,9 @@ class TeacherEngine:
         if ledger is not None:
             import ray
 
-            restarted = ray.get_runtime_context().was_current_actor_reconstructed
-            self._refusal = ray.get(ledger.engine_started.remote(restarted, os.getpid()))
+            ctx = ray.get_runtime_context()
+            self._refusal = ray.get(ledger.engine_started.remote(
+                ctx.was_current_actor_reconstructed, os.getpid(), ctx.current_actor, ctx.get_actor_id()))
             if self._refusal is not None:  # given up: start no engine, refuse every batch (ends the job)
                 log.error("%s", self._refusal)
                 return

@@ -115,13 +115,18 @@ class FaultLedger:
     _deaths: dict[int, int] = field(default_factory=dict)
     _open: dict[int, int] = field(default_factory=dict)  # batch -> pid of the attempt still running
     _errors: dict[int, str] = field(default_factory=dict)  # batch -> engine error of its last attempt
+    _actors: dict[str, Any] = field(default_factory=dict)  # actor id -> handle, killed when the run ends
 
-    def engine_started(self, reconstructed: bool, pid: int) -> str | None:
+    def engine_started(self, reconstructed: bool, pid: int, actor: Any = None, actor_id: str = "") -> str | None:
         """An actor's constructor ran; returns why it must refuse all work, or None.
 
         A restarted actor (``reconstructed``) is one more death in a row; beyond
-        ``max_restarts`` the teacher is given up.
+        ``max_restarts`` the teacher is given up. ``actor`` (its handle) is kept so the
+        pool can kill it when the run ends: Ray Data only drops its references, and a
+        restartable actor whose results are still referenced would keep its engine.
         """
+        if actor is not None:
+            self._actors[actor_id] = actor
         self.starts += 1
         if not reconstructed:
             return None
@@ -160,6 +165,10 @@ class FaultLedger:
         self.consecutive = 0
         if self._deaths.get(batch):
             self.retried_batches += 1
+
+    def actors(self) -> list[Any]:
+        """Handles of every engine actor of the run (restarted ones once)."""
+        return list(self._actors.values())
 
     def gave_up_rows(self, rows: int) -> None:
         self.failed_rows += rows

@@ -215,11 +215,13 @@ class EnginePool:
                 self._collect_faults(ledger)
 
     def _collect_faults(self, ledger: Any) -> None:
-        """Add this run's ledger summary to :attr:`faults` (logged when anything happened), then end it."""
+        """Add this run's ledger summary to :attr:`faults` (logged when anything happened); end its actors."""
         import ray
 
         try:
             summary = ray.get(ledger.summary.remote(), timeout=30)
+            for actor in ray.get(ledger.actors.remote(), timeout=30):
+                ray.kill(actor)  # no_restart: the engines end with the run, whatever holds their results
         except Exception as exc:  # noqa: BLE001 - the figures are a report, never a reason to fail
             log.warning("teacher %s: fault ledger unreadable: %s", self.name, exc)
             summary = None
