@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tinyllm_ray.store.stats import TeacherStats
-from tinyllm_ray.teachers.records import ShardRecords
+from tinyllm_ray.teachers.records import ShardRecords, failure_reason
 
 #: example id -> sample indices of its failed CoTs (one shard)
 RetrySet = dict[str, set[int]]
@@ -69,9 +69,18 @@ def merge_retried_shard(
     stats.failed_cots = list(new.stats.failed_cots)
     stats.check()
     keep = lambda rows: [dict(r) for r in rows if not _in(r, retry)]
+    failed = keep(old_failed) + list(new.failed)
+    # Failure reasons are recounted from the shard's failed rows, which are complete after the
+    # merge (also over a half-rewritten failed file), so they always match the rows stored.
+    for kind in ("rationale", "self_eval"):
+        stats.kind(kind).failed_reasons = {}
+    for row in failed:
+        k = stats.kind("rationale" if int(row["eval_idx"]) < 0 else "self_eval")
+        reason = failure_reason(str(row["error"]))
+        k.failed_reasons[reason] = k.failed_reasons.get(reason, 0) + 1
     return ShardRecords(
         rationale=keep(old_rationale) + list(new.rationale),
         self_eval=keep(old_self_eval) + list(new.self_eval),
-        failed=keep(old_failed) + list(new.failed),
+        failed=failed,
         stats=stats,
     )
