@@ -89,7 +89,8 @@ def test_engine_returns_n_cots_and_self_evals_per_nonempty_cot():
     assert eng._se_base == {"n": 2, "temperature": 0.5, "top_p": 1.0, "max_tokens": 128,
                             "stop": cfg.teachers[0].sampling.stop}
     out = eng(batch_for(cfg))  # q0, q1 (empty CoTs), q2
-    assert tuple(sorted(out.column_names)) == tuple(sorted(RAW_COLUMNS))
+    assert tuple(sorted(out.column_names)) == tuple(sorted((*RAW_COLUMNS, "error")))
+    assert out.column("error").null_count == out.num_rows  # nothing failed
     rows = out.to_pylist()
     rat = [r for r in rows if r["kind"] == "rationale"]
     se = [r for r in rows if r["kind"] == "self_eval"]

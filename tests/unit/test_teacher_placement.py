@@ -30,7 +30,10 @@ def test_cpu_plan_sizes_actor_threads_and_kv_cache():
     assert "gpu_memory_utilization" not in p.engine_kwargs
     assert p.replica_resources == {"CPU": 2.0}
     assert p.total_resources == {"CPU": 6.0}
-    assert p.actor_options() == {"num_cpus": 2.0, "max_restarts": 0}
+    # Ray restarts a dead engine and re-sends its batch; faults.FaultLedger bounds both
+    assert p.actor_options() == {"num_cpus": 2.0, "max_restarts": -1, "max_task_retries": -1}
+    assert plan_teacher(teacher(num_cpus=2, max_restarts=0, max_batch_retries=0), "cpu").actor_options() == {
+        "num_cpus": 2.0, "max_restarts": 0}
 
 
 def test_cpu_fractional_kv_cache_unsets_the_int_only_env_var():

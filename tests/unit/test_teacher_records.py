@@ -128,8 +128,22 @@ def test_assembler_completes_shards_only_when_all_outputs_arrived():
     assert len(a.take(1)) == 1
     assert a.add([se("q1", 0, 1, "v") | {"shard": 0}]) == [0]
     assert len(a.take(0)) == 4 and a.pending == []
+    assert a.add([rat("q1", 0, "late") | {"shard": 0}]) == [] and a.duplicates == 1  # redelivered: dropped
     with pytest.raises(AssemblyError):
-        a.add([rat("q1", 0, "late") | {"shard": 0}])
+        a.add([rat("q9", 0, "x") | {"shard": 7}])  # a shard nobody asked for
+
+
+def test_assembler_drops_outputs_a_retried_batch_delivers_twice():
+    """Ray re-sends a batch whose actor died; a second delivery of an output is counted, not stored."""
+    a = ShardAssembler({0: 2})
+    first = [rat("q1", 0, "x", n_evals=1) | {"shard": 0}, se("q1", 0, 0, "v") | {"shard": 0}]
+    assert a.add(first) == []
+    assert a.add(first) == [] and a.duplicates == 2
+    assert a.add([rat("q2", 0, "y") | {"shard": 0}, rat("q2", 0, "y again") | {"shard": 0}]) == [0]
+    rows = a.take(0)
+    assert sorted((r["kind"], r["example_id"], r["sample_idx"], r["eval_idx"]) for r in rows) == [
+        ("rationale", "q1", 0, -1), ("rationale", "q2", 0, -1), ("self_eval", "q1", 0, 0)]
+    assert a.duplicates == 3 and rows[-1]["text"] == "y"  # the first delivery wins
 
 
 def test_assembler_rejects_too_many_rationales():

@@ -148,6 +148,13 @@ class TeacherConfig(StrictModel):
     )
     api: ApiConfig | None = Field(
         None, description="serve this teacher from an OpenAI-compatible endpoint (model = the API's model name)")
+    max_restarts: int = Field(
+        3, ge=0, le=1000, description="engine deaths in a row (no batch finished in between) that Ray restarts "
+        "the teacher's actor after (process killed, engine error, out of memory); one more ends the job. "
+        "0: the first death ends the job")
+    max_batch_retries: int = Field(
+        1, ge=0, le=100, description="times a batch whose engine died is retried on the restarted actor; then "
+        "its rows are stored as failed (with the reason) and retried by the next run")
 
     @model_validator(mode="after")
     def _bootstrap_model(self) -> TeacherConfig:
@@ -159,6 +166,17 @@ class TeacherConfig(StrictModel):
         if self.api is not None and (self.bootstrap is not None or self.model.startswith("tiny:")):
             raise ValueError(f"teacher {self.name!r}: an api teacher is served by its endpoint; set model to the "
                              f"API's model name and drop bootstrap (tiny: models are local vLLM teachers)")
+        return self
+
+    @model_validator(mode="after")
+    def _fault_budget(self) -> TeacherConfig:
+        # A batch that kills its engine on every attempt costs max_batch_retries + 1 deaths in a row;
+        # within max_restarts it becomes failed rows, beyond it the whole teacher would be given up.
+        if self.max_restarts and self.max_batch_retries >= self.max_restarts:
+            raise ValueError(
+                f"teacher {self.name!r}: max_batch_retries ({self.max_batch_retries}) must be below max_restarts "
+                f"({self.max_restarts}), or one bad batch ends the teacher instead of being stored as failed"
+            )
         return self
 
     @field_validator("name")

@@ -6,7 +6,7 @@ The manifest records exactly those, and ``RationaleStore.open_manifest`` refuses
 whose setup differs (naming the differing fields) instead of silently mixing records.
 
 Resource settings (:data:`RESOURCE_FIELDS`: replicas, CPUs, extra Ray resources, batch
-size, memory, tensor-parallel degree) are left out of the hashes on purpose: a job may be
+size, memory, tensor-parallel degree, fault budgets) are left out of the hashes on purpose: a job may be
 resumed on a bigger or smaller cluster, or with teachers pinned to other nodes.
 A new teacher may be added to an existing store; changing an existing one may not.
 No Ray, no vLLM.
@@ -31,7 +31,7 @@ MANIFEST_VERSION = 2
 #: Teacher fields that change where/how fast it runs, never what it generates.
 RESOURCE_FIELDS: frozenset[str] = frozenset({
     "replicas", "num_cpus", "resources", "batch_size", "gpu_memory_utilization", "kv_cache_space_gib",
-    "tensor_parallel_size",
+    "tensor_parallel_size", "max_restarts", "max_batch_retries",
 })
 
 #: ``api`` fields that change how fast or how patiently an API teacher is asked, or what it

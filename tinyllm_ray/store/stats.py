@@ -6,7 +6,10 @@ counted under exactly one drop reason, ``outputs == kept + sum(dropped)`` is che
 whenever stats are combined, and a few dropped texts are kept as examples so a zero
 "kept" column can be diagnosed from the stats file alone. A generation that failed
 produced no output: it is counted under ``failed`` (not in ``outputs``) and stored as a
-row of the ``failed`` kind, so a later run can retry it.
+row of the ``failed`` kind, so a later run can retry it. A shard's statistics also list its
+failed CoTs (``failed_cots``: example id and sample index): written in the same atomic file
+as the shard's commit, they are what a rerun retries, so a run killed while rewriting a
+retried shard cannot lose or double-count a CoT. Totals do not carry the list.
 
 Shard statistics are stored inside each committed shard file (see ``store.py``), so the
 totals in ``stats/<teacher>.json`` are always recomputed from what is actually in the
@@ -117,6 +120,7 @@ class TeacherStats:
     generation_seconds: float = 0.0
     shards: int = 0
     drop_examples: dict[str, list[str]] = field(default_factory=dict)
+    failed_cots: list[tuple[str, int]] = field(default_factory=list)  # one shard's only (see module doc)
 
     # -- totals over kinds (the contract in docs/internals.md)
     @property
@@ -248,6 +252,7 @@ class TeacherStats:
             **({"api": self.api} if self.api is not None else {}),
             "by_kind": {name: k.to_dict() for name, k in self.kinds.items()},
             "drop_examples": {r: list(t) for r, t in self.drop_examples.items()},
+            **({"failed_cots": [[e, s] for e, s in self.failed_cots]} if self.failed_cots else {}),
         }
 
     @classmethod
@@ -261,6 +266,7 @@ class TeacherStats:
             generation_seconds=float(d.get("generation_seconds", 0.0)),
             shards=int(d.get("shards", 0)),
             drop_examples={r: list(t) for r, t in (d.get("drop_examples") or {}).items()},
+            failed_cots=[(str(e), int(s)) for e, s in d.get("failed_cots") or ()],
         )
 
 

@@ -4,6 +4,14 @@ Why: Ray Data returns outputs in whatever order and grouping the actors finish t
 a shard may only be written once *all* its outputs are in. A shard is complete when it
 has ``n`` rationale rows per example and, for every rationale row, the ``n_evals``
 self-evaluation rows the engine announced for it. Pure: no Ray, no vLLM.
+
+Exactly once: Ray re-sends a batch whose engine actor died (at-least-once actor tasks),
+and a retried task may deliver an output whose first delivery already arrived (an actor
+that died after returning). Each output has one identity (kind, example, sample,
+evaluation); a second arrival is dropped and counted in :attr:`ShardAssembler.duplicates`,
+never stored twice. Any arrival for a shard already handed over is such a redelivery
+(every prompt is sent once per run; a complete shard has all its outputs), so those
+shards forget their identities (memory stays bounded by the shards in flight).
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ class ShardAssembler:
         self._se: dict[int, int] = dict.fromkeys(self._expected, 0)
         self._se_expected: dict[int, int] = dict.fromkeys(self._expected, 0)
         self._done: set[int] = set()
+        self._seen: dict[int, set[tuple[str, str, int, int]]] = {s: set() for s in self._expected}
+        self.duplicates = 0
 
     @property
     def pending(self) -> list[int]:
@@ -39,8 +49,16 @@ class ShardAssembler:
         touched = set()
         for r in rows:
             s = int(r["shard"])
-            if s not in self._expected or s in self._done:
-                raise AssemblyError(f"output for shard {s}, which is unknown or already complete")
+            if s not in self._expected:
+                raise AssemblyError(f"output for shard {s}, which is not being generated")
+            if s in self._done:
+                self.duplicates += 1
+                continue
+            ident = (str(r["kind"]), str(r["example_id"]), int(r["sample_idx"]), int(r["eval_idx"]))
+            if ident in self._seen[s]:
+                self.duplicates += 1
+                continue
+            self._seen[s].add(ident)
             self._rows[s].append(dict(r))
             if r["kind"] == "rationale":
                 self._rat[s] += 1
@@ -62,4 +80,5 @@ class ShardAssembler:
     def take(self, shard: int) -> list[dict[str, Any]]:
         """Hand over a complete shard's rows and forget them."""
         self._done.add(shard)
+        self._seen.pop(shard, None)
         return self._rows.pop(shard)

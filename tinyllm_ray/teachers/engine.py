@@ -15,6 +15,12 @@ resources, batching, back-pressure and streaming results to the driver.
 
 vLLM is imported inside ``__init__`` (never at module import), so the driver and the
 unit tests import this module in milliseconds.
+
+Faults (policy in ``faults.py``): with a ledger (``serving.EnginePool`` passes one unless
+``max_restarts`` is 0) the actor reports its start and each batch's begin and end. An
+engine error inside a batch is recorded with its reason, then the actor exits so that Ray
+restarts it with a fresh engine and re-sends the batch; a batch the ledger gives up comes
+back as failed rows (an ``error`` per CoT) instead of being generated.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import pyarrow as pa
 from tinyllm_ray.config import PromptConfig, SamplingConfig, SelfEvalConfig
 from tinyllm_ray.errors import TeacherStartupError
 from tinyllm_ray.teachers.api_limits import ApiSpec
+from tinyllm_ray.teachers.faults import FaultInjection
 from tinyllm_ray.teachers.prompt_rows import request_seed
 
 log = logging.getLogger(__name__)
@@ -56,6 +63,12 @@ class EngineSpec:
     env_defaults: dict[str, str] = field(default_factory=dict)
     unset_env: tuple[str, ...] = ()
     api: ApiSpec | None = None  # ``api.ApiSpec`` for a teacher served by an OpenAI-compatible endpoint (``ApiTeacher``)
+    fault: FaultInjection | None = None  # test-only hook (faults.FAULT_ENV), None in real runs
+
+
+#: Columns of every engine output table: ``records.RAW_COLUMNS`` plus ``error`` (null unless failed).
+_OUTPUT_COLUMNS = ("kind", "example_id", "split", "shard", "sample_idx", "eval_idx", "prompt_hash", "text",
+                   "prompt_tokens", "output_tokens", "finish_reason", "gen_seconds", "n_evals", "error")
 
 
 def sampling_kwargs(sampling: SamplingConfig, self_eval: SelfEvalConfig | None = None) -> dict[str, Any]:
@@ -131,13 +144,24 @@ class TeacherEngine:
 
     EXTRA_COLUMNS: tuple[tuple[str, Any], ...] = ()  # (name, pyarrow type) of per-output extras
 
-    def __init__(self, spec: EngineSpec) -> None:
+    def __init__(self, spec: EngineSpec, ledger: Any = None) -> None:
         for k in spec.unset_env:
             os.environ.pop(k, None)
         os.environ.update(spec.env)
         for k, v in spec.env_defaults.items():
             os.environ.setdefault(k, v)
         self.spec = spec
+        self._ledger = ledger
+        self._refusal: str | None = None
+        if ledger is not None:
+            import ray
+
+            ctx = ray.get_runtime_context()
+            self._refusal = ray.get(ledger.engine_started.remote(
+                ctx.was_current_actor_reconstructed, os.getpid(), ctx.current_actor, ctx.get_actor_id()))
+            if self._refusal is not None:  # given up: start no engine, refuse every batch (ends the job)
+                log.error("%s", self._refusal)
+                return
         model = spec.engine_kwargs.get("model")
         log_path, log_offset = _stderr_position()
         t0 = time.perf_counter()
@@ -191,6 +215,46 @@ class TeacherEngine:
 
     # -------------------------------------------------------------- the batch
     def __call__(self, batch: pa.Table) -> pa.Table:
+        ledger = getattr(self, "_ledger", None)
+        if ledger is None:
+            return self._generate_batch(batch)
+        import ray
+
+        if self._refusal is not None:
+            raise TeacherStartupError(self._refusal)
+        bid = int(batch.column("batch")[0].as_py())
+        attempt, give_up = ray.get(ledger.begin.remote(bid, os.getpid()))
+        if give_up is not None:
+            out = failed_output(batch, self.spec.sampling.n, give_up)
+            ray.get(ledger.gave_up_rows.remote(out.num_rows))
+            log.warning("teacher %s: batch %d stored as failed: %s", self.spec.teacher, bid, give_up)
+            return out
+        try:
+            out = self._generate_batch(batch, (bid, attempt))
+        except Exception as exc:  # noqa: BLE001 - the engine may be broken: record why, exit, be restarted
+            first = (str(exc).strip().splitlines() or [""])[0]
+            reason = f"engine error: {type(exc).__name__}: {first}"
+            log.error("teacher %s: batch %d attempt %d: %s; exiting so Ray restarts this actor",
+                      self.spec.teacher, bid, attempt, reason)
+            ray.get(ledger.engine_error.remote(bid, reason[:1000]))
+            self.close()
+            os._exit(1)
+        ray.get(ledger.end.remote(bid))
+        return out
+
+    def _fault_point(self, where: tuple[int, int] | None) -> None:
+        """Test-only: fail here, mid-batch (after the CoTs, before the self-evaluations), if asked."""
+        fault = self.spec.fault
+        if fault is None or where is None or not fault.fires(*where):
+            return
+        log.warning("teacher %s: injected fault %s in batch %d attempt %d", self.spec.teacher, fault.action, *where)
+        if fault.action == "kill":
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise RuntimeError(f"injected engine error in batch {where[0]} ({fault})")
+
+    def _generate_batch(self, batch: pa.Table, where: tuple[int, int] | None = None) -> pa.Table:
         from tinyllm_ray.data.schema import MCQRecord
         from tinyllm_ray.prompts import clean_rationale, cut_at_stop, self_eval_prompt
 
@@ -221,6 +285,7 @@ class TeacherEngine:
 
         params = self._params(self._cot_base, self._cot_params, self._seeded, ids, "cot")
         outs, dt = self._generate(cols["prompt"], params)
+        self._fault_point(where)
         share = _time_shares(outs, dt)
 
         # CoTs, cleaned once here (the self-evaluation must judge the cleaned text).
@@ -268,6 +333,8 @@ class TeacherEngine:
             "gen_seconds": pa.array(rows["gen_seconds"], pa.float64()),
             "n_evals": pa.array(rows["n_evals"], pa.int32()),
             **{c: pa.array(rows[c], t) for c, t in self.EXTRA_COLUMNS},
+            **({} if any(c == "error" for c, _t in self.EXTRA_COLUMNS)
+               else {"error": pa.array([None] * len(rows["kind"]), pa.string())}),
         })
 
     def close(self) -> None:
@@ -282,6 +349,28 @@ class TeacherEngine:
 
     def __del__(self) -> None:
         self.close()
+
+
+def failed_output(batch: pa.Table, n: int, reason: str) -> pa.Table:
+    """The engine's output for a batch given up: ``n`` failed CoT rows per prompt, each with ``reason``.
+
+    Pure. ``records.build_shard_records`` stores them as ``failed`` rows and counts them
+    under ``failed``; a rerun generates exactly these (example, sample) pairs again.
+    """
+    cols = {c: batch.column(c).to_pylist() for c in ("example_id", "split", "shard", "prompt_hash")}
+    m = len(cols["example_id"])
+    rep = lambda v: [x for x in v for _ in range(n)]
+    k = m * n
+    return pa.table({
+        "kind": ["rationale"] * k, "example_id": rep(cols["example_id"]), "split": rep(cols["split"]),
+        "prompt_hash": rep(cols["prompt_hash"]), "text": [""] * k, "finish_reason": [""] * k,
+        "shard": pa.array(rep(cols["shard"]), pa.int32()),
+        "sample_idx": pa.array(list(range(n)) * m, pa.int32()),
+        "eval_idx": pa.array([-1] * k, pa.int32()),
+        "prompt_tokens": pa.array([0] * k, pa.int32()), "output_tokens": pa.array([0] * k, pa.int32()),
+        "gen_seconds": pa.array([0.0] * k, pa.float64()), "n_evals": pa.array([0] * k, pa.int32()),
+        "error": pa.array([reason] * k, pa.string()),
+    }).select(list(_OUTPUT_COLUMNS))
 
 
 def _time_shares(outs: list[Any], seconds: float):

@@ -200,7 +200,8 @@ def evaluate_teacher(
     with serving.pool(teacher) as engines:
         for batch in engines.run(rows, max(1, min(tcfg.batch_size, len(rows)))):
             for r in batch:
-                if r["kind"] == "rationale" and int(r["sample_idx"]) == 0:
+                # a batch given up after its engine died (teachers/faults.py) is no answer
+                if r["kind"] == "rationale" and int(r["sample_idx"]) == 0 and not r.get("error"):
                     texts[r["example_id"]] = r["text"] or ""
                     tokens += int(r["output_tokens"])
                     truncated += r["finish_reason"] == "length"

@@ -31,11 +31,26 @@ copy of every model. A callable class around ``vllm.LLM`` keeps one engine per a
 ``generate`` call per batch and both passes on the same engine; Ray Data still provides
 the actor pool, resources, batching, back-pressure and streaming.
 
-Failure policy: an engine that cannot start, or dies, fails the job with the teacher's
-name and the engine's error (``max_restarts=0``: no silent restart loop); what was
-committed stays, and rerunning the same command resumes. :meth:`GenerationRun.cancel`
-(thread-safe; e.g. ``run`` when training fails) stops every teacher after its current
-batch and releases the engines; the run then ends normally with what was committed.
+Failure policy (what survives which fault; ``faults.py`` has the mechanism):
+
+* an engine that cannot start fails the job at once with the teacher's name and vLLM's
+  reason (Ray Data does not restart an actor whose constructor failed);
+* an engine that dies mid-run (process killed, engine error, out of memory) is restarted
+  by Ray (fresh vLLM engine) and the batch it held is sent again, at most
+  ``teachers.<i>.max_batch_retries`` times; then that batch's CoTs are stored as ``failed``
+  rows with the reason, counted under ``failed`` in the statistics, and the job goes on.
+  Each output is stored once however often its batch was sent (``assembler.py``);
+* a teacher whose engine dies more than ``teachers.<i>.max_restarts`` times in a row
+  without finishing a batch ends the job with one line naming it and the last reason
+  (``max_restarts: 0``: the first death does);
+* the next run generates the failed CoTs of committed shards again, and only those
+  (``retry.py``), next to the shards that are not committed yet. Restarts, retried and
+  given-up batches of a run are in :attr:`GenerationReport.faults`.
+
+What was committed stays, and rerunning the same command resumes.
+:meth:`GenerationRun.cancel` (thread-safe; e.g. ``run`` when training fails) stops every
+teacher after its current batch and releases the engines; the run then ends normally
+with what was committed.
 """
 
 from __future__ import annotations
@@ -56,6 +71,7 @@ from tinyllm_ray.teachers.assembler import ShardAssembler
 from tinyllm_ray.teachers.prompt_rows import TEMPLATE_VERSION, aligned_batch_size, num_shards, prompt_rows
 from tinyllm_ray.teachers.records import build_shard_records
 from tinyllm_ray.teachers.report import GenerationError, GenerationReport, ShardWritten
+from tinyllm_ray.teachers.retry import RetrySet, merge_retried_shard, retried_outputs, retry_set
 from tinyllm_ray.teachers.serving import EnginePool, ServingPlan, plan_serving
 
 log = logging.getLogger(__name__)
@@ -68,6 +84,8 @@ class _TeacherWork:
     batch_size: int
     pending: list[int]
     skipped: int
+    retry: dict[int, RetrySet]  # committed shards with failed CoTs to generate again
+    committed: dict[int, TeacherStats]  # their footer statistics (what the retry sets came from)
 
 
 @dataclass
@@ -143,8 +161,14 @@ class GenerationRun:
             self.store.remove_temporary_files(t.name)
             done = self.store.finished_shards(t.name)
             pending = [s for s in range(total_shards) if s not in done]
+            footers = self.store.shard_stats(t.name) if done else {}
+            retry = {s: r for s, st in footers.items() if s < total_shards and (r := retry_set(st))}
+            if retry:
+                notes.append(f"teacher {t.name}: {sum(len(v) for r in retry.values() for v in r.values())} failed "
+                             f"CoTs of {len(retry)} committed shard(s) are generated again")
             key = key_context_for(t, p.model_path, cfg, TEMPLATE_VERSION)
-            work.append(_TeacherWork(p, key, bs, pending, total_shards - len(pending)))
+            work.append(_TeacherWork(p, key, bs, pending, total_shards - len(pending), retry,
+                                     {s: footers[s] for s in retry}))
         for n in notes:
             log.info("%s", n)
         return _Prepared(records, pool, shard_size, work, serving.accelerator, notes)
@@ -158,16 +182,25 @@ class GenerationRun:
             records, size = prep.records, prep.shard_size
             # The batch size divides the shard size and only the split's last shard can be
             # short, so batches tile shards and are the same in a resumed run.
-            rows = [r for s in w.pending
-                    for r in prompt_rows(w.pool.teacher, records, s, size, prep.pool, self.cfg.prompts, self.split)]
+            def rows_of(s: int) -> list[dict[str, Any]]:
+                return prompt_rows(w.pool.teacher, records, s, size, prep.pool, self.cfg.prompts, self.split)
+
+            # Retried CoTs first (their shards are already readable); a prompt yields all n samples.
+            rows = [r for s, retry in w.retry.items() for r in rows_of(s) if r["example_id"] in retry]
+            rows += [r for s in w.pending for r in rows_of(s)]
             by_id = {r.id: r for r in records}
             n = w.pool.teacher.sampling.n
-            assembler = ShardAssembler({s: n * len(records[s * size:(s + 1) * size]) for s in w.pending})
+            expected = {s: n * len(retry) for s, retry in w.retry.items()}
+            expected.update({s: n * len(records[s * size:(s + 1) * size]) for s in w.pending})
+            assembler = ShardAssembler(expected)
             metrics = TeacherMetrics(name)
             with w.pool as engines:
                 for batch in engines.run(rows, w.batch_size):
                     for s in assembler.add(batch):
                         out.put(self._persist(w, s, assembler.take(s), by_id, metrics))
+            if assembler.duplicates:
+                log.info("teacher %s: %d outputs delivered twice by retried batches were dropped", name,
+                         assembler.duplicates)
             if not self.cancelled and assembler.pending:
                 raise GenerationError(f"teacher {name!r}: shards {assembler.pending} never completed")
             out.put(("done", name, None))
@@ -178,15 +211,25 @@ class GenerationRun:
                  metrics: Any) -> ShardWritten:
         """Parse, filter, write one complete shard; only then is it reported."""
         name = w.pool.name
+        retry = w.retry.get(shard)
+        if retry is not None:
+            raw = retried_outputs(raw, retry)
         recs = build_shard_records(raw, by_id, name, self.cfg.filter, self.cfg.self_eval.verdicts, key=w.key)
+        run_stats = recs.stats
+        if retry is not None:  # the committed shard, its retried CoTs replaced (retry.py: exactly once)
+            old = {k: self.store.read_shard(name, k, shard).to_pylist() for k in ("rationale", "self_eval", "failed")}
+            recs = merge_retried_shard(retry, recs, w.committed[shard], old["rationale"], old["self_eval"],
+                                       old["failed"])
         path = self.store.write_shard(
             name, shard, recs.rationale, recs.self_eval if self.cfg.self_evaluates(name) else None, recs.stats,
             failed=recs.failed,
         )
-        st = recs.stats
+        st = run_stats  # what this run generated (the whole shard, or its retried CoTs)
+        assert st is not None and recs.stats is not None
         metrics.record_batch(outputs=st.outputs, kept=st.kept, dropped=st.dropped, tokens=st.output_tokens,
                              seconds=st.generation_seconds)
-        return ShardWritten(name, shard, path, len(recs.rationale), len(recs.self_eval), st)
+        return ShardWritten(name, shard, path, len(recs.rationale), len(recs.self_eval), recs.stats,
+                            retried=retry is not None, run_stats=st)
 
     # -------------------------------------------------------------- iteration
     def __iter__(self) -> Iterator[ShardWritten]:
@@ -200,25 +243,27 @@ class GenerationRun:
         threads = []
         for w in prep.work:
             name = w.pool.name
-            if not w.pending:
+            if not w.pending and not w.retry:
                 log.info("teacher %s: all %d shards already in the store, nothing to generate", name, w.skipped)
                 continue
             if self.cancelled:
                 break
-            log.info("teacher %s: %d shards to generate, %d already done", name, len(w.pending), w.skipped)
+            log.info("teacher %s: %d shards to generate, %d already done (%d with failed CoTs to retry)", name,
+                     len(w.pending), w.skipped, len(w.retry))
             th = threading.Thread(target=self._teacher_thread, args=(w, prep, out), name=f"teacher-{name}",
                                   daemon=True)
             th.start()
             threads.append(th)
         written = {w.pool.name: 0 for w in prep.work}
+        retried = {w.pool.name: 0 for w in prep.work}
         tokens = {w.pool.name: 0 for w in prep.work}
         try:
             alive = len(threads)
             while alive:
                 item = out.get()
                 if isinstance(item, ShardWritten):
-                    written[item.teacher] += 1
-                    tokens[item.teacher] += item.stats.output_tokens
+                    (retried if item.retried else written)[item.teacher] += 1
+                    tokens[item.teacher] += item.run_output_tokens
                     yield item
                     continue
                 _status, _name, exc = item
@@ -244,7 +289,8 @@ class GenerationRun:
             num_shards=num_shards(len(prep.records), prep.shard_size), teachers=totals, shards_written=written,
             shards_skipped={w.pool.name: w.skipped for w in prep.work}, run_output_tokens=tokens,
             wall_seconds=time.perf_counter() - t0, accelerator=prep.accelerator, notes=prep.notes,
-            cancelled=self.cancelled,
+            cancelled=self.cancelled, shards_retried=retried,
+            faults={w.pool.name: dict(w.pool.faults) for w in prep.work if w.pool.faults},
         )
 
 

@@ -74,6 +74,7 @@ class TeacherPlan:
     unset_env: tuple[str, ...] = ()
     why: tuple[str, ...] = ()
     preload: tuple[str, ...] = ()  # LD_PRELOAD of the actor process (CPU build; see find_preload_libs)
+    max_restarts: int = 0  # teacher.max_restarts: 0 = an engine death ends the job
 
     @property
     def replica_resources(self) -> dict[str, float]:
@@ -97,11 +98,16 @@ class TeacherPlan:
     def actor_options(self) -> dict[str, Any]:
         """Per-actor Ray options for ``map_batches`` (pure; see :meth:`map_batches_kwargs`).
 
-        ``max_restarts=0``: an engine that dies is reported with the teacher's name
-        instead of being restarted in a loop (Ray Data's default is to restart forever);
-        finished shards are already persisted, so rerunning resumes.
+        With ``teacher.max_restarts > 0`` Ray restarts a dead engine actor and re-sends the
+        batch it held (``max_restarts=-1``, ``max_task_retries=-1``: Ray's at-least-once
+        actor tasks); the bounds are enforced by ``faults.FaultLedger``, because a Ray-level
+        finite ``max_restarts`` leaves a dead actor in Ray Data's fixed pool (the rest of
+        the batches would wait forever). ``max_restarts=0``: an engine that dies ends the
+        job with the teacher's name; finished shards are persisted, so rerunning resumes.
         """
-        opts: dict[str, Any] = {"num_cpus": self.num_cpus, "max_restarts": 0}
+        opts: dict[str, Any] = {"num_cpus": self.num_cpus, "max_restarts": -1 if self.max_restarts else 0}
+        if self.max_restarts:
+            opts["max_task_retries"] = -1
         if self.num_gpus:
             opts["num_gpus"] = self.num_gpus
         if self.resources:  # custom node resources (teacher.resources) pin replicas to nodes
@@ -317,6 +323,7 @@ def plan_teacher(
         unset_env=tuple(unset),
         why=tuple(why),
         preload=preloaded,
+        max_restarts=teacher.max_restarts,
     )
 
 

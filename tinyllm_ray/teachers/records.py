@@ -181,6 +181,8 @@ def build_shard_records(
             reason = failure_reason(str(r["error"]))
             k.failed_reasons[reason] = k.failed_reasons.get(reason, 0) + 1
             _count_api(k, r)
+            if r["kind"] == "rationale":
+                stats.failed_cots.append((r["example_id"], int(r["sample_idx"])))
             cot, parsed_text, match = cot_info.get((r["example_id"], int(r["sample_idx"])), (None, None, None))
             if r["kind"] == "rationale":
                 cot, parsed_text, match = None, None, None

@@ -24,7 +24,13 @@ class ShardWritten:
     path: str
     rationales: int
     self_evals: int
-    stats: TeacherStats
+    stats: TeacherStats  # the shard as committed
+    retried: bool = False  # an earlier run's shard whose failed CoTs this run generated again
+    run_stats: TeacherStats | None = None  # what this run generated for it (None: the whole shard)
+
+    @property
+    def run_output_tokens(self) -> int:
+        return (self.run_stats or self.stats).output_tokens
 
 
 @dataclass
@@ -47,6 +53,9 @@ class GenerationReport:
     accelerator: str = "cpu"
     notes: list[str] = field(default_factory=list)
     cancelled: bool = False  # GenerationRun.cancel() was called: shards may be missing (rerun to finish)
+    shards_retried: dict[str, int] = field(default_factory=dict)  # committed shards whose failed CoTs were retried
+    #: per teacher with a fault this run: engine restarts, batches retried / given up (faults.FaultLedger.summary)
+    faults: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def run_tokens_per_s(self) -> float:
@@ -64,6 +73,18 @@ class GenerationReport:
             + ("; cancelled before the end (rerun to finish)" if self.cancelled else "")
         )
         lines = [head, format_table(self.teachers.values())]
+        for name, n in self.shards_retried.items():
+            if n:
+                lines.append(f"teacher {name}: failed CoTs of {n} earlier shard(s) generated again")
+        for name, f in self.faults.items():
+            if f.get("restarts") or f.get("failed_batches"):
+                lines.append(
+                    f"WARNING teacher {name}: engine restarted {f['restarts']} time(s) by Ray; "
+                    f"{f['retried_batches']} batch(es) retried, {f['failed_batches']} given up "
+                    f"({f['failed_rows']} CoTs stored as failed; the next run retries them); last: {f['last_reason']}")
+        failed = {n: st.failed for n, st in self.teachers.items() if st.failed}
+        if failed:
+            lines.append(f"failed generations in the store (rerun to retry): {failed}")
         for name, st in self.teachers.items():
             dropped = sum(st.dropped.values())
             if st.outputs and (st.kept == 0 or dropped * 2 >= st.outputs):
@@ -88,5 +109,5 @@ class GenerationReport:
             "shards_written": self.shards_written, "shards_skipped": self.shards_skipped,
             "run_output_tokens": self.run_output_tokens, "wall_seconds": round(self.wall_seconds, 3),
             "run_tokens_per_s": round(self.run_tokens_per_s, 3), "notes": list(self.notes),
-            "cancelled": self.cancelled,
+            "cancelled": self.cancelled, "shards_retried": self.shards_retried, "faults": self.faults,
         }

@@ -28,6 +28,11 @@ resources; never more actors than batches), turning any engine failure into one
 and cleanup: the iterator is closed, so Ray Data kills the pool's actors (and with them
 the engines), and the plan's placement groups are removed (Ray does not remove a
 placement group together with its actor).
+
+Faults: unless ``teacher.max_restarts`` is 0, each run also starts one small
+``faults.FaultLedger`` actor that the engines report to (Ray restarts a dead engine and
+re-sends its batch; the ledger bounds both, see ``faults.py``); every block carries its
+``batch`` number for it, and :attr:`EnginePool.faults` sums the ledgers' summaries.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from tinyllm_ray.errors import GenerationError, InternalError, PlacementError, U
 from tinyllm_ray.teachers.api import api_plan, api_spec
 from tinyllm_ray.teachers.bootstrap import resolve_teacher_model
 from tinyllm_ray.teachers.engine import EngineSpec, root_cause_from_log
+from tinyllm_ray.teachers.faults import FaultInjection, FaultLedger, merge_fault_summaries
 from tinyllm_ray.teachers.models import precheck_model
 from tinyllm_ray.teachers.placement import (
     Accelerator,
@@ -76,6 +82,7 @@ def engine_spec(teacher: TeacherConfig, plan: TeacherPlan, prompts: PromptConfig
         env_defaults=dict(plan.env_defaults),
         unset_env=plan.unset_env,
         api=api_spec(teacher) if teacher.api is not None else None,  # reads the key from the environment
+        fault=FaultInjection.from_env(teacher.name),
     )
 
 
@@ -114,6 +121,7 @@ class EnginePool:
         self.spec = spec
         self._cancel = cancel_event if cancel_event is not None else threading.Event()
         self._open: list[Generator[Any, None, None]] = []
+        self.faults: dict[str, Any] = {}  # FaultLedger.summary() summed over this pool's runs
 
     @property
     def name(self) -> str:
@@ -177,10 +185,18 @@ class EnginePool:
         # (no repartitioning, metadata computed here, no tasks).
         plan = dataclasses.replace(self.plan, replicas=max(1, min(self.plan.replicas, len(batches))))
         kwargs = plan.map_batches_kwargs(batch_size)
+        ctor: dict[str, Any] = {"spec": self.spec}
+        ledger = None
+        if self.teacher.max_restarts and self.spec.api is None:  # an API teacher's actor holds no engine
+            ledger = ray.remote(num_cpus=0)(FaultLedger).remote(
+                self.name, self.teacher.max_restarts, self.teacher.max_batch_retries)
+            ctor["ledger"] = ledger
+        blocks = [pa.Table.from_pylist(b) for b in batches]
+        blocks = [t.append_column("batch", pa.array([i] * t.num_rows, pa.int64())) for i, t in enumerate(blocks)]
         it: Any = None
         try:
-            ds = ray.data.from_blocks([pa.Table.from_pylist(b) for b in batches]).map_batches(
-                engine_cls, fn_constructor_kwargs={"spec": self.spec}, batch_format="pyarrow", **kwargs
+            ds = ray.data.from_blocks(blocks).map_batches(
+                engine_cls, fn_constructor_kwargs=ctor, batch_format="pyarrow", **kwargs
             )
             it = iter(ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1))
             for batch in it:
@@ -195,6 +211,29 @@ class EnginePool:
             factory = kwargs.get("ray_remote_args_fn")
             if factory is not None:
                 factory.remove_all()
+            if ledger is not None:
+                self._collect_faults(ledger)
+
+    def _collect_faults(self, ledger: Any) -> None:
+        """Add this run's ledger summary to :attr:`faults` (logged when anything happened); end its actors."""
+        import ray
+
+        try:
+            summary = ray.get(ledger.summary.remote(), timeout=30)
+            for actor in ray.get(ledger.actors.remote(), timeout=30):
+                ray.kill(actor)  # no_restart: the engines end with the run, whatever holds their results
+        except Exception as exc:  # noqa: BLE001 - the figures are a report, never a reason to fail
+            log.warning("teacher %s: fault ledger unreadable: %s", self.name, exc)
+            summary = None
+        finally:
+            ray.kill(ledger)
+        if summary is None:
+            return
+        if summary["restarts"] or summary["failed_batches"]:
+            log.warning("teacher %s: engine restarted %d time(s), %d batch(es) retried, %d given up as failed; "
+                        "last: %s", self.name, summary["restarts"], summary["retried_batches"],
+                        summary["failed_batches"], summary["last_reason"])
+        self.faults = merge_fault_summaries(self.faults, summary)
 
 
 @dataclass(frozen=True)
