@@ -42,6 +42,7 @@ from tinyllm_ray.config.student import LossConfig, StudentConfig, TinyModelConfi
 from tinyllm_ray.config.teachers import (
     ApiConfig,
     BootstrapConfig,
+    CrossTeacherConfig,
     FilterConfig,
     PromptConfig,
     SamplingConfig,
@@ -63,6 +64,7 @@ __all__ = [
     "ColumnMap",
     "CompareConfig",
     "ConfigError",
+    "CrossTeacherConfig",
     "DataConfig",
     "DatasetName",
     "EvalConfig",

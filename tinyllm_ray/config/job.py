@@ -176,6 +176,13 @@ class JobConfig(StrictModel):
             raise ValueError(f"train.stage_epochs has {len(self.train.stage_epochs)} entries but loss.schedule "
                              f"{self.loss.schedule!r} trains {stages} stage(s)"
                              + (" ([self-evaluation, CoT])" if stages == 2 else ""))
+        ct = self.filter.cross_teacher
+        if ct.mode != "off" and len(names) < 2:
+            raise ValueError(f"filter.cross_teacher.mode {ct.mode!r} compares the answers of two or more teachers; "
+                             f"this config has {len(names)}: add a teacher or set filter.cross_teacher.mode: off")
+        if ct.mode == "filter" and ct.min_agreeing > len(names):
+            raise ValueError(f"filter.cross_teacher.min_agreeing {ct.min_agreeing} is more than the {len(names)} "
+                             "teachers: every CoT would be dropped; lower it")
         boot = [t.name for t in self.teachers if t.bootstrap is not None]
         if boot and self.data.name != "arithmetic":
             raise ValueError(f"teachers {boot} set bootstrap, which trains on the built-in arithmetic task; "

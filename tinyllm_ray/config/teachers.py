@@ -222,6 +222,30 @@ class SelfEvalConfig(StrictModel):
         return self
 
 
+class CrossTeacherConfig(StrictModel):
+    """Cross-teacher agreement (``filter.cross_teacher``): trust a CoT more when other teachers
+    reached the same answer.
+
+    Why at student-data time and not at generation: teachers generate independently, so the
+    answers of every teacher for an example exist together only when the student reads a
+    slice (shard *k* of every teacher holds the same examples). It never changes what is
+    stored, so it is left out of the store's manifest: one store serves every mode.
+
+    A teacher *agrees* with a CoT's answer when one of its CoTs of that example parsed to the
+    same answer (``evaluate.normalize_answer``); the CoT's own teacher counts. ``filter``
+    drops rationale rows (and the answer labels taken from them) agreed on by fewer than
+    ``min_agreeing`` teachers; ``weight`` multiplies their loss weight by the share of the
+    configured teachers that agree. Self-evaluations are kept either way (judging a wrong
+    CoT is their training signal).
+    """
+
+    mode: Literal["off", "filter", "weight"] = Field(
+        "off", description="off: every kept CoT trains as before; filter: drop CoTs too few teachers agree on; "
+        "weight: scale each CoT's loss weight by the share of teachers agreeing with its answer")
+    min_agreeing: int = Field(
+        2, ge=1, le=64, description="filter: teachers (the CoT's own included) that must give its answer")
+
+
 class FilterConfig(StrictModel):
     """Which teacher outputs are kept; every drop is counted by reason."""
 
@@ -231,3 +255,4 @@ class FilterConfig(StrictModel):
     drop_verdict_wrong: bool = False
     min_rationale_chars: int = Field(1, ge=0)
     label_source: Literal["gold", "teacher"] = "gold"
+    cross_teacher: CrossTeacherConfig = Field(default_factory=CrossTeacherConfig)

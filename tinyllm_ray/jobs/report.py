@@ -64,6 +64,9 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines += [f"> **Warning:** {w}" for w in warnings]
         if warnings:
             lines.append("")
+    agreement = (r.get("generation") or {}).get("agreement")
+    if agreement and len(agreement.get("teachers") or []) > 1:
+        lines += _agreement_markdown(agreement, (r.get("training") or {}).get("data") or {})
     t = r["training"]
     lines += ["## Training", ""]
     if t.get("plot"):
@@ -99,6 +102,26 @@ def render_markdown(r: dict[str, Any]) -> str:
         if o.get("resources"):
             lines += ["", f"Warning: {o['resources']}."]
     return "\n".join(lines) + "\n"
+
+
+def _agreement_markdown(a: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    """Cross-teacher agreement (``store.agreement.agreement_stats``) as a table per teacher pair,
+    then what ``filter.cross_teacher`` did to the student's data (``data``: the training data stats)."""
+    lines = ["## Cross-teacher agreement", "",
+             (f"Parsed answers of {a['examples']} examples; {a['unanimous']} answered alike by every teacher. "
+              "Rate: same answer, over the examples both teachers answered."), "",
+             "| teachers | agree | both answered | rate |", "|---|---|---|---|"]
+    lines += [f"| {pair.replace('~', ' ~ ')} | {p['agree']} | {p['both_answered']} | {_share(p['rate'])} |"
+              for pair, p in a["pairs"].items()]
+    if len(a["teachers"]) > 2:
+        lines += ["", "| teacher | gives the majority answer | examples with a majority |", "|---|---|---|"]
+        lines += [f"| {t} | {_share(m['rate'])} | {m['with_majority']} |" for t, m in a["majority"].items()]
+    if "cross_teacher_dropped" in data:
+        lines += ["", f"Student data (`filter.cross_teacher`): CoTs left out per teacher "
+                  f"{data['cross_teacher_dropped'] or 'none'}"
+                  + (f"; CoTs per teacher@agreeing share (loss weight factor) {data['cross_teacher_weights']}"
+                     if data.get("cross_teacher_weights") else "") + "."]
+    return [*lines, ""]
 
 
 def _share(v: float | None) -> str:

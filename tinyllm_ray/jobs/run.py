@@ -350,6 +350,12 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
                                    t_train, first_step)
         if resources_note:
             overlap["resources"] = resources_note
+    data = dict(result.data or {})
+    if cfg.teachers and cfg.filter.cross_teacher.mode != "off":  # slices counted it in Ray tasks: recount, whole store
+        from tinyllm_ray.student.data import cross_teacher_summary
+        from tinyllm_ray.student.tasks import TaskPlan
+
+        data.update(cross_teacher_summary(store, TaskPlan.from_config(cfg)))
     report = {
         "run": cfg.runtime.run_name,
         "store_uri": paths.store,
@@ -359,7 +365,7 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
         "generation": {k: v for k, v in (gen_report or {}).items() if k != "teachers"},
         "training": {"best_step": result.best_step, "best_val_accuracy": result.best_val_accuracy,
                      "final_step": result.final_step, "total_steps": result.total_steps,
-                     "task_losses": task_losses(history), "data": result.data,
+                     "task_losses": task_losses(history), "data": data,
                      "plot": plot_training(history, paths.report_png) if paths.local else None,
                      "tensorboard": (os.path.join(os.path.dirname(result.metrics_file), TENSORBOARD_DIR)
                                      if result.metrics_file else None)},

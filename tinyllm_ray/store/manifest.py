@@ -75,7 +75,8 @@ def build_manifest(cfg: JobConfig, split: str, records: Sequence[MCQRecord], sha
         "data": cfg.data.model_dump(mode="json"),
         "prompts": cfg.prompts.model_dump(mode="json"),
         "self_eval": cfg.self_eval.model_dump(mode="json"),
-        "filter": cfg.filter.model_dump(mode="json"),
+        # cross-teacher agreement is applied when the student reads the store, never to what is stored
+        "filter": cfg.filter.model_dump(mode="json", exclude={"cross_teacher"}),
         "split": split,
         "shard_size": shard_size,
     }

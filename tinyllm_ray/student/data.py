@@ -48,6 +48,7 @@ __all__ = [
     "STREAM_READERS",
     "STREAM_READER_CPUS",
     "StudentData",
+    "cross_teacher_summary",
     "length_preflight",
     "load_slice",
     "prepare_student_data",
@@ -172,6 +173,29 @@ def report_ignored(plan: TaskPlan, row_counts: dict[tuple[str, str], int], uri: 
     return {"ignored_teachers": dict(ignored.ignored_teachers), "ignored_kinds": dict(ignored.ignored_kinds)}
 
 
+def cross_teacher_summary(store: RationaleStore, plan: TaskPlan) -> dict[str, dict[str, int]]:
+    """What ``filter.cross_teacher`` leaves out (``cross_teacher_dropped``, by teacher) or weights
+    (``cross_teacher_weights``, CoTs by ``<teacher>@<share>``) over the store's committed rows, logged.
+
+    The slices apply the same rule (``cross_teacher_stats`` is the builder's own); this
+    reads four columns of the store on the driver, so the counts are never lost in a Ray task.
+    """
+    from tinyllm_ray.store.agreement import AGREEMENT_COLUMNS
+    from tinyllm_ray.student.tasks import cross_teacher_stats
+
+    if plan.cross_teacher == "off":
+        return {}
+    rows = (r for t in plan.teachers for b in store.iter_batches(t, "rationale", AGREEMENT_COLUMNS)
+            for r in b.to_pylist())
+    st = cross_teacher_stats(rows, plan)
+    out = {"cross_teacher_dropped": dict(st.cross_teacher_dropped),
+           "cross_teacher_weights": dict(sorted(st.cross_teacher_weights.items()))}
+    log.info("filter.cross_teacher %s: CoTs left out per teacher %s%s", plan.cross_teacher,
+             out["cross_teacher_dropped"] or "none",
+             f"; CoTs per teacher@agreeing share {out['cross_teacher_weights']}" if plan.cross_teacher == "weight" else "")
+    return out
+
+
 # --------------------------------------------------------------------------- batch
 
 
@@ -202,6 +226,7 @@ def prepare_student_data(
         scan_store_targets(RationaleStore(view.uri), plan)
         stats["store_rows"] = {f"{t}/{k}": n for (t, k), n in view.row_counts.items() if t in plan.teachers}
         stats.update(report_ignored(plan, view.row_counts, view.uri))
+        stats.update(cross_teacher_summary(RationaleStore(view.uri), plan))
 
     slices = slice_dataset(plan, train_records, view.shard_size, view.uri)
     try:

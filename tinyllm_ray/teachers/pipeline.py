@@ -66,6 +66,7 @@ from typing import Any
 from tinyllm_ray.config import JobConfig
 from tinyllm_ray.data.schema import MCQRecord
 from tinyllm_ray.store import KeyContext, RationaleStore, build_manifest, key_context_for, resolve_shard_size
+from tinyllm_ray.store.agreement import store_agreement
 from tinyllm_ray.store.stats import TeacherStats, total
 from tinyllm_ray.teachers.assembler import ShardAssembler
 from tinyllm_ray.teachers.prompt_rows import TEMPLATE_VERSION, aligned_batch_size, num_shards, prompt_rows
@@ -291,6 +292,7 @@ class GenerationRun:
             wall_seconds=time.perf_counter() - t0, accelerator=prep.accelerator, notes=prep.notes,
             cancelled=self.cancelled, shards_retried=retried,
             faults={w.pool.name: dict(w.pool.faults) for w in prep.work if w.pool.faults},
+            agreement=store_agreement(self.store, [w.pool.name for w in prep.work]),
         )
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tinyllm_ray.errors import GenerationError  # noqa: F401 (re-exported)
+from tinyllm_ray.store.agreement import format_agreement
 from tinyllm_ray.store.stats import TeacherStats, format_table
 
 # ----------------------------------------------------------------------------- results
@@ -56,6 +57,8 @@ class GenerationReport:
     shards_retried: dict[str, int] = field(default_factory=dict)  # committed shards whose failed CoTs were retried
     #: per teacher with a fault this run: engine restarts, batches retried / given up (faults.FaultLedger.summary)
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: cross-teacher agreement of the whole store (``store.agreement.agreement_stats``); None with one teacher
+    agreement: dict[str, Any] | None = None
 
     @property
     def run_tokens_per_s(self) -> float:
@@ -72,7 +75,7 @@ class GenerationReport:
             f"in {self.wall_seconds:.1f}s ({self.run_tokens_per_s:.0f} tok/s wall)"
             + ("; cancelled before the end (rerun to finish)" if self.cancelled else "")
         )
-        lines = [head, format_table(self.teachers.values())]
+        lines = [head, format_table(self.teachers.values()), *format_agreement(self.agreement)]
         for name, n in self.shards_retried.items():
             if n:
                 lines.append(f"teacher {name}: failed CoTs of {n} earlier shard(s) generated again")
@@ -110,4 +113,5 @@ class GenerationReport:
             "run_output_tokens": self.run_output_tokens, "wall_seconds": round(self.wall_seconds, 3),
             "run_tokens_per_s": round(self.run_tokens_per_s, 3), "notes": list(self.notes),
             "cancelled": self.cancelled, "shards_retried": self.shards_retried, "faults": self.faults,
+            "agreement": self.agreement,
         }

@@ -17,6 +17,7 @@ from tinyllm_ray.student.tasks.build import (
     TaskStats,
     build_task_groups,
     check_teacher_coverage,
+    cross_teacher_stats,
 )
 from tinyllm_ray.student.tasks.formats import format_source, group_key, self_eval_source
 from tinyllm_ray.student.tasks.plan import (
@@ -44,6 +45,7 @@ __all__ = [
     "TaskStats",
     "build_task_groups",
     "check_teacher_coverage",
+    "cross_teacher_stats",
     "format_source",
     "group_key",
     "rationale_task",

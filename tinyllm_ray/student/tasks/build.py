@@ -29,6 +29,16 @@ configured (and self-evaluations when disabled) are *counted* in :class:`TaskSta
 because dropping a teacher from the config is a legitimate ablation; so are stored
 self-evaluations without a verdict (kept with ``filter.drop_unparsable: false``) or without
 a critique, which give only their other task's row.
+
+Cross-teacher agreement (``filter.cross_teacher``, :mod:`tinyllm_ray.store.agreement`):
+computed over the store rows given, which hold every configured teacher's rows of each of
+their examples (a slice reads shard *k* of every teacher, and shard *k* is the same
+examples for all; a streaming slice is read only once every teacher committed it).
+``filter`` leaves out a CoT (and the answer label taken from it) that fewer than
+``min_agreeing`` teachers agree with, counted in ``TaskStats.cross_teacher_dropped`` per
+teacher; ``weight`` multiplies its weight by the share of configured teachers agreeing,
+counted in ``TaskStats.cross_teacher_weights`` (``<teacher>@<share>``); a CoT without a
+parsed answer has share 0 and is left out (and counted) in both modes.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from tinyllm_ray.errors import EmptyTargetError, MissingTeacherError, StoreMismatchError, TaskDataError
+from tinyllm_ray.store.agreement import agreeing_teachers, answers_by_example
 from tinyllm_ray.student.tasks.formats import format_source, group_key, self_eval_source
 from tinyllm_ray.student.tasks.plan import (
     ANSWER_TASK,
@@ -62,6 +73,7 @@ __all__ = [
     "TaskStats",
     "build_task_groups",
     "check_teacher_coverage",
+    "cross_teacher_stats",
 ]
 
 #: Store columns the student reads (everything else in a shard is left on disk).
@@ -98,6 +110,8 @@ class TaskStats:
     ignored_kinds: Counter = field(default_factory=Counter)
     missing_targets: Counter = field(default_factory=Counter)
     extra_cots: Counter = field(default_factory=Counter)  # rows past student.max_cots_per_teacher, by kind
+    cross_teacher_dropped: Counter = field(default_factory=Counter)  # CoTs too few teachers agree with, by teacher
+    cross_teacher_weights: Counter = field(default_factory=Counter)  # CoTs by "<teacher>@<agreeing share>" (weight)
 
     def merge(self, other: TaskStats) -> TaskStats:
         self.rows_per_task.update(other.rows_per_task)
@@ -106,6 +120,8 @@ class TaskStats:
         self.ignored_kinds.update(other.ignored_kinds)
         self.missing_targets.update(other.missing_targets)
         self.extra_cots.update(other.extra_cots)
+        self.cross_teacher_dropped.update(other.cross_teacher_dropped)
+        self.cross_teacher_weights.update(other.cross_teacher_weights)
         return self
 
     def to_dict(self) -> dict[str, dict[Any, int]]:
@@ -116,6 +132,8 @@ class TaskStats:
             "ignored_kinds": dict(self.ignored_kinds),
             "missing_targets": dict(self.missing_targets),
             "extra_cots": dict(self.extra_cots),
+            "cross_teacher_dropped": dict(self.cross_teacher_dropped),
+            "cross_teacher_weights": dict(self.cross_teacher_weights),
         }
 
 
@@ -159,6 +177,27 @@ def build_task_groups(
     return TaskGroups(rows=rows, groups=groups, stats=stats)
 
 
+def cross_teacher_stats(store_rows: Iterable[Mapping[str, Any]], plan: TaskPlan) -> TaskStats:
+    """The ``filter.cross_teacher`` counts :func:`build_task_groups` makes for these rationale rows.
+
+    Why: slices are built inside Ray tasks, whose :class:`TaskStats` never reach the driver;
+    the driver reads only ``store.agreement.AGREEMENT_COLUMNS`` of the whole store and
+    applies the same rule, so the student-data statistics show what was left out or
+    weighted. Empty when the plan does not use cross-teacher agreement.
+    """
+    stats = TaskStats()
+    if plan.cross_teacher == "off":
+        return stats
+    rows = [r for r in store_rows if str(_get(r, "kind") or "rationale") == "rationale"
+            and r.get("teacher") in plan.teachers
+            and (plan.max_cots is None or int(_get(r, "sample_idx") or 0) < plan.max_cots)]
+    answers = answers_by_example(rows, plan.teachers, plan.max_cots)
+    for r in rows:
+        _agreement_scale(plan, answers.get(str(r["example_id"]), {}), str(r["teacher"]), _get(r, "parsed_answer"),
+                         stats)
+    return stats
+
+
 def check_teacher_coverage(
     plan: TaskPlan, rows_per_teacher_kind: Mapping[tuple[str, str], int], store: str = "rationale store"
 ) -> None:
@@ -182,11 +221,12 @@ def check_teacher_coverage(
 # --------------------------------------------------------------------------- internals
 
 
-def _row(plan: TaskPlan, task: str, source: str, target: str, origin: str, example_id: str) -> dict[str, Any]:
+def _row(plan: TaskPlan, task: str, source: str, target: str, origin: str, example_id: str,
+         scale: float = 1.0) -> dict[str, Any]:
     prefix = plan.prefixes[task]
     stage = plan.stages[task]
     return {
-        "input": prefix + source, "target": target, "task": task, "weight": float(plan.weights[task]),
+        "input": prefix + source, "target": target, "task": task, "weight": float(plan.weights[task]) * scale,
         "stage": int(stage), "source": source, "prefix": prefix, "group": group_key(stage, source),
         "origin": origin, "example_id": str(example_id),
     }
@@ -213,6 +253,8 @@ def _store_rows(rows: Iterable[Mapping[str, Any]], plan: TaskPlan, stats: TaskSt
                 example_ids: set[str]) -> list[dict[str, Any]]:
     teachers = set(plan.teachers)
     out: list[dict[str, Any]] = []
+    rows = list(rows)
+    answers = (answers_by_example(rows, plan.teachers, plan.max_cots) if plan.cross_teacher != "off" else {})
     for row in rows:
         teacher = str(_get(row, "teacher") or "")
         kind = str(_get(row, "kind") or "")
@@ -243,13 +285,16 @@ def _store_rows(rows: Iterable[Mapping[str, Any]], plan: TaskPlan, stats: TaskSt
                     f"rationale store: empty rationale for {where}; regenerate with filter.drop_empty: true "
                     f"(empty outputs are then dropped and counted in stats/{teacher}.json)"
                 )
+            scale = _agreement_scale(plan, answers.get(ex, {}), teacher, _get(row, "parsed_answer"), stats)
+            if scale is None:
+                continue
             source = format_source(question, choices, context)
-            out.append(_row(plan, rationale_task(teacher), source, rationale, "teacher", ex))
+            out.append(_row(plan, rationale_task(teacher), source, rationale, "teacher", ex, scale))
             if plan.label_source == "teacher":
                 label = (_get(row, "parsed_answer") or "").strip() or (_get(row, "answer") or "").strip()
                 if not label:
                     raise EmptyTargetError(f"rationale store: no parsed or gold answer for {where}")
-                out.append(_row(plan, ANSWER_TASK, source, label, "teacher", ex))
+                out.append(_row(plan, ANSWER_TASK, source, label, "teacher", ex, scale))
         elif kind == "self_eval":
             targets = {SELF_EVAL_VERDICT_TASK: (_get(row, "verdict") or "").strip(),
                        SELF_EVAL_CRITIQUE_TASK: (_get(row, "critique") or "").strip()}
@@ -269,6 +314,25 @@ def _store_rows(rows: Iterable[Mapping[str, Any]], plan: TaskPlan, stats: TaskSt
         else:
             raise TaskDataError(f"rationale store: unknown kind {kind!r} for {where} (expected rationale|self_eval)")
     return out
+
+
+def _agreement_scale(plan: TaskPlan, answers: Mapping[str, Any], teacher: str, parsed: Any,
+                     stats: TaskStats) -> float | None:
+    """The weight factor of one CoT under ``filter.cross_teacher`` (1.0 when off); None: leave it out (counted)."""
+    if plan.cross_teacher == "off":
+        return 1.0
+    agree = agreeing_teachers(answers, parsed)
+    if plan.cross_teacher == "filter":
+        if agree < plan.min_agreeing:
+            stats.cross_teacher_dropped[teacher] += 1
+            return None
+        return 1.0
+    share = agree / len(plan.teachers)
+    if share == 0:
+        stats.cross_teacher_dropped[teacher] += 1
+        return None
+    stats.cross_teacher_weights[f"{teacher}@{share:.2f}"] += 1
+    return share
 
 
 def _group_rows(rows: Iterable[Mapping[str, Any]], label_source: str) -> list[dict[str, Any]]:

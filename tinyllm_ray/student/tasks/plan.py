@@ -21,6 +21,8 @@ else ``self_eval.enabled``) contribute self-evaluation rows (``self_eval_teacher
 stored self-evaluation of another teacher is counted as left out, like a disabled kind.
 ``max_cots`` (``student.max_cots_per_teacher``) keeps the first k CoTs of each teacher
 (``sample_idx < k``) and their self-evaluations; the rest are counted, never silent.
+``cross_teacher`` / ``min_agreeing`` (``filter.cross_teacher``) drop or down-weight CoTs few
+teachers agree with (``store/agreement.py``; applied by ``build.py``).
 
 Stages: ``joint`` puts every task in stage 0; ``two_stage`` puts self-evaluation in stage 0
 and the CoT tasks (answer + rationales) in stage 1, trained in that order. Pure.
@@ -77,6 +79,8 @@ class TaskPlan:
     label_source: str = "gold"
     self_eval_teachers: tuple[str, ...] | None = None  # None: every teacher when self_eval
     max_cots: int | None = None
+    cross_teacher: str = "off"  # filter.cross_teacher.mode: off | filter | weight
+    min_agreeing: int = 2
 
     @classmethod
     def from_config(cls, cfg: JobConfig) -> TaskPlan:
@@ -123,6 +127,8 @@ class TaskPlan:
             label_source=cfg.filter.label_source,
             self_eval_teachers=se_teachers,
             max_cots=cfg.student.max_cots_per_teacher,
+            cross_teacher=cfg.filter.cross_teacher.mode,
+            min_agreeing=cfg.filter.cross_teacher.min_agreeing,
         )
 
     @property
@@ -152,7 +158,7 @@ class TaskPlan:
             "stages": dict(self.stages), "teachers": list(self.teachers), "self_eval": self.self_eval,
             "label_source": self.label_source,
             "self_eval_teachers": None if self.self_eval_teachers is None else list(self.self_eval_teachers),
-            "max_cots": self.max_cots,
+            "max_cots": self.max_cots, "cross_teacher": self.cross_teacher, "min_agreeing": self.min_agreeing,
         }
 
     @classmethod
@@ -162,5 +168,6 @@ class TaskPlan:
             stages={k: int(v) for k, v in d["stages"].items()}, teachers=tuple(d["teachers"]),
             self_eval=bool(d["self_eval"]), label_source=d.get("label_source", "gold"),
             self_eval_teachers=None if d.get("self_eval_teachers") is None else tuple(d["self_eval_teachers"]),
-            max_cots=d.get("max_cots"),
+            max_cots=d.get("max_cots"), cross_teacher=d.get("cross_teacher", "off"),
+            min_agreeing=int(d.get("min_agreeing", 2)),
         )
