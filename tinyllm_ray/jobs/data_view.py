@@ -68,6 +68,12 @@ def data_view(cfg: JobConfig, show: int, split: str | None = None) -> dict[str, 
                      "data.split_overlap is drop (removed from the earlier split) or allow")
     if plan.label_source == "teacher":
         notes.append("filter.label_source: teacher: answer targets become each teacher's parsed answer")
+    if plan.cross_teacher == "filter":
+        notes.append(f"filter.cross_teacher: filter: a CoT trains only if at least {plan.min_agreeing} teachers "
+                     "gave its parsed answer (the others are counted in the student-data stats)")
+    elif plan.cross_teacher == "weight":
+        notes.append("filter.cross_teacher: weight: each CoT's loss weight is scaled by the share of teachers "
+                     "that gave its parsed answer")
     return {
         "dataset": cfg.data.name,
         "splits": {s: {"rows": len(r), "source": loaded.sources.get(s, "")} for s, r in loaded.splits.items()},
