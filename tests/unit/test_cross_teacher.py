@@ -227,3 +227,15 @@ def test_run_report_has_an_agreement_table_and_the_student_counts():
     assert "## Cross-teacher agreement" in md and "| llama ~ qwen | 1 | 2 | 50% |" in md
     assert "CoTs left out per teacher {'qwen': 1}" in md
     assert "Cross-teacher" not in render_markdown({**report, "generation": {}})
+
+
+def test_the_readme_example_is_a_valid_config():
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("### Cross-teacher agreement"):]
+    block = section[section.index("```yaml") + len("```yaml"):]
+    cfg = job(**yaml.safe_load(block[:block.index("```")]))
+    assert cfg.filter.cross_teacher.mode == "filter" and cfg.filter.cross_teacher.min_agreeing == 2
