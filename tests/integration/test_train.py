@@ -51,15 +51,17 @@ def _job(tmp: Path, model: str, *, teachers=TEACHERS, **sections: Any) -> JobCon
     return JobConfig.model_validate(raw)
 
 
-def _store_for(cfg: JobConfig, *, self_eval: bool = False) -> None:
+def _store_for(cfg: JobConfig, *, self_eval: bool = False, disagree: int = 0) -> None:
+    """A finished store; the last teacher parses another answer on the first ``disagree`` examples."""
     from tinyllm_ray.data.loader import load_splits
 
     train = load_splits(cfg.data).splits["train"]
     rows = []
-    for r in train:
+    for i, r in enumerate(train):
         for t in [t.name for t in cfg.teachers]:
+            other = i < disagree and t == cfg.teachers[-1].name
             rows.append(store_row(r, t, rationale=f"The answer is {r.answer} because {t} knows it.",
-                                  parsed=r.answer))
+                                  parsed=f"not {r.answer}" if other else r.answer))
             if self_eval:
                 rows.append(store_row(r, t, kind="self_eval", eval_idx=0, rationale=f"It is {r.answer}.",
                                       critique="The reasoning names the right fact.", verdict="correct"))
@@ -144,14 +146,17 @@ def test_llama_zero3_resumes_after_a_worker_dies(ray_session, tiny_cache, tmp_pa
     from tinyllm_ray.student.trainer import run_training
 
     cfg = _job(tmp_path, _model(tiny_cache, "llama"),
-               train={"zero_stage": 3, "max_steps": 8, "max_failures": 1, "eval_every_steps": 100})
-    _store_for(cfg)
+               train={"zero_stage": 3, "max_steps": 8, "max_failures": 1, "eval_every_steps": 100},
+               filter={"cross_teacher": {"mode": "filter"}})
+    _store_for(cfg, disagree=8)  # the two teachers disagree on 8 of 64 examples: those CoTs are left out
     flag = tmp_path / "fault.flag"
     res = run_training(cfg, worker_env={"TINYLLM_FAULT_AT_STEP": "6", "TINYLLM_FAULT_RANK": "1",
                                         "TINYLLM_FAULT_FLAG": str(flag)})
 
     assert flag.exists(), "the injected fault never fired"
     assert res.final_step == 8
+    assert res.data["cross_teacher_dropped"] == {"llama": 8, "qwen": 8}
+    assert res.data["rows_per_task"] == {"answer": 64, "rationale:llama": 56, "rationale:qwen": 56}
     events = [json.loads(line) for line in Path(res.metrics_file).read_text().splitlines()]
     failures = [e for e in events if e["event"] == "worker_failure"]
     assert len(failures) == 1 and 1 in failures[0]["ranks"]
