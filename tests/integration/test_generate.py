@@ -101,6 +101,13 @@ def test_two_teachers_every_record_present_and_stats_add_up(first_run):
         assert on_disk.to_dict() == st.to_dict()
     assert report.shards_written == {"llama": N_TRAIN // SHARD, "qwen": N_TRAIN // SHARD}
     assert "llama" in report.summary() and "tok/s" in report.summary()
+    # cross-teacher agreement of the whole store, from its parsed answers, in the report and its summary
+    from tinyllm_ray.store.agreement import agreement_stats, answers_by_example
+
+    names = ["llama", "qwen"]
+    assert report.agreement == agreement_stats(answers_by_example(rat.to_dict("records"), names), names)
+    assert report.agreement["pairs"]["llama~qwen"]["both_answered"] <= N_TRAIN
+    assert "llama ~ qwen:" in report.summary() and report.to_dict()["agreement"] == report.agreement
 
 
 def test_rerun_skips_finished_shards_without_starting_engines(first_run):
