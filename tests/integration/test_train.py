@@ -86,13 +86,22 @@ def test_t5_zero2_two_workers_learns_and_exports(ray_session, tiny_cache, tmp_pa
     from tinyllm_ray.student.evaluate_model import evaluate_student
     from tinyllm_ray.student.trainer import run_training
 
-    cfg = _job(tmp_path, _model(tiny_cache, "t5"), train={"zero_stage": 2, "max_steps": 12})
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # opt-in MLflow tracking, a local database
+    cfg = _job(tmp_path, _model(tiny_cache, "t5"),
+               train={"zero_stage": 2, "max_steps": 12, "mlflow_tracking_uri": mlflow_uri})
     _store_for(cfg)
     res = run_training(cfg)
 
     assert res.final_step == res.total_steps == 12
     hist = res.history()
     assert [h["step"] for h in hist] == list(range(1, 13))
+    # the same reports, once each, in a finished MLflow run (logged by the Ray Train controller)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("tinyllm-ray").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["train.max_steps"] == "12"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss_answer")] == list(range(1, 13))
     assert all(h["attempt_start_step"] == 0 for h in hist)
     for key in ("loss", "loss_answer", "loss_rationale_llama", "loss_rationale_qwen"):
         first, last = _falls(hist, key)

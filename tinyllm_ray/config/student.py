@@ -137,6 +137,11 @@ class TrainConfig(StrictModel):
     eval_max_new_tokens: int = Field(16, ge=1)
     eval_limit: int | None = Field(None, ge=1, description="validation rows per evaluation")
     seed: int = 0
+    mlflow_tracking_uri: str | None = Field(
+        None, description="opt-in: also log every training report to this MLflow tracking URI "
+        "(e.g. http://mlflow:5000 or sqlite:///mlflow.db; needs `pip install mlflow-skinny`)",
+    )
+    mlflow_experiment: str = Field("tinyllm-ray", min_length=1, description="MLflow experiment of the runs")
     build_lock_timeout_s: float = Field(
         600.0, gt=0.0, description="longest wait on a JIT extension build lock before failing (student/build_lock.py)"
     )

@@ -7,7 +7,7 @@ summary) is decided here and unit-tested in milliseconds.
 
 Sources: generation progress comes from the shards the driver sees committed
 (``ShardWritten``); training progress from Ray Train's ``metrics.jsonl`` (one JSON record
-per optimizer step, written by ``student.trainer.MetricsLogCallback`` on the controller),
+per optimizer step, written by ``student.metrics_log.MetricsLogCallback`` on the controller),
 followed with :class:`MetricsTail`, so trainings running in Tune trials or other
 processes are shown too.
 """

@@ -23,7 +23,6 @@ Ray Tune: pass ``callbacks=[TuneReportCallback()]`` and ``run_config_overrides={
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -37,6 +36,13 @@ from tinyllm_ray.errors import ConfigError, find_user_error
 from tinyllm_ray.paths import RunPaths
 from tinyllm_ray.store import is_uri
 from tinyllm_ray.student.loop import HF_DIR, LoopConfig, train_loop_per_worker
+from tinyllm_ray.student.metrics_log import (
+    METRICS_FILE,
+    TENSORBOARD_DIR,
+    MetricsLogCallback,
+    MlflowSink,
+    check_mlflow_available,
+)
 
 if TYPE_CHECKING:
     from tinyllm_ray.config import JobConfig
@@ -45,6 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "METRICS_FILE",
+    "TENSORBOARD_DIR",
     "MetricsLogCallback",
     "TrainerBundle",
     "TrainingResult",
@@ -55,9 +63,6 @@ __all__ = [
     "run_training",
 ]
 
-METRICS_FILE = "metrics.jsonl"
-#: TensorBoard event files, beside ``METRICS_FILE`` in the Ray Train run folder.
-TENSORBOARD_DIR = "tensorboard"
 TRAIN_RUN_NAME = "train"
 #: Controller poll interval during training (see ``controller_poll_interval``).
 REPORT_POLL_INTERVAL_S = 0.2
@@ -93,73 +98,6 @@ class TrainingResult:
             return [r for r in (json.loads(line) for line in f if line.strip()) if r.get("event") == "report"]
 
 
-@functools.lru_cache(maxsize=1)
-def _metrics_callback_cls() -> type:
-    """Defined on first use: ``ray.train`` is imported only when a trainer is built."""
-    from ray.train import UserCallback
-
-    class MetricsLogCallback(UserCallback):
-        """Append every report (rank-0 metrics) and every worker failure to a JSON-lines file.
-
-        Why: in Ray Train v2 ``Result.metrics`` keeps only metrics reported with a
-        checkpoint; the per-step loss curve lives here. Runs on the Ray Train controller,
-        which writes to a local ``storage_path`` (for a URI it is skipped).
-        """
-
-        def __init__(self, path: str) -> None:
-            self.path = path
-            self._tb = None
-
-        def _tensorboard(self, metrics: dict[str, Any]) -> None:
-            """The same scalars as TensorBoard events in ``<train run>/tensorboard`` (``tensorboard --logdir``).
-
-            Why here: Ray Train v2 has no TensorBoard logger of its own (Tune's
-            ``TBXLoggerCallback`` sees only what a trial reports to Tune), and this callback
-            already receives every rank-0 report on the controller.
-            """
-            step = metrics.get("step")
-            if step is None or is_uri(self.path):
-                return
-            from tensorboardX.event_file_writer import EventsWriter
-            from tensorboardX.proto.event_pb2 import Event
-            from tensorboardX.summary import scalar
-
-            if self._tb is None:  # synchronous writer: every report is on disk when this returns
-                logdir = os.path.join(os.path.dirname(self.path), TENSORBOARD_DIR)
-                os.makedirs(logdir, exist_ok=True)
-                self._tb = EventsWriter(os.path.join(logdir, "events"))
-            now = time.time()
-            for key, value in metrics.items():
-                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self._tb.write_event(Event(wall_time=now, step=int(step), summary=scalar(key, float(value))))
-            self._tb.flush()
-
-        def _write(self, record: dict[str, Any]) -> None:
-            if is_uri(self.path):
-                return
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record, default=str) + "\n")
-
-        def after_report(self, run_context, metrics, checkpoint) -> None:
-            m = dict(metrics[0]) if metrics else {}
-            self._write({"event": "report", "time": time.time(), **m,
-                         "checkpoint": checkpoint.path if checkpoint is not None else None})
-            self._tensorboard(m)
-
-        def after_exception(self, run_context, worker_exceptions) -> None:
-            self._write({"event": "worker_failure", "time": time.time(),
-                         "ranks": sorted(worker_exceptions),
-                         "errors": {str(k): repr(v)[:500] for k, v in worker_exceptions.items()}})
-
-    return MetricsLogCallback
-
-
-def MetricsLogCallback(path: str):
-    """A :class:`ray.train.UserCallback` logging every report to ``path`` (see above)."""
-    return _metrics_callback_cls()(path)
-
-
 @dataclass
 class TrainerBundle:
     """A built (not yet fitted) trainer and what :func:`run_training` needs after ``fit``."""
@@ -168,6 +106,7 @@ class TrainerBundle:
     data: StudentData
     loop_config: LoopConfig
     metrics_file: str | None
+    mlflow: MlflowSink | None = None
 
 
 def build_trainer(
@@ -248,10 +187,12 @@ def build_trainer(
     }
     rc_kwargs.update(run_config_overrides or {})
     callbacks = list(callbacks or []) + list(rc_kwargs.get("callbacks") or [])
-    metrics_file = None
-    if not is_uri(str(rc_kwargs["storage_path"])) and rc_kwargs.get("storage_filesystem") is None:
-        metrics_file = os.path.join(str(rc_kwargs["storage_path"]), str(rc_kwargs["name"]), METRICS_FILE)
-        callbacks.append(MetricsLogCallback(metrics_file))
+    log_path = os.path.join(str(rc_kwargs["storage_path"]), str(rc_kwargs["name"]), METRICS_FILE)
+    local = not is_uri(log_path) and rc_kwargs.get("storage_filesystem") is None
+    metrics_file = log_path if local else None
+    mlflow = _mlflow_sink(cfg, str(rc_kwargs["storage_path"]), str(rc_kwargs["name"]))
+    if local or mlflow is not None:
+        callbacks.append(MetricsLogCallback(log_path if local else "s3://unused", mlflow))
     rc_kwargs["callbacks"] = callbacks
     run_config = RunConfig(**rc_kwargs)
     resources = {"CPU": float(tcfg.cpus_per_worker), **{k: float(v) for k, v in tcfg.worker_resources.items()}}
@@ -266,7 +207,24 @@ def build_trainer(
         datasets=data.datasets,
         dataset_config=DataConfig(datasets_to_split=[n for n in data.datasets if n.startswith("train_stage")]),
     )
-    return TrainerBundle(trainer=trainer, data=data, loop_config=loop_cfg, metrics_file=metrics_file)
+    return TrainerBundle(trainer=trainer, data=data, loop_config=loop_cfg, metrics_file=metrics_file, mlflow=mlflow)
+
+
+def _mlflow_sink(cfg: JobConfig, storage_path: str, name: str) -> MlflowSink | None:
+    """The MLflow run of this training (``train.mlflow_tracking_uri``), started now, or None."""
+    uri = cfg.train.mlflow_tracking_uri
+    check_mlflow_available(uri)
+    if uri is None:
+        return None
+    sink = MlflowSink(uri, cfg.train.mlflow_experiment, run_name=f"{cfg.runtime.run_name}/{name}")
+    dump = public_dump(cfg)  # secrets redacted, as in every other copy of the config
+    params = {f"{sec}.{k}": v for sec in ("train", "loss") for k, v in (dump.get(sec) or {}).items()
+              if not isinstance(v, (dict, list)) and not k.startswith("mlflow")}
+    params.update({"student.model": cfg.student.model, "storage_path": storage_path,
+                   "teachers": ",".join(t.name for t in cfg.teachers)})
+    run_id = sink.start(dict(list(params.items())[:100]))
+    log.info("MLflow: run %s in experiment %r at %s", run_id, cfg.train.mlflow_experiment, uri)
+    return sink
 
 
 def _prepare(cfg: JobConfig, model_path: str, spec: Any, store_uri: str | None) -> StudentData:
@@ -389,11 +347,15 @@ def run_training(
         try:
             result = bundle.trainer.fit()
         except Exception as exc:  # a worker's UserError (e.g. a stale build lock) is one line, not Ray's traceback
+            if bundle.mlflow is not None:
+                bundle.mlflow.finish("FAILED")
             cause = find_user_error(exc)
             if cause is None:
                 raise
             raise cause from exc
     log.info("Ray Train finished in %.1f s", time.perf_counter() - t_fit)
+    if bundle.mlflow is not None:
+        bundle.mlflow.finish()
     best_ckpts = list(result.best_checkpoints or [])
     best = _select_best(best_ckpts, last_stage=len(loop_cfg.stage_steps) - 1)
     model_dir = None
