@@ -171,3 +171,16 @@ def test_shipped_configs_give_valid_settings() -> None:
         for s in settings:
             c = s.apply(store, step_budget(cfg, kind, "full"))
             assert c.train.stage_epochs is None and c.train.max_steps in (4, 8)
+
+
+def test_single_teacher_settings_train_without_cross_teacher_agreement():
+    """A one-teacher setting has no one to agree with: its trial turns filter.cross_teacher off."""
+    from tinyllm_ray.compare.settings import settings_for, store_config
+    from tinyllm_ray.config import load_config
+
+    cfg = load_config("demo", overrides=["filter.cross_teacher.mode=filter"])
+    settings = settings_for(cfg, "default")
+    store_cfg = store_config(cfg, settings)
+    modes = {s.name: s.apply(store_cfg, 10).filter.cross_teacher.mode for s in settings}
+    assert modes["tinyllm"] == "filter"
+    assert {m for n, m in modes.items() if n.startswith("dss_")} == {"off"}

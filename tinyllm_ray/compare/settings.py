@@ -107,6 +107,8 @@ class Setting:
         raw["train"]["max_steps"] = math.ceil(steps / 2) if self.schedule == "two_stage" else steps
         raw["train"]["stage_epochs"] = None  # per-stage epochs belong to one schedule; the step budget rules here
         raw["compare"]["mirror_teacher"] = None  # the mirror teacher may not be in this setting
+        if len(raw["teachers"]) < 2:  # one teacher has no one to agree with: its setting trains unfiltered
+            raw["filter"]["cross_teacher"]["mode"] = "off"
         return validate_config(raw, source=f"compare setting {self.name}")
 
     def to_dict(self) -> dict[str, Any]:
