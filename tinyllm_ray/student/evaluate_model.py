@@ -23,8 +23,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tinyllm_ray.evaluate import EvalResult, require_choices, score_generations, select_eval_records
-from tinyllm_ray.student.collate import PromptEncoder, encode_prompt
-from tinyllm_ray.student.tasks import format_source
+from tinyllm_ray.student.answer_prompt import AnswerPrompt
 
 if TYPE_CHECKING:
     from tinyllm_ray.config import JobConfig
@@ -57,17 +56,9 @@ def generate_answers(
     """
     import torch
 
-    penc = PromptEncoder(tokenizer)
-    causal = fmt.arch == "causal"
-    prefix_ids = penc.plain([fmt.answer_prefix])[0]
-    sep_ids = penc.plain([fmt.causal_separator])[0] if causal and fmt.causal_separator else []
-    # the training layout: prefix before the question ("encoder") or after it ("decoder";
-    # causal: question <sep> prefix, then generation; seq2seq: in the decoder's start)
-    enc_prefix = prefix_ids if fmt.prefix_side == "encoder" else []
-    dec_prefix = [] if enc_prefix else prefix_ids
+    layout = AnswerPrompt.of(model, tokenizer, fmt)
+    penc, causal, dec_prefix, start = layout.penc, layout.causal, layout.dec_prefix, layout.start
     device = device or next(model.parameters()).device
-    start = getattr(model.config, "decoder_start_token_id", None)
-    start = penc.pad_id if start is None else int(start)
 
     outs: list[str] = []
     truncated = 0
@@ -84,11 +75,8 @@ def generate_answers(
                 chunk = [records[-1]] if n else []
             if not chunk:
                 continue
-            sources = [format_source(r.question, r.choices, r.context) for r in chunk]
-            src_ids = penc.plain(sources)
             prompts = []
-            for s in src_ids:
-                ids, cut = encode_prompt(penc, enc_prefix, s, fmt.max_input_length, causal=causal, sep_ids=sep_ids)
+            for ids, cut in layout.encode(chunk):
                 truncated += int(cut > 0) if b < needed else 0
                 prompts.append(ids + dec_prefix if causal else ids)
             width = max(len(p) for p in prompts)

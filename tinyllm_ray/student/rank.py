@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from tinyllm_ray.student.collate import PromptEncoder, encode_prompt, encode_target
-from tinyllm_ray.student.tasks import format_source
+from tinyllm_ray.student.answer_prompt import AnswerPrompt
+from tinyllm_ray.student.collate import encode_target
 
 if TYPE_CHECKING:
     from tinyllm_ray.data.schema import MCQRecord
@@ -39,22 +39,13 @@ def choice_logprobs(
     """
     import torch
 
-    penc = PromptEncoder(tokenizer)
-    causal = fmt.arch == "causal"
-    prefix_ids = penc.plain([fmt.answer_prefix])[0]
-    sep_ids = penc.plain([fmt.causal_separator])[0] if causal and fmt.causal_separator else []
-    enc_prefix = prefix_ids if fmt.prefix_side == "encoder" else []
-    dec_prefix = [] if enc_prefix else prefix_ids
+    layout = AnswerPrompt.of(model, tokenizer, fmt)
+    penc, causal, dec_prefix, start = layout.penc, layout.causal, layout.dec_prefix, layout.start
     device = device or next(model.parameters()).device
-    start = getattr(model.config, "decoder_start_token_id", None)
-    start = penc.pad_id if start is None else int(start)
 
-    prompts: list[list[int]] = []
-    truncated = 0
-    for s in penc.plain([format_source(r.question, r.choices, r.context) for r in records]):
-        ids, cut = encode_prompt(penc, enc_prefix, s, fmt.max_input_length, causal=causal, sep_ids=sep_ids)
-        prompts.append(ids)
-        truncated += int(cut > 0)
+    encoded = layout.encode(records)
+    prompts = [ids for ids, _ in encoded]
+    truncated = sum(int(cut > 0) for _, cut in encoded)
     targets = [[encode_target(penc, ids, fmt.max_target_length)[0] for ids in penc.plain(list(r.choices))]
                for r in records]
     pairs = [(i, j) for i, r in enumerate(records) for j in range(len(r.choices))]
