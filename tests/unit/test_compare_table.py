@@ -33,7 +33,7 @@ def doc_fixture() -> dict:
          "status": "failed", "error": "RuntimeError: boom", "seeds": []},
         setting("tinyllm_prefix_encoder", "prefix", [0.75, 0.85], ["a", "b", "c"]),
     ]
-    teachers = [{"teacher": "a", "model": "tiny:a", "accuracy": 0.9, "correct": 9, "total": 10,
+    teachers = [{"teacher": "a", "model": "tiny:a", "prompt": "cot", "accuracy": 0.9, "correct": 9, "total": 10,
                  "by_difficulty": {"1": [5, 5], "2": [4, 5]}},
                 {"teacher": "b", "model": "tiny:b", "status": "failed", "error": "no engine"}]
     return aggregate(results, teachers, {"mode": "default", "steps": 10})
@@ -107,7 +107,7 @@ def test_markdown_shape() -> None:
     assert all(line.count("|") == width for line in table)
     assert len(table) == 2 + len(doc["settings"]) + len(doc["teachers"])
     assert "difficulty 1" in lines[header] and "0.450 ± 0.071" in md
-    assert "teacher a (answer prompt, served by vLLM)" in md and "failed: RuntimeError: boom" in md
+    assert "teacher a (cot prompt, served by vLLM)" in md and "teacher b (answer prompt" in md and "failed: RuntimeError: boom" in md
     assert "## Each teacher's contribution" in md and "+0.150" in md
     assert "## The papers' claims" in md
 

@@ -198,7 +198,8 @@ def collect_results(settings: list[Setting], out_dir: str, errors: dict[str, str
 def _teacher_key(cfg: JobConfig, name: str, limit: int | None) -> str:
     t = cfg.teacher(name)
     what = {"model": t.model, "dtype": t.dtype, "stop": t.sampling.stop, "prompts": cfg.prompts.model_dump(mode="json"),
-            "data": cfg.data.model_dump(mode="json"), "eval": cfg.eval.max_new_tokens, "limit": limit}
+            "data": cfg.data.model_dump(mode="json"), "eval": cfg.eval.max_new_tokens, "limit": limit,
+            "prompt": cfg.eval.teacher_prompt}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

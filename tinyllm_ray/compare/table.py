@@ -84,7 +84,7 @@ def _teacher_summary(row: Mapping[str, Any]) -> dict[str, Any]:
     ok = row.get("status", "ok") == "ok" and row.get("accuracy") is not None
     return {"teacher": row["teacher"], "model": row.get("model", ""), "status": "ok" if ok else "failed",
             "error": row.get("error"), "mean": row.get("accuracy") if ok else None, "sd": None,
-            "total": row.get("total"), "by_difficulty": by}
+            "total": row.get("total"), "by_difficulty": by, "prompt": row.get("prompt", "answer")}
 
 
 #: Settings trained with TinyLLM's additive loss, so "all teachers minus one" may be any of them.
