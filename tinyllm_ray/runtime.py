@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 # Worker processes inherit these; DS_ACCELERATOR makes DeepSpeed pick its CPU backend
 # when no GPU is visible (set per worker by the trainer too).
 _BASE_ENV = {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+#: Driver settings every process of a local Ray gets too (set by the console: no bars in log files).
+_PASS_THROUGH_ENV = ("RAY_DATA_DISABLE_PROGRESS_BARS",)
 
 
 def import_package_now() -> int:
@@ -97,7 +99,6 @@ def init_ray(runtime: RuntimeConfig, **extra: Any) -> dict[str, Any]:
     else:
         if not runtime.allow_second_ray:
             check_no_other_ray()
-        kwargs["runtime_env"] = {"env_vars": {**_BASE_ENV, **runtime.env_vars}}
         kwargs["address"] = "local"
         if runtime.num_cpus is not None:
             kwargs["num_cpus"] = runtime.num_cpus
@@ -112,5 +113,8 @@ def init_ray(runtime: RuntimeConfig, **extra: Any) -> dict[str, Any]:
     from tinyllm_ray.observability import progress
 
     progress("ray", address=kwargs["address"])  # the CLI's console moves Ray's output to the run's log now
+    if kwargs["address"] == "local":  # after the console's say: it may turn Ray Data's bars off everywhere
+        passed = {k: os.environ[k] for k in _PASS_THROUGH_ENV if k in os.environ}
+        kwargs["runtime_env"] = {"env_vars": {**_BASE_ENV, **passed, **runtime.env_vars}}
     ray.init(**kwargs)
     return ray.cluster_resources()

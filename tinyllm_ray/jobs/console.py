@@ -274,7 +274,9 @@ class JobConsole:
         sys.stderr.write(f"\n===== tinyllm-ray {self.command}, started {stamp}, pid {os.getpid()} =====\n")
         self._file_handler.flush_pending()
         self.term.line(f"log (Ray, vLLM, DeepSpeed, workers; `-v` shows it here): {self.log_path}")
-        try:  # bars in the driver are pure noise in a log file; the status line says the same
+        # no Ray Data bars in the local Ray's processes either (runtime.init_ray passes it on)
+        os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+        try:
             from ray.data import DataContext
 
             DataContext.get_current().enable_progress_bars = False
