@@ -274,8 +274,7 @@ class JobConsole:
         sys.stderr.write(f"\n===== tinyllm-ray {self.command}, started {stamp}, pid {os.getpid()} =====\n")
         self._file_handler.flush_pending()
         self.term.line(f"log (Ray, vLLM, DeepSpeed, workers; `-v` shows it here): {self.log_path}")
-        # no Ray Data bars in the local Ray's processes either (runtime.init_ray passes it on)
-        os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")  # local Ray's processes too (init_ray)
         try:
             from ray.data import DataContext
 
