@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.data_rows import mc_row as _mc
+from tests.unit.data_rows import write_jsonl as _jsonl
 from tinyllm_ray.config import ColumnMap, DataConfig
 from tinyllm_ray.data import DataLoadError, LoadedData, MalformedRowError, carve_validation, load_splits
 from tinyllm_ray.data.schema import MCQRecord
@@ -23,17 +25,6 @@ AI2_ARC_COUNTS = {
     "ARC-Easy": {"train": 2251, "validation": 570, "test": 2376},
     "ARC-Challenge": {"train": 1119, "validation": 299, "test": 1172},
 }
-
-
-def _mc(i: int, **over: object) -> dict:
-    row = {"id": f"r{i}", "question": f"Question {i}?", "choices": ["alpha", "beta", "gamma"], "answer": "beta"}
-    row.update(over)
-    return row
-
-
-def _jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def _json_array(path: Path, rows: list[dict]) -> Path:

@@ -9,30 +9,20 @@ answers, a broken JSON line reported at another position than its line.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from pathlib import Path
 
 import pytest
 
+from tests.unit.data_rows import mc_row as _mc
+from tests.unit.data_rows import write_jsonl as _jsonl
 from tinyllm_ray.config import ConfigError, DataConfig, load_config
 from tinyllm_ray.data import DataLoadError, MalformedRowError, MCQRecord, load_splits
 from tinyllm_ray.data.splits import carve, carve_validation, split_overlap
 from tinyllm_ray.errors import SplitOverlapError, UsageError
 from tinyllm_ray.jobs.checks import check_eval, check_runnable
 from tinyllm_ray.paths import RunPaths
-
-
-def _mc(i: int, **over: object) -> dict:
-    row = {"id": f"r{i}", "question": f"Question {i}?", "choices": ["alpha", "beta", "gamma"], "answer": "beta"}
-    row.update(over)
-    return row
-
-
-def _jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def _ids(records: list[MCQRecord]) -> set[str]:
