@@ -101,18 +101,18 @@ def _metrics_callback_cls() -> type:
     class MetricsLogCallback(UserCallback):
         """Append every report (rank-0 metrics) and every worker failure to a JSON-lines file.
 
-        Runs on the Ray Train controller, which writes to a local ``storage_path`` (for a
-        URI the file and TensorBoard are skipped; MLflow still gets the reports).
+        Runs on the Ray Train controller, which writes to a local ``storage_path``; ``path``
+        None (a URI storage path) skips the file and TensorBoard, and MLflow still gets the reports.
         """
 
-        def __init__(self, path: str, mlflow: MlflowSink | None = None) -> None:
+        def __init__(self, path: str | None, mlflow: MlflowSink | None = None) -> None:
             self.path = path
             self.mlflow = mlflow
             self._tb = None
 
         def _tensorboard(self, step: int, scalars: dict[str, float]) -> None:
             """The same scalars as TensorBoard events in ``<train run>/tensorboard`` (``tensorboard --logdir``)."""
-            if is_uri(self.path):
+            if self.path is None or is_uri(self.path):
                 return
             from tensorboardX.event_file_writer import EventsWriter
             from tensorboardX.proto.event_pb2 import Event
@@ -128,7 +128,7 @@ def _metrics_callback_cls() -> type:
             self._tb.flush()
 
         def _write(self, record: dict[str, Any]) -> None:
-            if is_uri(self.path):
+            if self.path is None or is_uri(self.path):
                 return
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             with open(self.path, "a") as f:
@@ -153,6 +153,6 @@ def _metrics_callback_cls() -> type:
     return MetricsLogCallback
 
 
-def MetricsLogCallback(path: str, mlflow: MlflowSink | None = None):
+def MetricsLogCallback(path: str | None, mlflow: MlflowSink | None = None):
     """A :class:`ray.train.UserCallback` logging every report to ``path`` (and MLflow; see above)."""
     return _metrics_callback_cls()(path, mlflow)

@@ -189,10 +189,10 @@ def build_trainer(
     callbacks = list(callbacks or []) + list(rc_kwargs.get("callbacks") or [])
     log_path = os.path.join(str(rc_kwargs["storage_path"]), str(rc_kwargs["name"]), METRICS_FILE)
     local = not is_uri(log_path) and rc_kwargs.get("storage_filesystem") is None
-    metrics_file = log_path if local else None
+    metrics_file = log_path if local else None  # the controller writes only to a local folder
     mlflow = _mlflow_sink(cfg, str(rc_kwargs["storage_path"]), str(rc_kwargs["name"]))
-    if local or mlflow is not None:
-        callbacks.append(MetricsLogCallback(log_path if local else "s3://unused", mlflow))
+    if metrics_file is not None or mlflow is not None:
+        callbacks.append(MetricsLogCallback(metrics_file, mlflow))
     rc_kwargs["callbacks"] = callbacks
     run_config = RunConfig(**rc_kwargs)
     resources = {"CPU": float(tcfg.cpus_per_worker), **{k: float(v) for k, v in tcfg.worker_resources.items()}}
