@@ -91,10 +91,13 @@ set_quiet_offline_env()
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "teacher_throughput.json"
 TARGET_B_OVER_A = 0.90
+#: issue 12 item 2: end to end >= 0.92 of plain vLLM (best of 3 runs), steady state kept >= 0.95
+TARGET_E2E_BEST = 0.92
+TARGET_STEADY_BEST = 0.95
 EOS_ID = 2  # tiny.py: <pad> 0, <s> 1, </s> 2
 KINDS = {"a": "vllm", "b": "pipeline", "c": "hf"}
 
-FULL = {"n": 1024, "max_tokens": 64, "batch_size": 256, "rounds": 2, "c_rounds": 1, "hidden": 256, "layers": 4}
+FULL = {"n": 1024, "max_tokens": 64, "batch_size": 256, "rounds": 3, "c_rounds": 1, "hidden": 256, "layers": 4}
 QUICK = {"n": 128, "max_tokens": 32, "batch_size": 32, "rounds": 1, "c_rounds": 1, "hidden": 256, "layers": 4}
 
 
@@ -472,7 +475,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     ap.add_argument("--n", type=int, help="prompts (default 1024; quick 128)")
     ap.add_argument("--max-tokens", type=int, help="new tokens per prompt (default 64; quick 32)")
     ap.add_argument("--batch-size", type=int, help="prompts per generate call = shard size (default 256; quick 32)")
-    ap.add_argument("--rounds", type=int, help="rounds of a, b (, c) (default 2; quick 1)")
+    ap.add_argument("--rounds", type=int, help="rounds of a, b (, c) (default 3; quick 1)")
     ap.add_argument("--c-rounds", type=int, help="rounds that also run (c) (default 1)")
     ap.add_argument("--hidden", type=int, help="tiny Llama hidden size (heads of 64; default 256)")
     ap.add_argument("--layers", type=int, help="tiny Llama layers (default 4)")
@@ -574,6 +577,8 @@ def assemble(args: argparse.Namespace, inp: dict[str, Any], runs: dict[str, list
     # best run of each setup: load from other jobs only ever slows a run down
     ratios["b_over_a_steady_best_runs"] = (max(r["steady_tok_s"] for r in runs["b"])
                                            / max(r["steady_tok_s"] for r in runs["a"]))
+    ratios["b_over_a_e2e_best_runs"] = (max(r["e2e_tok_s"] for r in runs["b"])
+                                        / max(r["e2e_tok_s"] for r in runs["a"]))
     summary = {kind: {m: median([r[m] for r in rs if m in r]) for m in metrics if any(m in r for r in rs)}
                for kind, rs in runs.items()}
     for kind, rs in runs.items():
@@ -606,7 +611,10 @@ def assemble(args: argparse.Namespace, inp: dict[str, Any], runs: dict[str, list
                    "met_steady_wall": ratios["b_over_a_steady"] >= TARGET_B_OVER_A,
                    "met_steady_wall_best_runs": ratios["b_over_a_steady_best_runs"] >= TARGET_B_OVER_A,
                    "met_steady_cpu": ratios["b_over_a_steady_cpu"] >= TARGET_B_OVER_A,
-                   "met_e2e": ratios["b_over_a_e2e"] >= TARGET_B_OVER_A},
+                   "met_e2e": ratios["b_over_a_e2e"] >= TARGET_B_OVER_A,
+                   "e2e_best_runs": TARGET_E2E_BEST, "steady_best_runs": TARGET_STEADY_BEST,
+                   "met_e2e_best_runs": ratios["b_over_a_e2e_best_runs"] >= TARGET_E2E_BEST,
+                   "met_steady_best_runs": ratios["b_over_a_steady_best_runs"] >= TARGET_STEADY_BEST},
         "ratios": ratios,
         "per_round": per_round,
         "summary": summary,
@@ -673,7 +681,11 @@ def markdown(res: dict[str, Any]) -> str:
          f"+ GCS, raylet, agents) vs plain: {verdict(r['b_over_a_steady_cpu_all_processes'])}. On a machine with "
          f"a spare core the second number does not slow generation; on a loaded 2-core machine it competes "
          f"with the engine for CPU."),
-        (f"- b/a end-to-end: {r['b_over_a_e2e']:.2f} (Ray already running); {r['b_over_a_e2e_with_ray_start']:.2f} "
+        (f"- **b/a end-to-end, best run of each setup: {r['b_over_a_e2e_best_runs']:.2f} "
+         f"({'meets' if r['b_over_a_e2e_best_runs'] >= TARGET_E2E_BEST else 'misses'} >= {TARGET_E2E_BEST:.2f}; "
+         f"steady state best runs {r['b_over_a_steady_best_runs']:.2f}, "
+         f"{'meets' if r['b_over_a_steady_best_runs'] >= TARGET_STEADY_BEST else 'misses'} >= {TARGET_STEADY_BEST:.2f})**"),
+        (f"- b/a end-to-end: {r['b_over_a_e2e']:.2f} (median; Ray already running); {r['b_over_a_e2e_with_ray_start']:.2f} "
         f"counting the start of a fresh local Ray ({sm['b']['ray_start_seconds']:.1f} s) against the pipeline; "
         f"engine-busy (cold first batch included): {r['b_over_a_engine_busy']:.2f}"),
         (f"- **b/c steady state: {r['b_over_c_steady']:.2f}** (CPU time per token: {r['b_over_c_steady_cpu']:.2f}); "
