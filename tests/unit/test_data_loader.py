@@ -10,8 +10,9 @@ import pytest
 from tests.unit.data_rows import mc_row as _mc
 from tests.unit.data_rows import write_jsonl as _jsonl
 from tinyllm_ray.config import ColumnMap, DataConfig
-from tinyllm_ray.data import DataLoadError, LoadedData, MalformedRowError, carve_validation, load_splits
+from tinyllm_ray.data import DataLoadError, LoadedData, MalformedRowError, load_splits
 from tinyllm_ray.data.schema import MCQRecord
+from tinyllm_ray.data.splits import carve, carve_size
 
 # Row counts from ../shared/data/README.md.
 TINYLLM_COUNTS = {
@@ -338,18 +339,19 @@ def _records(n: int) -> list[MCQRecord]:
     return [MCQRecord(id=f"r{i}", question=f"q{i}?", choices=("a", "b"), answer="a") for i in range(n)]
 
 
-def test_carve_validation_is_deterministic_disjoint_and_ordered() -> None:
+def test_carve_is_deterministic_disjoint_and_ordered() -> None:
     recs = _records(100)
-    train, val = carve_validation(recs, 0.1, seed=0)
+    train, parts = carve(recs, {"validation": carve_size(100, 0.1, None)}, seed=0)
+    val = parts["validation"]
     assert (len(train), len(val)) == (90, 10)
     assert {r.id for r in train}.isdisjoint({r.id for r in val})
     assert {r.id for r in train} | {r.id for r in val} == {r.id for r in recs}
     assert [int(r.id[1:]) for r in val] == sorted(int(r.id[1:]) for r in val)  # original order kept
-    assert carve_validation(recs, 0.1, seed=0) == (train, val)
-    assert carve_validation(recs, 0.1, seed=1)[1] != val
-    assert len(carve_validation(_records(3), 0.1, seed=0)[1]) == 1  # at least one row
-    with pytest.raises(DataLoadError, match="provide data.files.validation"):
-        carve_validation(_records(1), 0.1, seed=0)
+    assert carve(recs, {"validation": 10}, seed=0) == (train, parts)
+    assert carve(recs, {"validation": 10}, seed=1)[1]["validation"] != val
+    assert carve_size(3, 0.1, None) == 1  # at least one row
+    with pytest.raises(DataLoadError, match="leaves none to train on"):
+        carve(_records(1), {"validation": 1}, seed=0)
 
 
 def test_missing_validation_is_carved_from_train_never_test(tmp_path: Path) -> None:
@@ -395,9 +397,9 @@ def test_resplit_and_validation_size_config_rules() -> None:
         DataConfig(name="svamp", path="x", resplit={"sizes": {"test": 2}})
     with pytest.raises(ValueError, match="re-cuts loaded datasets"):
         DataConfig(name="arithmetic", resplit={"sizes": {"train": 8}})
-    with pytest.raises(DataLoadError, match="leaves no training rows"):
-        carve_validation(_records(3), 0.1, seed=0, size=3)
-    assert len(carve_validation(_records(10), 0.1, seed=0, size=4)[1]) == 4
+    with pytest.raises(DataLoadError, match="leaves none to train on"):
+        carve(_records(3), {"validation": carve_size(3, 0.1, 3)}, seed=0)
+    assert len(carve(_records(10), {"validation": carve_size(10, 0.1, 4)}, seed=0)[1]["validation"]) == 4
 
 
 def test_limits_take_the_first_rows_after_carving(tmp_path: Path) -> None:

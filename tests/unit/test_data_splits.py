@@ -19,7 +19,7 @@ from tests.unit.data_rows import mc_row as _mc
 from tests.unit.data_rows import write_jsonl as _jsonl
 from tinyllm_ray.config import ConfigError, DataConfig, load_config
 from tinyllm_ray.data import DataLoadError, MalformedRowError, MCQRecord, load_splits
-from tinyllm_ray.data.splits import carve, carve_validation, split_overlap
+from tinyllm_ray.data.splits import carve, split_overlap
 from tinyllm_ray.errors import SplitOverlapError, UsageError
 from tinyllm_ray.jobs.checks import check_eval, check_runnable
 from tinyllm_ray.paths import RunPaths
@@ -96,7 +96,7 @@ def test_carving_keeps_rows_of_one_question_together() -> None:
     plain = [MCQRecord(id=f"r{i}", question=f"q{i}?", choices=("a", "b"), answer="a") for i in range(50)]
     order = list(range(50))
     random.Random(0).shuffle(order)
-    assert [r.id for r in carve_validation(plain, 0.1, seed=0)[1]] == [f"r{i}" for i in sorted(order[:5])]
+    assert [r.id for r in carve(plain, {"validation": 5}, seed=0)[1]["validation"]] == [f"r{i}" for i in sorted(order[:5])]
 
 
 def test_shared_csqa_file_carves_without_a_question_in_two_splits(shared_data: Path) -> None:

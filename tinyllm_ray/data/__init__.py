@@ -23,7 +23,7 @@ from tinyllm_ray.data.schema import (
     records_from_dicts,
     records_to_dicts,
 )
-from tinyllm_ray.data.splits import carve_validation, split_overlap
+from tinyllm_ray.data.splits import split_overlap
 from tinyllm_ray.data.synthetic import make_synthetic_splits
 
 __all__ = [
@@ -37,7 +37,6 @@ __all__ = [
     "MalformedRowError",
     "RowError",
     "arithmetic_problems",
-    "carve_validation",
     "choice_letters",
     "difficulty_of",
     "get_adapter",

@@ -182,19 +182,6 @@ def carve_size(n: int, fraction: float, size: int | None) -> int:
     return size if size is not None else min(n - 1, max(1, round(n * fraction)))
 
 
-def carve_validation(
-    train: Sequence[MCQRecord], fraction: float, seed: int, *, size: int | None = None
-) -> tuple[list[MCQRecord], list[MCQRecord]]:
-    """Split ``train`` into (train, validation) with :func:`carve` (``size`` rows or a fraction)."""
-    n = len(train)
-    if n < 2:
-        raise DataLoadError(f"cannot carve a validation split from {n} train row(s); provide data.files.validation")
-    if size is not None and size >= n:
-        raise DataLoadError(f"data.validation_size {size} leaves no training rows out of {n}; lower it")
-    kept, parts = carve(train, {"validation": carve_size(n, fraction, size)}, seed)
-    return kept, parts["validation"]
-
-
 def resplit(
     splits: Mapping[str, list[MCQRecord]], sources: Mapping[str, str], sizes: Mapping[str, int], seed: int
 ) -> tuple[dict[str, list[MCQRecord]], dict[str, str]]:
