@@ -120,6 +120,17 @@ def _is_row_list(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
 
 
+def decode_text(data: bytes) -> str:
+    """A JSON file's text: UTF-8 with or without a byte-order mark, never an exception.
+
+    Why ``surrogateescape``: one invalid byte must cost one row, not the file with a bare
+    ``UnicodeDecodeError``. Such bytes become lone surrogates that
+    :class:`~tinyllm_ray.data.schema.MCQRecord` rejects as ``invalid_text`` (file and line
+    named, or counted under ``on_malformed: skip``).
+    """
+    return data.decode("utf-8-sig", errors="surrogateescape")
+
+
 def _read_json(path: Path) -> tuple[list[Any], list[int] | None]:
     """(rows, line of each row): one JSON array / object-with-row-list (lines None), else JSON Lines.
 
@@ -130,16 +141,16 @@ def _read_json(path: Path) -> tuple[list[Any], list[int] | None]:
     if path.suffix in COMPRESSION_SUFFIXES:
         import fsspec
 
-        with fsspec.open(str(path), "rt", compression="infer") as fh:
-            text = fh.read()
+        with fsspec.open(str(path), "rb", compression="infer") as fh:
+            data = fh.read()
     else:
-        text = path.read_text()
+        data = path.read_bytes()
+    text = decode_text(data)
+    error: json.JSONDecodeError | RecursionError | None = None
     try:
         whole = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: "[[[[..." nested too deeply
         whole, error = None, exc
-    else:
-        error = None
     if isinstance(whole, list):
         return whole, None
     if isinstance(whole, dict):
@@ -148,17 +159,24 @@ def _read_json(path: Path) -> tuple[list[Any], list[int] | None]:
         (_key, value), *more = whole.items() if whole else [(None, None)]
         return (list(value) if not more and _is_row_list(value) else [whole]), None
     if error is not None and text.lstrip().startswith("["):
-        raise DataLoadError(f"{path}: line {error.lineno} column {error.colno}: not valid JSON ({error.msg}); "
-                            "the file is one JSON array, so no row after the error can be read: fix the file")
+        at = (f"line {error.lineno} column {error.colno}: not valid JSON ({error.msg})"
+              if isinstance(error, json.JSONDecodeError) else "not readable JSON (nested too deeply)")
+        raise DataLoadError(f"{path}: {at}; the file is one JSON array, so no row after the error can be read: "
+                            "fix the file")
     rows: list[Any] = []
     lines: list[int] = []
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" only (after CRLF/CR became "\n"), as an editor numbers them:
+    # str.splitlines would also cut at U+2028, U+0085 or a form feed, which JSON allows
+    # inside a string, turning one valid row into several invalid ones.
+    for line_no, line in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), start=1):
         if not line.strip():
             continue
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as exc:
             rows.append(RowError(REASON_INVALID_JSON, f"not valid JSON ({exc.msg} at column {exc.colno})"))
+        except RecursionError:
+            rows.append(RowError(REASON_INVALID_JSON, "JSON nested too deeply to read"))
         lines.append(line_no)
     return rows, lines
 

@@ -36,6 +36,7 @@ REASON_NOT_YESNO = "not_yesno"
 REASON_INVALID_JSON = "invalid_json"
 REASON_DUPLICATE_ID = "duplicate_id"
 REASON_NOT_A_NUMBER = "not_a_number"
+REASON_INVALID_TEXT = "invalid_text"
 
 REASONS: tuple[str, ...] = (
     REASON_MISSING_FIELD,
@@ -50,6 +51,7 @@ REASONS: tuple[str, ...] = (
     REASON_INVALID_JSON,
     REASON_DUPLICATE_ID,
     REASON_NOT_A_NUMBER,
+    REASON_INVALID_TEXT,
 )
 
 
@@ -106,6 +108,22 @@ def record_problem(
     return None
 
 
+def _unencodable(*texts: str) -> tuple[str, str] | None:
+    """Why a text cannot be stored (a lone surrogate: invalid UTF-8 bytes, or a ``"\\ud800"`` escape).
+
+    Why here: Parquet, tokenizers and JSON output all need UTF-8; a record that cannot be
+    encoded would fail later, far from its file and line, inside a store writer.
+    """
+    for text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            code = ord(text[exc.start])  # surrogateescape keeps an invalid byte b as U+DC00 + b
+            shown = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"a lone surrogate U+{code:04X}"
+            return REASON_INVALID_TEXT, f"text is not valid UTF-8 ({shown} at character {exc.start})"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class MCQRecord:
     """One example: a question, its choices (``()`` when free-form) and the gold answer *text*.
@@ -136,7 +154,8 @@ class MCQRecord:
         object.__setattr__(self, "choices", norm_choices)
         object.__setattr__(self, "answer", answer)
         object.__setattr__(self, "context", context)
-        problem = record_problem(question, norm_choices, answer)
+        problem = record_problem(question, norm_choices, answer) or _unencodable(
+            ident, question, *norm_choices, answer, context or "")
         if problem is not None:
             raise RowError(*problem)
 

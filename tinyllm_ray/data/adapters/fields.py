@@ -77,6 +77,15 @@ def row_id(row: Mapping[str, Any], fallback_id: str, *names: str) -> str:
     return fallback_id if value is None else str(value).strip()
 
 
+def _cell_list(value: Any, what: str) -> list[Any]:
+    """A list inside a choices struct (numpy arrays too); anything else is a ``bad_choices`` row."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
+        raise RowError(REASON_BAD_CHOICES, f"{what} must be a list, got {type(value).__name__}")
+    return list(value)
+
+
 def labelled_choices(raw: Any) -> tuple[list[str], list[str]]:
     """``{"text": [...], "label": [...]}`` (HF layout) or a list of ``{"text", "label"}``
     dicts (the original OpenBookQA/CSQA JSONL layout) -> (texts, labels)."""
@@ -84,8 +93,9 @@ def labelled_choices(raw: Any) -> tuple[list[str], list[str]]:
         texts, labels = raw.get("text"), raw.get("label")
         if texts is None:
             raise RowError(REASON_BAD_CHOICES, f"choices has no 'text' list (keys: {sorted(raw)})")
-        texts = [str(t) for t in texts]
-        labels = [str(lab) for lab in labels] if labels is not None else list(string.ascii_uppercase[: len(texts)])
+        texts = [str(t) for t in _cell_list(texts, "choices.text")]
+        labels = ([str(lab) for lab in _cell_list(labels, "choices.label")] if labels is not None
+                  else list(string.ascii_uppercase[: len(texts)]))
     elif isinstance(raw, Sequence) and not isinstance(raw, str) and all(isinstance(c, Mapping) for c in raw):
         texts = [str(c.get("text", "")) for c in raw]
         labels = [str(c.get("label", string.ascii_uppercase[i])) for i, c in enumerate(raw)]
@@ -238,10 +248,10 @@ def as_text_list(raw: Any) -> list[str]:
         if text.startswith("["):
             try:
                 parsed = json.loads(text)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):  # RecursionError: "[[[[..." nested too deeply
                 try:
                     parsed = ast.literal_eval(text)
-                except (ValueError, SyntaxError):
+                except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
                     parsed = None
         if not isinstance(parsed, list):
             raise RowError(
