@@ -8,6 +8,7 @@ measured per rule on real teacher text (``benchmarks/parser_coverage.py``).
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections.abc import Sequence
@@ -78,6 +79,8 @@ def normalize_number(text: str) -> str | None:
         value = float(raw)
     except ValueError:
         return None
+    if not math.isfinite(value):  # 400 digits overflow to inf: no number anyone can compare
+        return None
     return format_number(value)
 
 
@@ -87,7 +90,7 @@ def format_number(value: float) -> str:
     Gold answers (dataset adapters) and predictions (parsers, evaluation) both go through
     it, so ``3.14159265`` written by a model equals a gold stored as ``3.141593``.
     """
-    if value == int(value) and abs(value) < 1e15:
+    if abs(value) < 1e15 and value == int(value):  # this order: int() of inf or NaN raises
         return str(int(value))
     return f"{round(value, 6):.6f}".rstrip("0").rstrip(".")
 

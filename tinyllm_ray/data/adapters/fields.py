@@ -13,7 +13,7 @@ import json
 import math
 import re
 import string
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from tinyllm_ray.data.schema import (
@@ -123,7 +123,7 @@ def answer_by_key(texts: list[str], labels: list[str], key: Any) -> str:
     pos: int | None = None
     if len(upper) == 1 and upper in string.ascii_uppercase:
         pos = string.ascii_uppercase.index(upper)
-    elif k.isdigit():
+    elif k.isdecimal():  # not isdigit: "²" is a digit that int() refuses
         pos = int(k) - 1
     if pos is not None and 0 <= pos < len(texts) and all(lab.isdigit() != k.isdigit() for lab in labels):
         return texts[pos]
@@ -136,7 +136,7 @@ def index_answer(options: Sequence[str], label: Any, what: str = "label") -> str
         raise RowError(REASON_NO_ANSWER, f"{what} is empty (unlabelled test row?)")
     try:
         idx = int(label)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite float
         raise RowError(REASON_BAD_LABEL, f"{what} {label!r} is not an integer index") from None
     if idx == -1:
         raise RowError(REASON_NO_ANSWER, f"{what} is -1 (hidden test label)")
@@ -156,6 +156,8 @@ def join_context(raw: Any) -> str | None:
             if key in raw:
                 return join_context(raw[key])
         return None
+    if isinstance(raw, bytes) or not isinstance(raw, Iterable):  # a number or a flag: its text
+        return str(raw).strip() or None
     parts: list[str] = []
     for item in raw:
         text = item.get("text") if isinstance(item, Mapping) else item
