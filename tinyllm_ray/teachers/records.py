@@ -34,6 +34,7 @@ that was judged. Pure: no Ray, no vLLM.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -107,6 +108,7 @@ def build_shard_records(
     ``self_eval_prompts`` defaults to the number of CoTs that asked for self-evaluations
     (one request with ``n = evals_per_cot`` each).
     """
+    raw = [_storable(r) for r in raw]
     stats = TeacherStats(teacher=teacher, shards=1)
     out = ShardRecords(stats=stats)
     wrong = wrong_verdict(verdicts)
@@ -191,6 +193,19 @@ def build_shard_records(
     stats.generation_seconds = float(sum(float(r.get("gen_seconds") or 0.0) for r in raw))
     stats.check()
     return out
+
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def _storable(r: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``r`` with its text and error as valid UTF-8: each lone surrogate becomes U+FFFD.
+
+    Why: an API's JSON may escape one (``"\\ud800"``), and Parquet, the statistics JSON and
+    the reports need UTF-8; left in, it failed the shard's write inside pyarrow.
+    """
+    bad = [c for c in ("text", "error") if isinstance(r.get(c), str) and _SURROGATE_RE.search(r[c])]
+    return {**r, **{c: _SURROGATE_RE.sub("\ufffd", r[c]) for c in bad}} if bad else r
 
 
 def _tally(stats: TeacherStats, kind: str, r: Mapping[str, Any], reason: str | None, text: str) -> bool:
