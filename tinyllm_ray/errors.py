@@ -18,6 +18,7 @@ from __future__ import annotations
 __all__ = [
     "BuildLockError",
     "ConfigError",
+    "CorruptShardError",
     "DataError",
     "DataLoadError",
     "EmptyEvaluationError",
@@ -126,6 +127,10 @@ class PretrainedModelError(UserError, RuntimeError):
 
 class StoreMismatchError(UserError, RuntimeError):
     """The store was written by a different generation config or dataset."""
+
+
+class CorruptShardError(UserError, RuntimeError):
+    """A committed shard file cannot be read (truncated, overwritten); the message names it and how to regenerate it."""
 
 
 class StoreNotFoundError(UsageError):

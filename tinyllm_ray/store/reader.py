@@ -8,6 +8,7 @@ partition is only returned when asked for by name, so student readers never see 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -15,7 +16,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from tinyllm_ray.errors import StoreMismatchError
+from tinyllm_ray.errors import CorruptShardError, StoreMismatchError
 from tinyllm_ray.store.fs import StoreCore
 from tinyllm_ray.store.layout import StoreLayout, shard_index
 from tinyllm_ray.store.schema import FAILED_KIND, KINDS, STATS_METADATA_KEY, schema_for
@@ -25,8 +26,7 @@ from tinyllm_ray.store.stats import TeacherStats
 class StoreReader(StoreCore):
     """Listing and reading records and statistics (part of :class:`~tinyllm_ray.store.store.RationaleStore`)."""
 
-    def shard_files(self, teacher: str, kind: str = "rationale") -> dict[int, str]:
-        """Committed shard files of one teacher and kind: ``{shard index: path}``."""
+    def _kind_files(self, teacher: str, kind: str) -> dict[int, str]:
         out = {}
         for info in self._list(self.kind_dir(teacher, kind)):
             idx = shard_index(info.base_name)
@@ -34,9 +34,22 @@ class StoreReader(StoreCore):
                 out[idx] = info.path
         return dict(sorted(out.items()))
 
+    def shard_files(self, teacher: str, kind: str = "rationale") -> dict[int, str]:
+        """Committed shard files of one teacher and kind: ``{shard index: path}``.
+
+        A ``self_eval`` or ``failed`` file counts only once its shard's rationale file (the
+        commit point) exists: a writer killed between the two leaves it behind, and the
+        rerun rewrites it.
+        """
+        files = self._kind_files(teacher, kind)
+        if kind == "rationale" or not files:
+            return files
+        committed = self.finished_shards(teacher)
+        return {i: p for i, p in files.items() if i in committed}
+
     def finished_shards(self, teacher: str) -> set[int]:
         """Shards whose commit file (the rationale file) exists."""
-        return set(self.shard_files(teacher, "rationale"))
+        return set(self._kind_files(teacher, "rationale"))
 
     def teachers(self) -> list[str]:
         """Teachers with a records folder in the store."""
@@ -44,8 +57,30 @@ class StoreReader(StoreCore):
                  if i.type == pafs.FileType.Directory)
         return sorted(n for n in names if n is not None)
 
+    @contextlib.contextmanager
+    def _readable(self, path: str) -> Iterator[None]:
+        """pyarrow's error on a damaged shard file -> :class:`CorruptShardError` naming the file and the fix.
+
+        Why: a committed file is complete when written (atomic rename or upload), so a
+        failure to read it means it was damaged afterwards (a full disk, a copy cut short,
+        an edit); the user needs the file and the way to regenerate it, not a pyarrow trace.
+        """
+        try:
+            yield
+        except FileNotFoundError:
+            raise
+        except (pa.ArrowException, OSError, ValueError, KeyError, TypeError) as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            name = path.rsplit("/", 1)[-1]
+            commit = path.rsplit("/", 2)[0] + "/kind=rationale/" + name  # layout: teacher=<t>/kind=<k>/<name>
+            fix = ("delete it" if commit == path else f"delete it and its shard's commit file {commit}")
+            raise CorruptShardError(
+                f"store {self.uri}: shard file {path} cannot be read ({type(exc).__name__}: {first}); "
+                f"{fix}, then run `tinyllm-ray generate` again to regenerate that shard"
+            ) from exc
+
     def _read_file(self, path: str, kind: str, columns: Sequence[str] | None = None) -> pa.Table:
-        with self.fs.open_input_file(path) as f:
+        with self._readable(path), self.fs.open_input_file(path) as f:
             if columns is None:
                 return pq.read_table(f, schema=schema_for(kind)).replace_schema_metadata(None)
             return pq.read_table(f, columns=list(columns)).replace_schema_metadata(None)
@@ -74,7 +109,7 @@ class StoreReader(StoreCore):
             for k in kinds:
                 n = 0
                 for path in self.shard_files(t, k).values():
-                    with self.fs.open_input_file(path) as f:
+                    with self._readable(path), self.fs.open_input_file(path) as f:
                         n += pq.ParquetFile(f).metadata.num_rows
                 counts[(t, k)] = n
         return counts
@@ -91,7 +126,7 @@ class StoreReader(StoreCore):
                      batch_size: int = 8192) -> Iterator[pa.RecordBatch]:
         """Stream ``columns`` of every committed shard of (teacher, kind), one record batch at a time."""
         for path in self.shard_files(teacher, kind).values():
-            with self.fs.open_input_file(path) as f:
+            with self._readable(path), self.fs.open_input_file(path) as f:
                 pf = pq.ParquetFile(f)
                 use = [c for c in columns if c in pf.schema_arrow.names]
                 yield from pf.iter_batches(batch_size=batch_size, columns=use)
@@ -100,12 +135,13 @@ class StoreReader(StoreCore):
         """Statistics of every committed shard of ``teacher`` (from the Parquet footers)."""
         out = {}
         for shard, path in self.shard_files(teacher, "rationale").items():
-            with self.fs.open_input_file(path) as f:
-                md = pq.read_schema(f).metadata or {}
-            raw = md.get(STATS_METADATA_KEY)
-            if raw is None:
-                raise StoreMismatchError(f"{path} has no shard statistics: not written by this store")
-            out[shard] = TeacherStats.from_dict(json.loads(raw))
+            with self._readable(path):
+                with self.fs.open_input_file(path) as f:
+                    md = pq.read_schema(f).metadata or {}
+                raw = md.get(STATS_METADATA_KEY)
+                if raw is None:
+                    raise StoreMismatchError(f"{path} has no shard statistics: not written by this store")
+                out[shard] = TeacherStats.from_dict(json.loads(raw))
         return out
 
     def read_stats(self, teacher: str) -> TeacherStats:
