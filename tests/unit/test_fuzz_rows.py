@@ -343,3 +343,19 @@ def test_every_adapter_turns_a_harsh_row_into_a_valid_record_or_a_row_error(name
     event(f"{name}: record")
     assert rec.question and rec.answer and (not rec.choices or rec.answer in rec.choices)
     assert len(rec.choices) != 1
+
+
+@pytest.mark.parametrize("bad", [b"\xff\xfe broken", b'{"id": "r9", "question": "Q?", "choices": {"text": 0}, "answer": "a"}',
+                                 b"[" * 5000, b'{"id": "r1", "question": "dup?", "choices": ["a", "b"], "answer": "a"}'])
+def test_cli_data_names_the_file_and_line_of_a_bad_row_with_exit_2(tmp_path, capsys, monkeypatch, bad):
+    import ray
+
+    from tinyllm_ray import cli
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("`tinyllm-ray data` must not start Ray"))
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(b"\n".join([json.dumps(_good(i)).encode() for i in range(3)] + [bad]) + b"\n")
+    code = cli.main(["data", "data.name=tinyllm", f"data.files.train={path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert err.startswith(f"tinyllm-ray data: {path}: line 4: ") and len(err.strip().splitlines()) == 1, err
