@@ -23,8 +23,8 @@ class Fault:
 
     ``batch``: the teacher batch (teacher faults; its first attempt fails, the retry works).
     ``step``: worker/driver kills strike once the trainer has reported this optimizer step;
-    a driver kill with ``step`` 0 strikes ``delay_s`` after the first shard is committed
-    (during generation).
+    a driver kill with ``step`` 0 strikes ``delay_s`` after both teacher faults struck
+    (during generation, or early in training when those were the last batches).
     """
 
     kind: str
@@ -53,8 +53,8 @@ def plan_round(seed: int, round_no: int, num_batches: int, max_steps: int) -> Ro
 
     Teacher faults hit two different batches; the worker kill strikes after a step in
     ``[1, max_steps - 2]`` and the driver kill later (so the resubmitted ``run`` resumes a
-    training that already survived a worker failure), or, in one round out of four,
-    during generation.
+    training that already survived a worker failure), or, in one round out of four, right
+    after the teacher faults (usually during generation).
     """
     rng = random.Random(seed * 1000 + round_no)
     b_kill, b_err = rng.sample(range(num_batches), 2) if num_batches > 1 else (0, 0)

@@ -13,9 +13,9 @@ config (one tiny vLLM teacher, a tiny T5 student, frequent checkpoints) in its o
   (``ray::RayTrainWorker``, found among this round's driver's descendants only, never
   another Ray on the machine) gets SIGKILL; Ray Train restores the last checkpoint
   (``train.max_failures``);
-* ``driver_kill``: later (or during generation), the ``run`` process group and every
-  process it started get SIGKILL, and the same command is resubmitted (without the test
-  hook): generation resumes from the store, Ray Train v2 from the run's checkpoint
+* ``driver_kill``: later (or, one round in four, right after the teacher faults), the
+  ``run`` process group and every process it started get SIGKILL, and the same command is
+  resubmitted (without the test hook): generation resumes from the store, Ray Train v2 from the run's checkpoint
   snapshot (same ``RunConfig(name, storage_path)``).
 
 Then the round's store is compared with an unfaulted reference run's store (records lost,
@@ -139,23 +139,28 @@ def _reports(metrics: Path) -> list[dict[str, Any]]:
 
 
 def _run(cfg_file: Path, storage: Path, log_file: Path, plan: RoundPlan | None,
-         faults: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """One ``tinyllm-ray run``; with ``plan``, kill a training worker and then the driver when due."""
+         faults: dict[str, dict[str, Any]], teacher_faults: bool = True) -> dict[str, Any]:
+    """One ``tinyllm-ray run``; with ``plan``, kill a training worker and then the driver when due.
+
+    Kills already done (``faults[kind]["injected"]``) are not repeated; a resubmitted run
+    gets no teacher faults (``teacher_faults`` False: the hook is not part of the command)
+    but still the worker kill if the driver died before it.
+    """
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("TINYLLM_FAULT_INJECT", None)
-    if plan is not None and plan.inject_env("llama"):
-        env["TINYLLM_FAULT_INJECT"] = plan.inject_env("llama")
+    inject = plan.inject_env("llama") if plan is not None and teacher_faults else ""
+    if inject:
+        env["TINYLLM_FAULT_INJECT"] = inject
     cmd = [sys.executable, "-m", "tinyllm_ray.cli", "run", "--config", str(cfg_file)]
     metrics = storage / RUN_NAME / "train" / "metrics.jsonl"
-    shards = storage / RUN_NAME / "rationales" / "records"
     t0 = time.perf_counter()
     with open(log_file, "a") as out:
-        out.write(f"\n=== {' '.join(cmd)} (faults: {plan.inject_env('llama') if plan else 'none'})\n")
+        out.write(f"\n=== {' '.join(cmd)} (teacher faults: {inject or 'none'})\n")
         out.flush()
         proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         worker, driver = (plan.of("worker_kill"), plan.of("driver_kill")) if plan else (None, None)
-        first_shard = None
+        teachers_hit = None
         while proc.poll() is None and time.perf_counter() - t0 < ROUND_TIMEOUT_S:
             time.sleep(0.2)
             step = _last_step(metrics)
@@ -165,9 +170,9 @@ def _run(cfg_file: Path, storage: Path, log_file: Path, plan: RoundPlan | None,
                     random.Random(step).choice(procs).kill()
                     faults["worker_kill"].update(injected=True, at_step=step)
             if driver and not faults["driver_kill"]["injected"]:
-                if driver.step == 0 and first_shard is None and any(shards.rglob("shard-*.parquet")):
-                    first_shard = time.perf_counter()
-                due = (first_shard is not None and time.perf_counter() - first_shard >= driver.delay_s) \
+                if driver.step == 0 and teachers_hit is None and (not inject or _teacher_faults_seen(storage, faults)):
+                    teachers_hit = time.perf_counter()
+                due = (teachers_hit is not None and time.perf_counter() - teachers_hit >= driver.delay_s) \
                     if driver.step == 0 else (step >= (driver.step or 0)
                                               and (worker is None or faults["worker_kill"]["injected"]))
                 if due:
@@ -178,6 +183,16 @@ def _run(cfg_file: Path, storage: Path, log_file: Path, plan: RoundPlan | None,
         code = proc.wait()
     _kill_tree(proc.pid)  # nothing of this round's Ray outlives it (orphans included)
     return {"exit": code, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _teacher_faults_seen(storage: Path, faults: dict[str, dict[str, Any]]) -> bool:
+    """Mark the teacher faults the engine logged as injected (the run's console log); all of them seen?"""
+    console = storage / RUN_NAME / "logs" / "console.log"
+    text = console.read_text(errors="replace") if console.exists() else ""
+    for kind, action in (("teacher_kill", "kill"), ("teacher_error", "raise")):
+        if kind in faults and f"injected fault {action} in batch {faults[kind]['batch']} attempt 1" in text:
+            faults[kind]["injected"] = True
+    return all(faults[k]["injected"] for k in ("teacher_kill", "teacher_error") if k in faults)
 
 
 def _rows(store: Path) -> list[dict[str, Any]]:
@@ -208,11 +223,8 @@ def run_round(plan: RoundPlan, work: Path, reference: list[dict[str, Any]], max_
     reruns = 0
     while runs[-1]["exit"] != 0 and reruns < max_reruns:
         reruns += 1
-        runs.append(_run(cfg_file, storage, log_file, None, faults))
-    text = log_file.read_text(errors="replace")
-    for kind, action in (("teacher_kill", "kill"), ("teacher_error", "raise")):
-        batch = faults[kind]["batch"]
-        faults[kind]["injected"] = f"injected fault {action} in batch {batch} attempt 1" in text
+        runs.append(_run(cfg_file, storage, log_file, plan, faults, teacher_faults=False))
+    _teacher_faults_seen(storage, faults)
     attempts = training_attempts(_reports(storage / RUN_NAME / "train" / "metrics.jsonl"))
     student = storage / RUN_NAME / "student"
     survived = runs[-1]["exit"] == 0 and student.is_dir()
