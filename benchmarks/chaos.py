@@ -235,8 +235,12 @@ def run_round(plan: RoundPlan, work: Path, reference: list[dict[str, Any]], max_
 
 
 def _git_commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, cwd=REPO, capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
+    """HEAD's short hash, with ``+dirty`` when tracked files differ from it."""
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], check=False, cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return (git("rev-parse", "--short", "HEAD") or "unknown") + ("+dirty" if dirty else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=None, help="keep rounds' folders here (default: a temp dir)")
     args = ap.parse_args(argv)
     set_quiet_offline_env()
+    commit = _git_commit()  # the code that runs (a long campaign outlives later commits)
     from tinyllm_ray.config import dump_config, validate_config
 
     with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
@@ -274,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                 "steps_redone", "seconds")}))
     result = {
         "command": "python benchmarks/chaos.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "git_commit": _git_commit(), "seed": args.seed,
+        "git_commit": commit, "seed": args.seed,
         "setting": (f"{N_TRAIN} questions, 1 tiny llama teacher (batches of {BATCH}), tiny T5 student, "
                     f"{MAX_STEPS} steps, checkpoint every 2, train.max_failures 3"),
         "machine": machine_facts(("ray", "vllm", "deepspeed")),
