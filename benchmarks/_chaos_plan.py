@@ -153,4 +153,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {r['round']} | {kinds} | {r['survived']} | {r['reruns']} | {r['lost']} | {r['duplicated']} "
                      f"| {r['different']} | {starts} | {r['steps_redone']} | {_acc(r.get('val_accuracy'))} "
                      f"| {r['seconds']} |")
+    errors = [f"round {r['round']}: {r['error']}" for r in result["results"] if r.get("error")]
+    if errors:
+        lines += ["", "Harness errors (rounds not measured, counted as not survived): " + "; ".join(errors)]
+    if not result.get("complete", True):
+        lines[1:1] = ["", "**Partial results: the campaign had not finished when this was written.**"]
     return "\n".join(lines) + "\n"

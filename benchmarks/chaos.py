@@ -243,6 +243,30 @@ def _git_commit() -> str:
     return (git("rev-parse", "--short", "HEAD") or "unknown") + ("+dirty" if dirty else "")
 
 
+def _broken_round(plan: RoundPlan, exc: Exception) -> dict[str, Any]:
+    """A round whose harness failed (not the product): recorded as not survived, with the error."""
+    return {"round": plan.round, "faults": [fault_record(f, False) for f in plan.faults], "survived": False,
+            "reruns": 0, "runs": [], "attempts": [], "steps_redone": 0, "val_accuracy": None, "seconds": 0.0,
+            "error": f"{type(exc).__name__}: {exc}", "records": 0, "lost": 0, "duplicated": 0, "extra": 0,
+            "different": 0}
+
+
+def _write(args: argparse.Namespace, argv: list[str] | None, commit: str, ref: dict[str, Any],
+           results: list[dict[str, Any]], final: bool) -> None:
+    """The results so far (after every round: a long campaign that stops keeps what it measured)."""
+    result = {
+        "command": "python benchmarks/chaos.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "git_commit": commit, "seed": args.seed, "complete": final,
+        "setting": (f"{N_TRAIN} questions, 1 tiny llama teacher (batches of {BATCH}), tiny T5 student, "
+                    f"{MAX_STEPS} steps, checkpoint every 2, train.max_failures 3"),
+        "machine": machine_facts(("ray", "vllm", "deepspeed")),
+        "reference": ref, "results": results, "summary": tally(results),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(to_markdown(result))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -268,27 +292,20 @@ def main(argv: list[str] | None = None) -> int:
                              + (ref_dir / "round.log").read_text()[-3000:])
         ref["val_accuracy"] = _val_accuracy(ref_dir)
         reference = _rows(ref_dir / RUN_NAME / "rationales")
-        results = []
+        results: list[dict[str, Any]] = []
         for no in range(args.rounds):
             plan = plan_round(args.seed, no, num_batches=N_TRAIN // BATCH, max_steps=MAX_STEPS)
             log(f"round {no}: {plan}")
             with held(args.lock):
-                results.append(run_round(plan, work, reference))
+                try:
+                    results.append(run_round(plan, work, reference))
+                except Exception as exc:  # noqa: BLE001 - a broken round is a result, not the campaign's end
+                    results.append(_broken_round(plan, exc))
             r = results[-1]
             log(f"round {no}: " + json.dumps({k: r[k] for k in ("survived", "reruns", "lost", "duplicated",
                                                                 "steps_redone", "seconds")}))
-    result = {
-        "command": "python benchmarks/chaos.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "git_commit": commit, "seed": args.seed,
-        "setting": (f"{N_TRAIN} questions, 1 tiny llama teacher (batches of {BATCH}), tiny T5 student, "
-                    f"{MAX_STEPS} steps, checkpoint every 2, train.max_failures 3"),
-        "machine": machine_facts(("ray", "vllm", "deepspeed")),
-        "reference": ref, "results": results, "summary": tally(results),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(to_markdown(result))
-    print(to_markdown(result))
+            _write(args, argv, commit, ref, results, final=no == args.rounds - 1)
+    print(to_markdown(json.loads(args.out.with_suffix(".json").read_text())) if args.rounds else "no rounds")
     return 0
 
 

@@ -92,7 +92,11 @@ def test_tally_counts_injected_and_survived_per_kind_and_the_markdown_shows_them
                       "setting": "tiny", "reference": {"val_accuracy": 0.5}, "results": rounds, "summary": s})
     assert "`python benchmarks/chaos.py --rounds 2` (git abc1234)" in md
     assert "| driver_kill | 2 | 1 | 0 |" in md and "| **total** | 8 | 7 | 3 |" in md
-    assert "driver_kill (not reached)" in md and "reference 0.500" in md
+    assert "driver_kill (not reached)" in md and "reference 0.500" in md and "Partial" not in md
+    rounds[1]["error"] = "OSError: disk full"
+    partial = to_markdown({"command": "c", "git_commit": "x", "seed": 0, "setting": "tiny", "complete": False,
+                           "reference": {}, "results": rounds, "summary": tally(rounds)})
+    assert "**Partial results" in partial and "round 1: OSError: disk full" in partial
 
 
 def test_the_chaos_config_validates_with_room_for_the_faults(tmp_path):
