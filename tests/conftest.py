@@ -24,9 +24,8 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(scope="session")
-def ray_session():
-    """A local Ray for the whole session, over-committing logical CPUs to place actors."""
+def init_session_ray() -> None:
+    """Start the session's local Ray (over-committing logical CPUs to place actors), if not running."""
     import ray
 
     if not ray.is_initialized():
@@ -38,8 +37,30 @@ def ray_session():
             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "DS_ACCELERATOR": "cpu",
                                       "VLLM_CPU_KVCACHE_SPACE": "1"}},
         )
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray for the whole session."""
+    import ray
+
+    init_session_ray()
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def no_ray_in_process():
+    """No Ray in this process during the test (CLI subprocesses start their own; a second one is
+    refused), and the session's Ray back afterwards if an earlier test had started it."""
+    import ray
+
+    was = ray.is_initialized()
+    if was:
+        ray.shutdown()
+    yield
+    if was:
+        init_session_ray()
 
 
 @pytest.fixture(scope="session")

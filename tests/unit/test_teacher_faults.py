@@ -13,7 +13,7 @@ from tinyllm_ray.errors import ConfigError
 from tinyllm_ray.store import KeyContext
 from tinyllm_ray.store.stats import TeacherStats
 from tinyllm_ray.teachers.engine import failed_output
-from tinyllm_ray.teachers.faults import FaultInjection, FaultLedger, merge_fault_summaries
+from tinyllm_ray.teachers.faults import FaultInjection, FaultLedger, FaultSet, merge_fault_summaries
 from tinyllm_ray.teachers.records import build_shard_records
 from tinyllm_ray.teachers.report import GenerationReport
 from tinyllm_ray.teachers.retry import merge_retried_shard, retried_outputs, retry_set
@@ -131,6 +131,17 @@ def test_fault_injection_hook_parses_and_fires_on_the_chosen_attempts(monkeypatc
     assert FaultInjection.from_env("llama") is None
     monkeypatch.delenv("TINYLLM_FAULT_INJECT")
     assert FaultInjection.from_env("qwen") is None
+
+
+def test_several_injected_faults_per_teacher(monkeypatch):
+    monkeypatch.setenv("TINYLLM_FAULT_INJECT", "teacher=q,batch=1,action=kill; teacher=q,batch=3,action=raise;"
+                                               "teacher=other,batch=0")
+    faults = FaultSet.from_env("q")
+    assert faults.firing(1, 1) == FaultInjection("q", 1, "kill", 1)
+    assert faults.firing(3, 1).action == "raise"
+    assert faults.firing(1, 2) is None and faults.firing(0, 1) is None
+    assert FaultSet.from_env("other").faults == (FaultInjection("other", 0),)
+    assert FaultSet.from_env("nobody") is None
 
 
 # ----------------------------------------------------------------------------- failed rows, retry

@@ -38,7 +38,7 @@ import pyarrow as pa
 from tinyllm_ray.config import PromptConfig, SamplingConfig, SelfEvalConfig
 from tinyllm_ray.errors import TeacherStartupError
 from tinyllm_ray.teachers.api_limits import ApiSpec
-from tinyllm_ray.teachers.faults import FaultInjection
+from tinyllm_ray.teachers.faults import FaultSet
 from tinyllm_ray.teachers.prompt_rows import request_seed
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class EngineSpec:
     env_defaults: dict[str, str] = field(default_factory=dict)
     unset_env: tuple[str, ...] = ()
     api: ApiSpec | None = None  # ``api.ApiSpec`` for a teacher served by an OpenAI-compatible endpoint (``ApiTeacher``)
-    fault: FaultInjection | None = None  # test-only hook (faults.FAULT_ENV), None in real runs
+    fault: FaultSet | None = None  # test-only hook (faults.FAULT_ENV), None in real runs
 
 
 #: Columns of every engine output table: ``records.RAW_COLUMNS`` plus ``error`` (null unless failed).
@@ -244,8 +244,8 @@ class TeacherEngine:
 
     def _fault_point(self, where: tuple[int, int] | None) -> None:
         """Test-only: fail here, mid-batch (after the CoTs, before the self-evaluations), if asked."""
-        fault = self.spec.fault
-        if fault is None or where is None or not fault.fires(*where):
+        fault = self.spec.fault.firing(*where) if self.spec.fault is not None and where is not None else None
+        if fault is None:
             return
         log.warning("teacher %s: injected fault %s in batch %d attempt %d", self.spec.teacher, fault.action, *where)
         if fault.action == "kill":

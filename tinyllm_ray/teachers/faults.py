@@ -80,16 +80,36 @@ class FaultInjection:
 
     @classmethod
     def from_env(cls, teacher: str) -> FaultInjection | None:
-        """The hook for ``teacher`` from the driver's environment, or None (the normal case)."""
-        text = os.environ.get(FAULT_ENV, "").strip()
-        if not text:
-            return None
-        fault = cls.parse(text)
-        return fault if fault.teacher == teacher else None
+        """The first hook for ``teacher`` from the driver's environment, or None (see :class:`FaultSet`)."""
+        found = FaultSet.from_env(teacher)
+        return found.faults[0] if found else None
 
     def fires(self, batch: int, attempt: int) -> bool:
         """Whether attempt ``attempt`` (1-based) of batch ``batch`` must fail."""
         return (self.batch is None or self.batch == batch) and attempt <= self.times
+
+
+@dataclass(frozen=True)
+class FaultSet:
+    """Several injected faults of one teacher (``;``-separated specs in ``TINYLLM_FAULT_INJECT``).
+
+    Why: a chaos round injects more than one fault per run (a kill in one batch, an
+    engine error in another); the first spec that fires at a batch attempt wins.
+    """
+
+    faults: tuple[FaultInjection, ...]
+
+    @classmethod
+    def from_env(cls, teacher: str) -> FaultSet | None:
+        """The specs for ``teacher`` from the driver's environment, or None (the normal case)."""
+        text = os.environ.get(FAULT_ENV, "").strip()
+        faults = tuple(f for f in (FaultInjection.parse(p) for p in text.split(";") if p.strip())
+                       if f.teacher == teacher)
+        return cls(faults) if faults else None
+
+    def firing(self, batch: int, attempt: int) -> FaultInjection | None:
+        """The fault that fails attempt ``attempt`` of ``batch``, or None."""
+        return next((f for f in self.faults if f.fires(batch, attempt)), None)
 
 
 @dataclass

@@ -49,7 +49,7 @@ from tinyllm_ray.errors import GenerationError, InternalError, PlacementError, U
 from tinyllm_ray.teachers.api import api_plan, api_spec
 from tinyllm_ray.teachers.bootstrap import resolve_teacher_model
 from tinyllm_ray.teachers.engine import EngineSpec, root_cause_from_log
-from tinyllm_ray.teachers.faults import FaultInjection, FaultLedger, merge_fault_summaries
+from tinyllm_ray.teachers.faults import FaultLedger, FaultSet, merge_fault_summaries
 from tinyllm_ray.teachers.models import precheck_model
 from tinyllm_ray.teachers.placement import (
     Accelerator,
@@ -82,7 +82,7 @@ def engine_spec(teacher: TeacherConfig, plan: TeacherPlan, prompts: PromptConfig
         env_defaults=dict(plan.env_defaults),
         unset_env=plan.unset_env,
         api=api_spec(teacher) if teacher.api is not None else None,  # reads the key from the environment
-        fault=FaultInjection.from_env(teacher.name),
+        fault=FaultSet.from_env(teacher.name),
     )
 
 
