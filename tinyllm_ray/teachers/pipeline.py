@@ -171,8 +171,10 @@ class GenerationRun:
             self.store.remove_temporary_files(t.name)
             done = self.store.finished_shards(t.name)
             pending = [s for s in range(total_shards) if s not in done]
-            footers = self.store.shard_stats(t.name) if done else {}
-            retry = {s: r for s, st in footers.items() if s < total_shards and (r := retry_set(st))}
+            # Only the footers of shards with failed CoTs are kept (one at a time otherwise).
+            footers = {s: st for s, st in (self.store.iter_shard_stats(t.name) if done else ())
+                       if s < total_shards and retry_set(st)}
+            retry = {s: r for s, st in footers.items() if (r := retry_set(st))}
             if retry:
                 notes.append(f"teacher {t.name}: {sum(len(v) for r in retry.values() for v in r.values())} failed "
                              f"CoTs of {len(retry)} committed shard(s) are generated again")
@@ -300,7 +302,7 @@ class GenerationRun:
         totals = {}
         for w in prep.work:
             name = w.pool.name
-            totals[name] = total(name, self.store.shard_stats(name).values())
+            totals[name] = total(name, (st for _, st in self.store.iter_shard_stats(name)))
             self.store.write_stats(totals[name])
         self.report = GenerationReport(
             store_uri=self.store.uri, split=self.split, shard_size=prep.shard_size,
@@ -340,7 +342,7 @@ def run_generation(
 def committed_stats(store_uri: str, teachers: Sequence[str]) -> Mapping[str, TeacherStats]:
     """Totals of what a store holds right now (for readers of a store still being written)."""
     store = RationaleStore(store_uri)
-    return {t: total(t, store.shard_stats(t).values()) for t in teachers}
+    return {t: total(t, (st for _, st in store.iter_shard_stats(t))) for t in teachers}
 
 
 __all__ = [
