@@ -22,6 +22,7 @@ them, so neither the driver nor the object store may grow while the trainer lags
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -34,10 +35,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import REPO, QUIET_OFFLINE_ENV, loadavg, log, machine_facts  # noqa: E402
+from benchmarks._common import QUIET_OFFLINE_ENV, REPO, loadavg, log, machine_facts
 
 RESULTS = REPO / "benchmarks" / "results"
 MB = 1024 * 1024
+
+#: (key in the results, field, title) of the slopes reported between consecutive sizes.
+SLOPES = (("slope_driver_peak", "driver_rss_peak_mb", "driver RSS peak"),
+          ("slope_driver_end", "driver_rss_end_mb", "driver RSS end"),
+          ("slope_store_peak", "store_used_peak_mb", "object store peak"))
 
 #: (prompts, max_tokens) of the default run: real generation, then one token per prompt.
 DEFAULT_SIZES = ((1000, 16), (5000, 16), (20000, 16), (100000, 1))
@@ -78,7 +84,10 @@ class RssSampler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.samples.append((time.time(), self.proc.memory_info().rss))
+                rss = self.proc.memory_info().rss
+                if rss == 0:  # a zombie (exited, not yet reaped) reports 0: not a measurement
+                    return
+                self.samples.append((time.time(), rss))
             except Exception:  # noqa: BLE001 - the process ended
                 return
             self._stop.wait(self.period)
@@ -149,18 +158,22 @@ def input_data_mb(prompts: int) -> float:
 
 
 def slopes(rows: list[dict[str, Any]], field: str) -> list[dict[str, Any]]:
-    """KB per prompt of ``field`` between consecutive sizes (same max_tokens only)."""
+    """KB per prompt of ``field`` between consecutive sizes.
+
+    Between a 16-token and a 1-token run too: what the driver keeps is per prompt or per
+    shard (outputs are parsed and written shard by shard), not per generated token.
+    """
     out = []
-    for a, b in zip(rows, rows[1:]):
-        if a[field] is None or b[field] is None or a["max_tokens"] != b["max_tokens"]:
+    for a, b in itertools.pairwise(rows):
+        if a[field] is None or b[field] is None or a["prompts"] == b["prompts"]:
             continue
-        out.append({"from": a["prompts"], "to": b["prompts"],
+        out.append({"from": a["prompts"], "to": b["prompts"], "tokens": [a["max_tokens"], b["max_tokens"]],
                     "kb_per_prompt": round((b[field] - a[field]) * 1024 / (b["prompts"] - a["prompts"]), 3)})
     return out
 
 
 def git_commit() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, cwd=REPO, capture_output=True,
                           text=True).stdout.strip()
 
 
@@ -172,14 +185,20 @@ def main() -> int:
     ap.add_argument("--shard", type=int, default=256, help="runtime.store_shard_size")
     ap.add_argument("--batch", type=int, default=128, help="teachers' batch_size")
     ap.add_argument("--slow-trainer", action="store_true", help="also run `run` with a trainer slower than the teachers")
-    ap.add_argument("--slow-prompts", type=int, default=4000)
+    ap.add_argument("--slow-prompts", type=int, default=3000)
+    ap.add_argument("--slow-steps", type=int, default=300)
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--out", default="load")
     args = ap.parse_args()
 
     t_start = time.perf_counter()
     load0 = loadavg()
-    rows = []
+    rows: list[dict[str, Any]] = []
+    result: dict[str, Any] = {
+        "command": "flock /tmp/tinyllm-ray.lock timeout 1500 python benchmarks/load.py " + " ".join(sys.argv[1:]),
+        "commit": git_commit(), "machine": machine_facts(), "shard_size": args.shard, "batch_size": args.batch,
+        "generate": rows,
+    }
     for spec in args.sizes.split(","):
         n, tokens = (int(x) for x in spec.split(":"))
         with tempfile.TemporaryDirectory(prefix="tinyllm-load-") as tmp:
@@ -191,14 +210,9 @@ def main() -> int:
         log(f"  -> rc {res['rc']} {res['wall_s']} s, driver peak {res['driver_rss_peak_mb']} MB, "
             f"store peak {res['store_used_peak_mb']} MB")
         rows.append(res)
-    result: dict[str, Any] = {
-        "command": "flock /tmp/tinyllm-ray.lock timeout 1500 python benchmarks/load.py " + " ".join(sys.argv[1:]),
-        "commit": git_commit(), "machine": machine_facts(), "shard_size": args.shard, "batch_size": args.batch,
-        "generate": rows,
-        "slope_driver_peak": slopes(rows, "driver_rss_peak_mb"),
-        "slope_driver_end": slopes(rows, "driver_rss_end_mb"),
-        "slope_store_peak": slopes(rows, "store_used_peak_mb"),
-    }
+        result["total_s"] = round(time.perf_counter() - t_start, 1)
+        result["load_start_end"] = [load0, loadavg()]
+        write(result, args.label, args.out)  # after each size: a long run that is stopped keeps what it measured
     if args.slow_trainer:
         result["slow_trainer"] = slow_trainer(args)
     result["load_start_end"] = [load0, loadavg()]
@@ -207,21 +221,36 @@ def main() -> int:
     return 0
 
 
-def slow_trainer(args: argparse.Namespace) -> dict[str, Any]:
-    """``run`` streaming: the student (T5, batches of 64, 2 workers on 2 cores) is slower than the teachers."""
-    from benchmarks.load_slow import slow_trainer_config  # noqa: PLC0415 - only with --slow-trainer
+def slow_trainer_config(base: dict[str, Any], steps: int) -> dict[str, Any]:
+    """``base`` plus the demo's student made slower than the teachers (a wider T5, batches of 32).
 
+    The teachers commit a slice every few seconds; each student step takes longer than that,
+    so committed slices pile up in the store (on disk) while the trainer lags behind.
+    """
+    return {**base,
+            "student": {"model": "tiny", "tiny": {"family": "t5", "hidden_size": 256, "num_layers": 4, "num_heads": 4},
+                        "max_input_length": 256, "max_target_length": 48},
+            "loss": {"form": "additive", "alpha": {"llama": 0.5, "qwen": 0.5}},
+            "train": {"num_workers": 1, "cpus_per_worker": 1, "zero_stage": 2, "precision": "fp32",
+                      "micro_batch_size": 32, "lr": 0.001, "scheduler": "constant", "max_steps": steps,
+                      "eval_every_steps": steps, "checkpoint_every_steps": steps},
+            "eval": {"split": "test", "max_new_tokens": 12}}
+
+
+def slow_trainer(args: argparse.Namespace) -> dict[str, Any]:
+    """``tinyllm-ray run`` (streaming) with a trainer slower than the teachers, sampled like ``generate``."""
     with tempfile.TemporaryDirectory(prefix="tinyllm-load-run-") as tmp:
         work = Path(tmp)
-        log(f"run (slow trainer): {args.slow_prompts} prompts")
-        cfg = slow_trainer_config(job_config(work, args.slow_prompts, 16, shard=args.shard, batch=args.batch))
+        log(f"run (slow trainer): {args.slow_prompts} prompts, {args.slow_steps} steps")
+        cfg = slow_trainer_config(job_config(work, args.slow_prompts, 16, shard=args.shard, batch=args.batch),
+                                  args.slow_steps)
         res = run_cli("run", cfg, work, args.timeout)
         report = work / "runs" / "load" / "report.json"
         if report.exists():
-            rep = json.loads(report.read_text())
-            res["overlap"] = rep.get("overlap")
-    res["prompts"] = args.slow_prompts
-    log(f"  -> rc {res['rc']} {res['wall_s']} s, driver peak {res['driver_rss_peak_mb']} MB")
+            res["overlap"] = json.loads(report.read_text()).get("overlap")
+    res.update(prompts=args.slow_prompts, steps=args.slow_steps)
+    log(f"  -> rc {res['rc']} {res['wall_s']} s, driver peak {res['driver_rss_peak_mb']} MB, "
+        f"store peak {res['store_used_peak_mb']} MB")
     return res
 
 
@@ -230,30 +259,35 @@ def write(result: dict[str, Any], label: str, out: str) -> None:
     path = RESULTS / f"{out}.json"
     data = json.loads(path.read_text()) if path.exists() else {}
     data[label] = result
-    path.write_text(json.dumps(data, indent=1) + "\n")
     lines = ["# Driver and object-store memory vs prompt count", ""]
     for lab, r in data.items():
-        lines += [f"## {lab} (commit {r['commit']})", "", f"Command: `{r['command']}` ({r['total_s']} s; load "
-                  f"{r['load_start_end'][0][0]} -> {r['load_start_end'][1][0]}). Two tiny teachers (tiny:llama, "
-                  f"tiny:qwen2), 2 in-context examples, shard {r['shard_size']}, batch {r['batch_size']}.", "",
-                  "| prompts | new tokens | rc | wall s | driver RSS peak MB | driver RSS end MB | object store peak MB "
-                  "| store objects peak | input data MB |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        head = (f"Command: `{r['command']}` ({r['total_s']} s; load {r['load_start_end'][0][0]} -> "
+                f"{r['load_start_end'][1][0]}). Two tiny teachers (tiny:llama, tiny:qwen2), 2 in-context examples, "
+                f"shard {r['shard_size']}, batch {r['batch_size']}.")
+        cols = ("| prompts | new tokens | rc | wall s | driver RSS peak MB | driver RSS end MB | object store peak MB "
+                "| store objects peak | input data MB |")
+        lines += [f"## {lab} (commit {r['commit']})", "", head, "", *([r["note"], ""] if r.get("note") else []), cols,
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for g in r["generate"]:
             lines.append(f"| {g['prompts']:,} | {g['max_tokens']} | {g['rc']} | {g['wall_s']} | "
                          f"{g['driver_rss_peak_mb']} | {g['driver_rss_end_mb']} | {g['store_used_peak_mb']} | "
                          f"{g['store_objects_peak']} | {g['input_data_mb']} |")
         lines.append("")
-        for key, title in (("slope_driver_peak", "driver RSS peak"), ("slope_driver_end", "driver RSS end"),
-                           ("slope_store_peak", "object store peak")):
+        for key, field, title in SLOPES:
+            r[key] = slopes(r["generate"], field)
             parts = [f"{s['from']:,}->{s['to']:,}: {s['kb_per_prompt']} KB/prompt" for s in r[key]]
             lines.append(f"- slope of {title}: " + ("; ".join(parts) or "-"))
         if "slow_trainer" in r:
             s = r["slow_trainer"]
-            lines += ["", f"Slow trainer (`run`, {s['prompts']:,} prompts): rc {s['rc']}, {s['wall_s']} s, driver RSS "
-                      f"peak {s['driver_rss_peak_mb']} MB (end {s['driver_rss_end_mb']}), object store peak "
-                      f"{s['store_used_peak_mb']} MB; driver RSS timeline (s, MB): {s['timeline']}; object store "
-                      f"timeline (s, MB): {s['store_timeline']}"]
+            ov = s.get("overlap") or {}
+            text = (f"Slow trainer (`run`, {s['prompts']:,} prompts, {s['steps']} student steps): rc {s['rc']}, "
+                    f"{s['wall_s']} s (generation ended at {ov.get('generation_ended_s')} s, first step at "
+                    f"{ov.get('first_train_step_s')} s), driver RSS peak {s['driver_rss_peak_mb']} MB (end "
+                    f"{s['driver_rss_end_mb']}), object store peak {s['store_used_peak_mb']} MB. Driver RSS "
+                    f"(s, MB): {s['timeline']}; object store (s, MB): {s['store_timeline']}")
+            lines += ["", text]
         lines.append("")
+    path.write_text(json.dumps(data, indent=1) + "\n")
     (RESULTS / f"{out}.md").write_text("\n".join(lines))
 
 

@@ -43,7 +43,7 @@ def fake_serving(monkeypatch, llm: Callable[[], Any] = FakeLLM,
     """Replace Ray (cluster view + Ray Data actors) by ``TeacherEngine`` on a fake LLM, in-process."""
     served = Served()
 
-    def _serve(self: EnginePool, feed, batch_size):
+    def _serve(self: EnginePool, feed, batch_size, max_batches):
         served.started.append(self.name)
         served.specs[self.name] = self.spec
         eng = make_engine(self.spec)
@@ -151,7 +151,7 @@ def test_pool_pulls_shards_only_as_engines_answer(monkeypatch):
     window = serving.WINDOW_PER_REPLICA * pool.plan.replicas
     seen = []
     with pool:
-        for batch in pool.run_stream(shards(), 2):
+        for batch in pool.run_stream(shards(), 2, max_rows=10):
             seen.append((len(pulled), {r["shard"] for r in batch}))
     # first answer: the window, plus the one its credit pulled; then one per answer until the end
     assert [n for n, _ in seen] == [min(window + 1 + i, 5) for i in range(5)]

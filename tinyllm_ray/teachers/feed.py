@@ -8,8 +8,8 @@ source fed by a driver-side iterator, so this module adds one:
 
 * :class:`BatchFeeder`: a small async actor (no CPU) holding the batches handed to it, in
   order of their sequence number;
-* :class:`FeedDatasource`: one read task, a generator that asks the feeder for the next
-  batch and yields it as a block until the feeder says the stream has ended;
+* :func:`feed_dataset`: ``range(max_batches)`` mapped by a fetch task that asks the feeder
+  for the next batch (an empty block once the stream has ended);
 * :class:`CreditFeed` (driver): pulls batches from the caller's iterator *lazily* and hands
   the feeder at most ``window`` batches more than the output blocks received so far. Every
   input batch gives at least one output block (each prompt gives at least one row, a
@@ -81,27 +81,26 @@ class BatchFeeder:
             return None
 
 
-def feed_dataset(feeder: Any) -> Any:
-    """A Ray Data dataset whose single read task streams the feeder's batches as blocks."""
+def feed_dataset(feeder: Any, max_batches: int) -> Any:
+    """A Ray Data dataset of the feeder's batches, one block each, in order (at most ``max_batches``).
+
+    ``range(max_batches)`` (one row per block) mapped by a fetch that asks the feeder for
+    the next batch: every fetch is its own small task, so its block is emitted when it
+    ends (a read task's generator would be buffered by Ray Data up to
+    ``target_max_block_size``, i.e. waits for batches the driver only sends once earlier
+    ones are answered). One fetch at a time (``concurrency=1``; ``num_cpus=0``: it only
+    waits). Past the end of the stream a fetch returns an empty block, which the engines'
+    ``map_batches`` passes on without a call, so ``max_batches`` may be an upper bound.
+    """
+    import pyarrow as pa
     import ray
-    from ray.data.block import BlockMetadata
-    from ray.data.datasource import Datasource, ReadTask
 
-    class FeedDatasource(Datasource):
-        def estimate_inmemory_data_size(self) -> int | None:
-            return None  # unknown: the driver has not built the prompts yet
+    def fetch(_ids: Any) -> Any:
+        block = ray.get(feeder.next.remote())
+        return block if block is not None else pa.table({})
 
-        def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
-                           data_context: Any = None) -> list[ReadTask]:
-            def read() -> Iterator[Any]:
-                while (block := ray.get(feeder.next.remote())) is not None:
-                    yield block
-
-            meta = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=None)
-            return [ReadTask(read, meta, per_task_row_limit=per_task_row_limit)]
-
-    # num_cpus=0: the read task only waits on the feeder; it must never queue behind engines.
-    return ray.data.read_datasource(FeedDatasource(), override_num_blocks=1, num_cpus=0)
+    return ray.data.range(max_batches, override_num_blocks=max_batches).map_batches(
+        fetch, batch_format="pyarrow", batch_size=None, concurrency=1, num_cpus=0)
 
 
 class CreditFeed:

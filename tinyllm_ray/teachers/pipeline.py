@@ -198,7 +198,8 @@ class GenerationRun:
             assembler = ShardAssembler(expected)
             metrics = TeacherMetrics(name)
             with w.pool as engines:
-                for batch in engines.run_stream(self._shard_rows(w, prep), w.batch_size):
+                rows = sum(expected.values()) // n  # a prompt gives n rationale rows
+                for batch in engines.run_stream(self._shard_rows(w, prep), w.batch_size, max_rows=rows):
                     for s in assembler.add(batch):
                         out.put(self._persist(w, s, assembler.take(s), examples_by_id(prep.records, s, size),
                                               metrics))

@@ -158,11 +158,14 @@ class EnginePool:
 
     def run(self, rows: Sequence[Mapping[str, Any]], batch_size: int) -> Generator[list[dict[str, Any]], None, None]:
         """Serve ``rows`` (``prompt_rows.PROMPT_COLUMNS``) in batches of ``batch_size``: :meth:`run_stream` of one list."""
-        return self.run_stream([rows], batch_size)
+        return self.run_stream([rows], batch_size, max_rows=len(rows))
 
-    def run_stream(self, row_lists: Iterable[Sequence[Mapping[str, Any]]],
-                   batch_size: int) -> Generator[list[dict[str, Any]], None, None]:
+    def run_stream(self, row_lists: Iterable[Sequence[Mapping[str, Any]]], batch_size: int,
+                   *, max_rows: int) -> Generator[list[dict[str, Any]], None, None]:
         """Serve the rows of ``row_lists`` (e.g. one list per shard, built lazily) in batches of ``batch_size``.
+
+        ``max_rows``: at most this many rows in all (an upper bound is enough: Ray Data's
+        plan needs the number of batches before the rows exist).
 
         Batches are cut across the lists as if they were one (``feed.batches_of``) and
         pulled from ``row_lists`` only as engines answer (at most :data:`WINDOW_PER_REPLICA`
@@ -173,18 +176,18 @@ class EnginePool:
         the engines are released. Engine failures raise :class:`GenerationError` naming
         the teacher (:func:`describe_error`); user errors pass through unchanged.
         """
-        gen = self._run(batches_of(row_lists, batch_size), batch_size)
+        gen = self._run(batches_of(row_lists, batch_size), batch_size, -(-max_rows // batch_size))
         self._open.append(gen)
         return gen
 
-    def _run(self, batches: Iterator[list[Mapping[str, Any]]],
-             batch_size: int) -> Generator[list[dict[str, Any]], None, None]:
+    def _run(self, batches: Iterator[list[Mapping[str, Any]]], batch_size: int,
+             max_batches: int) -> Generator[list[dict[str, Any]], None, None]:
         if self.cancelled:
             return
         feed = CreditFeed(batches, WINDOW_PER_REPLICA * self.plan.replicas, _block)
         if not feed.peek(self.plan.replicas):  # never more actors than batches
             return
-        stream = self._serve(feed, batch_size)
+        stream = self._serve(feed, batch_size, max_batches)
         try:
             for rows in stream:
                 yield rows
@@ -194,7 +197,7 @@ class EnginePool:
         finally:
             stream.close()  # releases the engines now, whichever way the run ended
 
-    def _serve(self, feed: CreditFeed, batch_size: int) -> Generator[list[dict[str, Any]], None, None]:
+    def _serve(self, feed: CreditFeed, batch_size: int, max_batches: int) -> Generator[list[dict[str, Any]], None, None]:
         """The Ray Data pipeline over ``TeacherEngine`` actors; closing it releases them."""
         import ray
 
@@ -217,13 +220,14 @@ class EnginePool:
         it: Any = None
         try:
             feed.start(lambda seq, block: feeder.put.remote(seq, block))
-            ds = feed_dataset(feeder).map_batches(
+            ds = feed_dataset(feeder, max_batches).map_batches(
                 engine_cls, fn_constructor_kwargs=ctor, batch_format="pyarrow", **kwargs
             )
             it = iter(ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1))
             for batch in it:
                 feed.credit()
-                yield batch.to_pylist()
+                if batch.num_rows:  # past the stream's end: empty blocks (feed.feed_dataset)
+                    yield batch.to_pylist()
         except UserError:
             raise
         except Exception as exc:
