@@ -156,6 +156,7 @@ def test_pool_pulls_shards_only_as_engines_answer(monkeypatch):
     # first answer: the window, plus the one its credit pulled; then one per answer until the end
     assert [n for n, _ in seen] == [min(window + 1 + i, 5) for i in range(5)]
     assert [sh for _, sh in seen] == [{s} for s in range(5)]
+    assert pool.feed == {"batches": 5, "window": window, "max_unanswered": window}
 
 
 def test_batches_cut_across_lists_as_the_concatenation_and_the_feeder_keeps_order():

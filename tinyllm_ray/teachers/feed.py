@@ -119,6 +119,8 @@ class CreditFeed:
         self._window = window
         self._to_block = to_block
         self._sent = 0
+        self._credits = 0
+        self.max_unanswered = 0  # most batches ever handed over and not answered (<= window)
         self._ended = False
         self._send: Callable[[int, Any], Any] | None = None
 
@@ -142,8 +144,13 @@ class CreditFeed:
         for _ in range(self._window):
             self._send_one()
 
+    @property
+    def window(self) -> int:
+        return self._window
+
     def credit(self) -> None:
         """One output block arrived: hand over one more batch (or the end of the stream)."""
+        self._credits += 1
         self._send_one()
 
     def _send_one(self) -> None:
@@ -156,3 +163,4 @@ class CreditFeed:
             return
         self._send(self._sent, self._to_block(self._sent, batch))
         self._sent += 1
+        self.max_unanswered = max(self.max_unanswered, self._sent - self._credits)

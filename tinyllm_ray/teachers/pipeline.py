@@ -312,6 +312,7 @@ class GenerationRun:
             wall_seconds=time.perf_counter() - t0, accelerator=prep.accelerator, notes=prep.notes,
             cancelled=self.cancelled, shards_retried=retried,
             faults={w.pool.name: dict(w.pool.faults) for w in prep.work if w.pool.faults},
+            feed={w.pool.name: dict(w.pool.feed) for w in prep.work if w.pool.feed},
             agreement=store_agreement(self.store, [w.pool.name for w in prep.work]),
         )
 

@@ -134,6 +134,8 @@ class EnginePool:
         self._cancel = cancel_event if cancel_event is not None else threading.Event()
         self._open: list[Generator[Any, None, None]] = []
         self.faults: dict[str, Any] = {}  # FaultLedger.summary() summed over this pool's runs
+        #: batches served over this pool's runs, the window and the most ever unanswered (feed.CreditFeed)
+        self.feed: dict[str, int] = {}
 
     @property
     def name(self) -> str:
@@ -196,6 +198,8 @@ class EnginePool:
                     break
         finally:
             stream.close()  # releases the engines now, whichever way the run ended
+            self.feed = {"batches": self.feed.get("batches", 0) + feed.sent, "window": feed.window,
+                         "max_unanswered": max(self.feed.get("max_unanswered", 0), feed.max_unanswered)}
 
     def _serve(self, feed: CreditFeed, batch_size: int, max_batches: int) -> Generator[list[dict[str, Any]], None, None]:
         """The Ray Data pipeline over ``TeacherEngine`` actors; closing it releases them."""
