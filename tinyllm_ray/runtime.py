@@ -117,4 +117,7 @@ def init_ray(runtime: RuntimeConfig, **extra: Any) -> dict[str, Any]:
         passed = {k: os.environ[k] for k in _PASS_THROUGH_ENV if k in os.environ}
         kwargs["runtime_env"] = {"env_vars": {**_BASE_ENV, **passed, **runtime.env_vars}}
     ray.init(**kwargs)
+    from tinyllm_ray.memory_probe import start_memory_probe
+
+    start_memory_probe()  # TINYLLM_MEMORY_PROBE=<file> only (benchmarks/load.py)
     return ray.cluster_resources()

@@ -100,6 +100,10 @@ def test_two_teachers_every_record_present_and_stats_add_up(first_run):
         on_disk = RationaleStore(str(store)).read_stats(teacher)
         assert on_disk.to_dict() == st.to_dict()
     assert report.shards_written == {"llama": N_TRAIN // SHARD, "qwen": N_TRAIN // SHARD}
+    # prompts were streamed: never more batches handed to the engines than the feed's window
+    for teacher in ("llama", "qwen"):
+        feed = report.feed[teacher]
+        assert feed["batches"] == N_TRAIN // 4 and 1 <= feed["max_unanswered"] <= feed["window"] < feed["batches"]
     assert "llama" in report.summary() and "tok/s" in report.summary()
     # cross-teacher agreement of the whole store, from its parsed answers, in the report and its summary
     from tinyllm_ray.store.agreement import agreement_stats, answers_by_example

@@ -8,7 +8,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import pyarrow as pa
 import pytest
 
 from tests.unit.test_teacher_engine import FakeLLM, make_engine
@@ -44,17 +43,24 @@ def fake_serving(monkeypatch, llm: Callable[[], Any] = FakeLLM,
     """Replace Ray (cluster view + Ray Data actors) by ``TeacherEngine`` on a fake LLM, in-process."""
     served = Served()
 
-    def _serve(self: EnginePool, batches, batch_size):
+    def _serve(self: EnginePool, feed, batch_size, max_batches):
         served.started.append(self.name)
         served.specs[self.name] = self.spec
         eng = make_engine(self.spec)
         eng.llm = llm()
+        handed: list[Any] = []  # what the feeder actor would hold, in order (None: the end)
+        feed.start(lambda seq, block: handed.append(block))
         try:
-            for i, b in enumerate(batches):
+            i = 0
+            while handed and handed[0] is not None:
+                b = handed.pop(0)
                 if before_batch is not None:
                     before_batch(self, i)
-                served.batches.append(len(b))
-                yield eng(pa.Table.from_pylist(b)).to_pylist()
+                served.batches.append(b.num_rows)
+                out = eng(b).to_pylist()
+                feed.credit()  # as serving does for every output block
+                i += 1
+                yield out
         finally:
             served.released.append(self.name)
 
@@ -124,6 +130,54 @@ def test_pool_runs_batches_and_releases_engines_on_break_and_cancel(monkeypatch)
     pool.cancel()
     assert pool.cancelled and list(pool.run(rows, 4)) == []  # cancelled: nothing starts
     assert served.started == ["llama", "llama"]
+
+
+def test_pool_pulls_shards_only_as_engines_answer(monkeypatch):
+    """The row stream is lazy: with one replica at most WINDOW_PER_REPLICA batches are handed
+    over before the first answer, and each answer pulls one more shard, never the whole run."""
+    fake_serving(monkeypatch)
+    cfg = job()
+    from tests.unit.test_teacher_engine import POOL
+    from tinyllm_ray.teachers.prompt_rows import prompt_rows
+
+    pulled: list[int] = []
+
+    def shards():  # 5 shards of 2 examples, one batch each
+        for s in range(5):
+            pulled.append(s)
+            yield prompt_rows(cfg.teachers[0], POOL, s, 2, POOL, cfg.prompts)
+
+    pool = plan_pools(cfg, cfg.teachers, CLUSTER, TWO_NODES).pool("llama")
+    window = serving.WINDOW_PER_REPLICA * pool.plan.replicas
+    seen = []
+    with pool:
+        for batch in pool.run_stream(shards(), 2, max_rows=10):
+            seen.append((len(pulled), {r["shard"] for r in batch}))
+    # first answer: the window, plus the one its credit pulled; then one per answer until the end
+    assert [n for n, _ in seen] == [min(window + 1 + i, 5) for i in range(5)]
+    assert [sh for _, sh in seen] == [{s} for s in range(5)]
+    assert pool.feed == {"batches": 5, "window": window, "max_unanswered": window}
+
+
+def test_batches_cut_across_lists_as_the_concatenation_and_the_feeder_keeps_order():
+    import asyncio
+
+    from tinyllm_ray.teachers.feed import BatchFeeder, batches_of
+
+    lists = [[{"i": i} for i in range(a, b)] for a, b in ((0, 3), (3, 3), (3, 8), (8, 9))]
+    flat = [r for rows in lists for r in rows]
+    assert list(batches_of(iter(lists), 4)) == to_batches(flat, 4) == [flat[:4], flat[4:8], flat[8:]]
+
+    async def scenario() -> list[Any]:
+        f = BatchFeeder()
+        await f.put(1, "b")  # out of submission order, as an async actor may run them
+        await f.put(2, None)  # the end: 2 batches in all
+        reader = asyncio.ensure_future(asyncio.gather(f.next(), f.next(), f.next()))
+        await asyncio.sleep(0)
+        await f.put(0, "a")
+        return await reader
+
+    assert asyncio.run(scenario()) == ["a", "b", None]
 
 
 # ----------------------------------------------------------------------------- generation

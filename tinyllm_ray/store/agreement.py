@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AGREEMENT_COLUMNS",
     "ExampleAnswers",
+    "add_agreement",
     "agreeing_teachers",
     "agreement_stats",
     "answer_key",
@@ -162,10 +163,31 @@ def format_agreement(stats: Mapping[str, Any] | None) -> list[str]:
 def store_agreement(store: RationaleStore, teachers: Sequence[str], max_cots: int | None = None) -> dict[str, Any] | None:
     """:func:`agreement_stats` of a store's committed rationale rows; None with fewer than two teachers.
 
-    Reads only :data:`AGREEMENT_COLUMNS`, one record batch at a time.
+    Reads only :data:`AGREEMENT_COLUMNS`, one slice at a time: shard *k* of every teacher
+    holds the same examples, so the counts of the slices add up to the store's, and memory
+    holds one slice's answers, not one entry per example of the whole store.
     """
     if len(teachers) < 2:
         return None
-    rows = (r for t in teachers
-            for b in store.iter_batches(t, "rationale", AGREEMENT_COLUMNS) for r in b.to_pylist())
-    return agreement_stats(answers_by_example(rows, teachers, max_cots), teachers)
+    files = {t: store.shard_files(t, "rationale") for t in teachers}
+    out: dict[str, Any] | None = None
+    for k in sorted({s for f in files.values() for s in f}):
+        rows = (r for t in teachers if k in files[t]
+                for r in store.read_shard(t, "rationale", k, AGREEMENT_COLUMNS).to_pylist())
+        part = agreement_stats(answers_by_example(rows, teachers, max_cots), teachers)
+        out = part if out is None else add_agreement(out, part)
+    return out if out is not None else agreement_stats({}, teachers)
+
+
+def add_agreement(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`agreement_stats` of two disjoint sets of examples, from the two results (counts add, rates again)."""
+    pairs = {k: {n: a["pairs"][k][n] + b["pairs"][k][n] for n in ("both_answered", "agree")} for k in a["pairs"]}
+    majority = {t: {n: a["majority"][t][n] + b["majority"][t][n] for n in ("answered", "with_majority", "agrees")}
+                for t in a["majority"]}
+    return {
+        "teachers": list(a["teachers"]),
+        "examples": a["examples"] + b["examples"],
+        "unanimous": a["unanimous"] + b["unanimous"],
+        "pairs": {k: {**c, "rate": _rate(c["agree"], c["both_answered"])} for k, c in pairs.items()},
+        "majority": {t: {**c, "rate": _rate(c["agrees"], c["with_majority"])} for t, c in majority.items()},
+    }

@@ -133,7 +133,14 @@ class StoreReader(StoreCore):
 
     def shard_stats(self, teacher: str) -> dict[int, TeacherStats]:
         """Statistics of every committed shard of ``teacher`` (from the Parquet footers)."""
-        out = {}
+        return dict(self.iter_shard_stats(teacher))
+
+    def iter_shard_stats(self, teacher: str) -> Iterator[tuple[int, TeacherStats]]:
+        """``(shard, statistics)`` of each committed shard, one footer at a time.
+
+        For totals over a large store: summing as they are read keeps one shard's
+        statistics in memory, not every shard's.
+        """
         for shard, path in self.shard_files(teacher, "rationale").items():
             with self._readable(path):
                 with self.fs.open_input_file(path) as f:
@@ -141,8 +148,8 @@ class StoreReader(StoreCore):
                 raw = md.get(STATS_METADATA_KEY)
                 if raw is None:
                     raise StoreMismatchError(f"{path} has no shard statistics: not written by this store")
-                out[shard] = TeacherStats.from_dict(json.loads(raw))
-        return out
+                stats = TeacherStats.from_dict(json.loads(raw))
+            yield shard, stats
 
     def read_stats(self, teacher: str) -> TeacherStats:
         """The totals last written to ``stats/<teacher>.json``."""

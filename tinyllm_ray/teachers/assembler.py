@@ -31,12 +31,13 @@ class ShardAssembler:
 
     def __init__(self, expected_rationales: Mapping[int, int]) -> None:
         self._expected = dict(expected_rationales)
-        self._rows: dict[int, list[dict[str, Any]]] = {s: [] for s in self._expected}
-        self._rat: dict[int, int] = dict.fromkeys(self._expected, 0)
-        self._se: dict[int, int] = dict.fromkeys(self._expected, 0)
-        self._se_expected: dict[int, int] = dict.fromkeys(self._expected, 0)
+        # Per-shard buffers exist only while a shard is in flight (created on its first output).
+        self._rows: dict[int, list[dict[str, Any]]] = {}
+        self._rat: dict[int, int] = {}
+        self._se: dict[int, int] = {}
+        self._se_expected: dict[int, int] = {}
         self._done: set[int] = set()
-        self._seen: dict[int, set[tuple[str, str, int, int]]] = {s: set() for s in self._expected}
+        self._seen: dict[int, set[tuple[str, str, int, int]]] = {}
         self.duplicates = 0
 
     @property
@@ -54,6 +55,8 @@ class ShardAssembler:
             if s in self._done:
                 self.duplicates += 1
                 continue
+            if s not in self._seen:
+                self._open(s)
             ident = (str(r["kind"]), str(r["example_id"]), int(r["sample_idx"]), int(r["eval_idx"]))
             if ident in self._seen[s]:
                 self.duplicates += 1
@@ -77,8 +80,14 @@ class ShardAssembler:
                 completed.append(s)
         return completed
 
+    def _open(self, s: int) -> None:
+        self._rows[s], self._seen[s] = [], set()
+        self._rat[s] = self._se[s] = self._se_expected[s] = 0
+
     def take(self, shard: int) -> list[dict[str, Any]]:
-        """Hand over a complete shard's rows and forget them."""
+        """Hand over a complete shard's rows and forget them (only its number stays, as done)."""
         self._done.add(shard)
         self._seen.pop(shard, None)
-        return self._rows.pop(shard)
+        for counts in (self._rat, self._se, self._se_expected):
+            counts.pop(shard, None)
+        return self._rows.pop(shard, [])

@@ -11,9 +11,11 @@ Shape of one run (per teacher, all teachers concurrently, one driver thread each
 1. the generation split (``train``) is cut into fixed shards (``prompt_rows.py``); shards
    whose commit file exists are skipped (resume); a teacher with nothing left starts no
    engine;
-2. prompt rows of the remaining shards are served by the teacher's engine pool
-   (``serving.py``: one Ray Data block per ``teacher.batch_size`` rows, mapped by
-   ``map_batches(TeacherEngine, concurrency=replicas, resources from placement.py)``);
+2. prompt rows of the remaining shards are built one shard at a time, only as the teacher's
+   engine pool asks for more (``serving.py``: one Ray Data block per ``teacher.batch_size``
+   rows, streamed a bounded window at a time by ``feed.py``, mapped by
+   ``map_batches(TeacherEngine, concurrency=replicas, resources from placement.py)``), so
+   the driver and the object store hold a few batches, never the run's prompts;
 3. the driver streams the outputs back, regroups them into complete shards
    (``assembler.py``), parses and filters them (``records.py``) and writes each shard
    atomically (``store.py``) before reporting it: persist, then trust;
@@ -69,7 +71,14 @@ from tinyllm_ray.store import KeyContext, RationaleStore, build_manifest, key_co
 from tinyllm_ray.store.agreement import store_agreement
 from tinyllm_ray.store.stats import TeacherStats, total
 from tinyllm_ray.teachers.assembler import ShardAssembler
-from tinyllm_ray.teachers.prompt_rows import TEMPLATE_VERSION, aligned_batch_size, num_shards, prompt_rows
+from tinyllm_ray.teachers.prompt_rows import (
+    TEMPLATE_VERSION,
+    aligned_batch_size,
+    examples_by_id,
+    num_shards,
+    prompt_rows,
+    shard_slice,
+)
 from tinyllm_ray.teachers.records import build_shard_records
 from tinyllm_ray.teachers.report import GenerationError, GenerationReport, ShardWritten
 from tinyllm_ray.teachers.retry import RetrySet, merge_retried_shard, retried_outputs, retry_set
@@ -162,8 +171,10 @@ class GenerationRun:
             self.store.remove_temporary_files(t.name)
             done = self.store.finished_shards(t.name)
             pending = [s for s in range(total_shards) if s not in done]
-            footers = self.store.shard_stats(t.name) if done else {}
-            retry = {s: r for s, st in footers.items() if s < total_shards and (r := retry_set(st))}
+            # Only the footers of shards with failed CoTs are kept (one at a time otherwise).
+            footers = {s: st for s, st in (self.store.iter_shard_stats(t.name) if done else ())
+                       if s < total_shards and retry_set(st)}
+            retry = {s: r for s, st in footers.items() if (r := retry_set(st))}
             if retry:
                 notes.append(f"teacher {t.name}: {sum(len(v) for r in retry.values() for v in r.values())} failed "
                              f"CoTs of {len(retry)} committed shard(s) are generated again")
@@ -180,25 +191,18 @@ class GenerationRun:
         try:
             from tinyllm_ray.observability import TeacherMetrics
 
-            records, size = prep.records, prep.shard_size
-            # The batch size divides the shard size and only the split's last shard can be
-            # short, so batches tile shards and are the same in a resumed run.
-            def rows_of(s: int) -> list[dict[str, Any]]:
-                return prompt_rows(w.pool.teacher, records, s, size, prep.pool, self.cfg.prompts, self.split)
-
-            # Retried CoTs first (their shards are already readable); a prompt yields all n samples.
-            rows = [r for s, retry in w.retry.items() for r in rows_of(s) if r["example_id"] in retry]
-            rows += [r for s in w.pending for r in rows_of(s)]
-            by_id = {r.id: r for r in records}
+            size = prep.shard_size
             n = w.pool.teacher.sampling.n
             expected = {s: n * len(retry) for s, retry in w.retry.items()}
-            expected.update({s: n * len(records[s * size:(s + 1) * size]) for s in w.pending})
+            expected.update({s: n * len(shard_slice(prep.records, s, size)) for s in w.pending})
             assembler = ShardAssembler(expected)
             metrics = TeacherMetrics(name)
             with w.pool as engines:
-                for batch in engines.run(rows, w.batch_size):
+                rows = sum(expected.values()) // n  # a prompt gives n rationale rows
+                for batch in engines.run_stream(self._shard_rows(w, prep), w.batch_size, max_rows=rows):
                     for s in assembler.add(batch):
-                        out.put(self._persist(w, s, assembler.take(s), by_id, metrics))
+                        out.put(self._persist(w, s, assembler.take(s), examples_by_id(prep.records, s, size),
+                                              metrics))
             if assembler.duplicates:
                 log.info("teacher %s: %d outputs delivered twice by retried batches were dropped", name,
                          assembler.duplicates)
@@ -207,6 +211,22 @@ class GenerationRun:
             out.put(("done", name, None))
         except BaseException as exc:  # noqa: BLE001 - forwarded to the consumer thread
             out.put(("failed", name, exc))
+
+    def _shard_rows(self, w: _TeacherWork, prep: _Prepared) -> Iterator[list[dict[str, Any]]]:
+        """Each shard's prompt rows, built only when the engines are ready for them (one list per shard).
+
+        Retried CoTs first (their shards are already readable; a prompt yields all n
+        samples), then the pending shards. Lazy so that the driver never holds the prompts
+        of the whole run (``serving.EnginePool.run_stream`` pulls a bounded window).
+        """
+        def rows_of(s: int) -> list[dict[str, Any]]:
+            return prompt_rows(w.pool.teacher, prep.records, s, prep.shard_size, prep.pool, self.cfg.prompts,
+                               self.split)
+
+        for s, retry in w.retry.items():
+            yield [r for r in rows_of(s) if r["example_id"] in retry]
+        for s in w.pending:
+            yield rows_of(s)
 
     def _persist(self, w: _TeacherWork, shard: int, raw: list[dict[str, Any]], by_id: Mapping[str, MCQRecord],
                  metrics: Any) -> ShardWritten:
@@ -283,7 +303,7 @@ class GenerationRun:
         totals = {}
         for w in prep.work:
             name = w.pool.name
-            totals[name] = total(name, self.store.shard_stats(name).values())
+            totals[name] = total(name, (st for _, st in self.store.iter_shard_stats(name)))
             self.store.write_stats(totals[name])
         self.report = GenerationReport(
             store_uri=self.store.uri, split=self.split, shard_size=prep.shard_size,
@@ -292,6 +312,7 @@ class GenerationRun:
             wall_seconds=time.perf_counter() - t0, accelerator=prep.accelerator, notes=prep.notes,
             cancelled=self.cancelled, shards_retried=retried,
             faults={w.pool.name: dict(w.pool.faults) for w in prep.work if w.pool.faults},
+            feed={w.pool.name: dict(w.pool.feed) for w in prep.work if w.pool.feed},
             agreement=store_agreement(self.store, [w.pool.name for w in prep.work]),
         )
 
@@ -323,7 +344,7 @@ def run_generation(
 def committed_stats(store_uri: str, teachers: Sequence[str]) -> Mapping[str, TeacherStats]:
     """Totals of what a store holds right now (for readers of a store still being written)."""
     store = RationaleStore(store_uri)
-    return {t: total(t, store.shard_stats(t).values()) for t in teachers}
+    return {t: total(t, (st for _, st in store.iter_shard_stats(t))) for t in teachers}
 
 
 __all__ = [

@@ -53,6 +53,11 @@ def shard_slice(records: Sequence[MCQRecord], shard: int, shard_size: int) -> Se
     return records[shard * shard_size:(shard + 1) * shard_size]
 
 
+def examples_by_id(records: Sequence[MCQRecord], shard: int, shard_size: int) -> dict[str, MCQRecord]:
+    """The examples of shard ``shard`` by id: what parsing a shard's outputs needs (never the whole split's)."""
+    return {r.id: r for r in shard_slice(records, shard, shard_size)}
+
+
 def icl_examples(record: MCQRecord, pool: Sequence[MCQRecord], prompts: PromptConfig) -> list[MCQRecord]:
     """The in-context examples shown with ``record``: ``prompts.icl_k`` of ``pool`` (none for ``icl_strategy: none``).
 

@@ -59,6 +59,9 @@ class GenerationReport:
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: cross-teacher agreement of the whole store (``store.agreement.agreement_stats``); None with one teacher
     agreement: dict[str, Any] | None = None
+    #: per teacher that served prompts: batches, the feed's window, the most batches ever unanswered
+    #: (``EnginePool.feed``: what bounds the prompts held by driver and object store)
+    feed: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def run_tokens_per_s(self) -> float:
@@ -113,5 +116,5 @@ class GenerationReport:
             "run_output_tokens": self.run_output_tokens, "wall_seconds": round(self.wall_seconds, 3),
             "run_tokens_per_s": round(self.run_tokens_per_s, 3), "notes": list(self.notes),
             "cancelled": self.cancelled, "shards_retried": self.shards_retried, "faults": self.faults,
-            "agreement": self.agreement,
+            "agreement": self.agreement, "feed": self.feed,
         }

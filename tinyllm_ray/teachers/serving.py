@@ -20,8 +20,8 @@ check that every replica can ever be placed (``placement.check_fits``). Each tea
 gets an :class:`EnginePool` carrying its :class:`~tinyllm_ray.teachers.engine.EngineSpec`
 (the config *models* the actor needs, not hand-copied dicts).
 
-What :meth:`EnginePool.run` owns: the Ray Data pipeline (``from_blocks`` with one block
-per batch, then ``map_batches(TeacherEngine, concurrency=replicas, ...)`` with the plan's
+What :meth:`EnginePool.run_stream` owns: the Ray Data pipeline (one block per batch streamed
+from the driver a bounded window at a time, ``feed.py``, then ``map_batches(TeacherEngine, concurrency=replicas, ...)`` with the plan's
 resources; never more actors than batches), turning any engine failure into one
 :class:`GenerationError` line that names the teacher and vLLM's root cause
 (:func:`describe_error`), cancellation after the current batch (:meth:`EnginePool.cancel`),
@@ -40,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -50,6 +50,7 @@ from tinyllm_ray.teachers.api import api_plan, api_spec
 from tinyllm_ray.teachers.bootstrap import resolve_teacher_model
 from tinyllm_ray.teachers.engine import EngineSpec, root_cause_from_log
 from tinyllm_ray.teachers.faults import FaultLedger, FaultSet, merge_fault_summaries
+from tinyllm_ray.teachers.feed import BatchFeeder, CreditFeed, batches_of, feed_dataset
 from tinyllm_ray.teachers.models import precheck_model
 from tinyllm_ray.teachers.placement import (
     Accelerator,
@@ -97,11 +98,22 @@ def describe_error(teacher: str, exc: BaseException) -> str:
     return f"teacher {teacher!r} failed: {cause or f'{type(exc).__name__}: {first}'}"
 
 
+#: Batches handed to the engines and not answered yet, per replica: one being generated, one
+#: queued behind it and one on its way, so an engine never waits for the driver.
+WINDOW_PER_REPLICA = 3
+
+
+def _block(seq: int, rows: Sequence[Mapping[str, Any]]) -> Any:
+    """One engine call's input: the batch as an Arrow table with its ``batch`` number (the fault ledger's key)."""
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist(list(rows))
+    return table.append_column("batch", pa.array([seq] * table.num_rows, pa.int64()))
+
+
 def to_batches(rows: Sequence[Mapping[str, Any]], batch_size: int) -> list[list[Mapping[str, Any]]]:
     """Consecutive batches of ``batch_size`` rows (the last may be shorter): one engine call each."""
-    if batch_size < 1:
-        raise InternalError(f"batch_size must be >= 1, got {batch_size}")
-    return [list(rows[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
+    return list(batches_of([rows], batch_size))
 
 
 class EnginePool:
@@ -122,6 +134,8 @@ class EnginePool:
         self._cancel = cancel_event if cancel_event is not None else threading.Event()
         self._open: list[Generator[Any, None, None]] = []
         self.faults: dict[str, Any] = {}  # FaultLedger.summary() summed over this pool's runs
+        #: batches served over this pool's runs, the window and the most ever unanswered (feed.CreditFeed)
+        self.feed: dict[str, int] = {}
 
     @property
     def name(self) -> str:
@@ -145,22 +159,37 @@ class EnginePool:
         self._open = []
 
     def run(self, rows: Sequence[Mapping[str, Any]], batch_size: int) -> Generator[list[dict[str, Any]], None, None]:
-        """Serve ``rows`` (``prompt_rows.PROMPT_COLUMNS``) in batches of ``batch_size``.
+        """Serve ``rows`` (``prompt_rows.PROMPT_COLUMNS``) in batches of ``batch_size``: :meth:`run_stream` of one list."""
+        return self.run_stream([rows], batch_size, max_rows=len(rows))
 
-        Yields each engine call's output rows (``records.RAW_COLUMNS``) as they arrive
-        (completion order, not input order). Checked after every yielded batch: once
-        cancelled, the iteration ends and the engines are released. Engine failures
-        raise :class:`GenerationError` naming the teacher (:func:`describe_error`);
-        user errors pass through unchanged.
+    def run_stream(self, row_lists: Iterable[Sequence[Mapping[str, Any]]], batch_size: int,
+                   *, max_rows: int) -> Generator[list[dict[str, Any]], None, None]:
+        """Serve the rows of ``row_lists`` (e.g. one list per shard, built lazily) in batches of ``batch_size``.
+
+        ``max_rows``: at most this many rows in all (an upper bound is enough: Ray Data's
+        plan needs the number of batches before the rows exist).
+
+        Batches are cut across the lists as if they were one (``feed.batches_of``) and
+        pulled from ``row_lists`` only as engines answer (at most :data:`WINDOW_PER_REPLICA`
+        batches per replica ahead, ``feed.py``): neither the driver nor the object store
+        holds more prompts than that, however many the run has. Yields each engine call's
+        output rows (``records.RAW_COLUMNS``) as they arrive (completion order, not input
+        order). Checked after every yielded batch: once cancelled, the iteration ends and
+        the engines are released. Engine failures raise :class:`GenerationError` naming
+        the teacher (:func:`describe_error`); user errors pass through unchanged.
         """
-        gen = self._run(to_batches(rows, batch_size), batch_size)
+        gen = self._run(batches_of(row_lists, batch_size), batch_size, -(-max_rows // batch_size))
         self._open.append(gen)
         return gen
 
-    def _run(self, batches: list[list[Mapping[str, Any]]], batch_size: int) -> Generator[list[dict[str, Any]], None, None]:
-        if not batches or self.cancelled:
+    def _run(self, batches: Iterator[list[Mapping[str, Any]]], batch_size: int,
+             max_batches: int) -> Generator[list[dict[str, Any]], None, None]:
+        if self.cancelled:
             return
-        stream = self._serve(batches, batch_size)
+        feed = CreditFeed(batches, WINDOW_PER_REPLICA * self.plan.replicas, _block)
+        if not feed.peek(self.plan.replicas):  # never more actors than batches
+            return
+        stream = self._serve(feed, batch_size, max_batches)
         try:
             for rows in stream:
                 yield rows
@@ -169,10 +198,11 @@ class EnginePool:
                     break
         finally:
             stream.close()  # releases the engines now, whichever way the run ended
+            self.feed = {"batches": self.feed.get("batches", 0) + feed.sent, "window": feed.window,
+                         "max_unanswered": max(self.feed.get("max_unanswered", 0), feed.max_unanswered)}
 
-    def _serve(self, batches: list[list[Mapping[str, Any]]], batch_size: int) -> Generator[list[dict[str, Any]], None, None]:
+    def _serve(self, feed: CreditFeed, batch_size: int, max_batches: int) -> Generator[list[dict[str, Any]], None, None]:
         """The Ray Data pipeline over ``TeacherEngine`` actors; closing it releases them."""
-        import pyarrow as pa
         import ray
 
         # Imported here, at run time, so a benchmark can substitute an instrumented subclass.
@@ -181,9 +211,8 @@ class EnginePool:
 
         engine_cls = ApiTeacher if self.spec.api is not None else TeacherEngine
 
-        # One block per batch (one actor call each); from_blocks keeps blocks as built
-        # (no repartitioning, metadata computed here, no tasks).
-        plan = dataclasses.replace(self.plan, replicas=max(1, min(self.plan.replicas, len(batches))))
+        # One block per batch (one actor call each), streamed from the driver (feed.py).
+        plan = dataclasses.replace(self.plan, replicas=max(1, min(self.plan.replicas, feed.peek(self.plan.replicas))))
         kwargs = plan.map_batches_kwargs(batch_size)
         ctor: dict[str, Any] = {"spec": self.spec}
         ledger = None
@@ -191,16 +220,18 @@ class EnginePool:
             ledger = ray.remote(num_cpus=0)(FaultLedger).remote(
                 self.name, self.teacher.max_restarts, self.teacher.max_batch_retries)
             ctor["ledger"] = ledger
-        blocks = [pa.Table.from_pylist(b) for b in batches]
-        blocks = [t.append_column("batch", pa.array([i] * t.num_rows, pa.int64())) for i, t in enumerate(blocks)]
+        feeder = ray.remote(num_cpus=0)(BatchFeeder).remote()
         it: Any = None
         try:
-            ds = ray.data.from_blocks(blocks).map_batches(
+            feed.start(lambda seq, block: feeder.put.remote(seq, block))
+            ds = feed_dataset(feeder, max_batches).map_batches(
                 engine_cls, fn_constructor_kwargs=ctor, batch_format="pyarrow", **kwargs
             )
             it = iter(ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1))
             for batch in it:
-                yield batch.to_pylist()
+                feed.credit()
+                if batch.num_rows:  # past the stream's end: empty blocks (feed.feed_dataset)
+                    yield batch.to_pylist()
         except UserError:
             raise
         except Exception as exc:
@@ -208,6 +239,7 @@ class EnginePool:
         finally:
             if it is not None and hasattr(it, "close"):
                 it.close()  # Ray Data shuts its executor down now (kills the actors), not at GC
+            ray.kill(feeder)
             factory = kwargs.get("ray_remote_args_fn")
             if factory is not None:
                 factory.remove_all()

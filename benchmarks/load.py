@@ -1,0 +1,295 @@
+"""Driver and object-store memory against the number of prompts (issue 11, item 3).
+
+What it measures: ``tinyllm-ray generate`` run as the user runs it (the CLI in a fresh
+process, a fresh store each time) on the demo's two tiny teachers at growing prompt
+counts. The driver's RSS is sampled from outside with psutil every 0.2 s (peak and end);
+the object store's usage is sampled inside the driver (``TINYLLM_MEMORY_PROBE``, see
+``tinyllm_ray/memory_probe.py``: a second process would have to join the job's Ray to
+ask the raylets). The slope between sizes (KB per prompt) is the figure that matters:
+flat means memory does not grow with the prompt count.
+
+The input data itself (the split as a list of ``MCQRecord``, loaded by ``data/loader.py``)
+is measured separately in this process (``input_data_mb``): it is the dataset, not state
+the pipeline keeps per prompt.
+
+``--slow-trainer``: ``tinyllm-ray run`` (streaming) with a student whose steps are slower
+than the teachers' shards, sampled the same way: the store on disk is the buffer between
+them, so neither the driver nor the object store may grow while the trainer lags.
+
+    flock /tmp/tinyllm-ray.lock timeout 1500 python benchmarks/load.py --label after
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import QUIET_OFFLINE_ENV, REPO, loadavg, log, machine_facts
+
+RESULTS = REPO / "benchmarks" / "results"
+MB = 1024 * 1024
+
+#: (key in the results, field, title) of the slopes reported between consecutive sizes.
+SLOPES = (("slope_driver_peak", "driver_rss_peak_mb", "driver RSS peak"),
+          ("slope_driver_end", "driver_rss_end_mb", "driver RSS end"),
+          ("slope_store_peak", "store_used_peak_mb", "object store peak"))
+
+#: (prompts, max_tokens) of the default run: real generation, then one token per prompt.
+DEFAULT_SIZES = ((1000, 16), (5000, 16), (20000, 16), (100000, 1))
+
+
+def teacher(name: str, model: str, max_tokens: int, batch: int) -> dict[str, Any]:
+    """One of the demo's teachers (``configs/demo_cpu.yaml``), with the benchmark's token budget."""
+    return {"name": name, "model": model, "dtype": "float32", "max_model_len": 1024, "kv_cache_space_gib": 1,
+            "replicas": 1, "num_cpus": 1, "batch_size": batch,
+            "sampling": {"temperature": 0.0, "max_tokens": max_tokens, "seed": 0}}
+
+
+def job_config(work: Path, prompts: int, max_tokens: int, *, shard: int, batch: int) -> dict[str, Any]:
+    """The demo's teachers and prompts (2 in-context examples) on ``prompts`` synthetic questions."""
+    return {
+        "data": {"name": "synthetic", "synthetic": {"train": prompts, "validation": 32, "test": 32}, "seed": 0},
+        "teachers": [teacher("llama", "tiny:llama", max_tokens, batch), teacher("qwen", "tiny:qwen2", max_tokens, batch)],
+        "prompts": {"icl_k": 2, "icl_strategy": "random", "seed": 0},
+        "filter": {"drop_empty": False, "drop_unparsable": False},
+        "runtime": {"num_cpus": 16, "storage_path": str(work / "runs"), "run_name": "load",
+                    "store_uri": str(work / "store"), "store_shard_size": shard},
+    }
+
+
+class RssSampler:
+    """Peak and last RSS of one process, sampled every ``period`` s in a thread."""
+
+    def __init__(self, pid: int, period: float = 0.2) -> None:
+        import psutil
+
+        self.proc = psutil.Process(pid)
+        self.period = period
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                rss = self.proc.memory_info().rss
+                if rss == 0:  # a zombie (exited, not yet reaped) reports 0: not a measurement
+                    return
+                self.samples.append((time.time(), rss))
+            except Exception:  # noqa: BLE001 - the process ended
+                return
+            self._stop.wait(self.period)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def summarize(rss: list[tuple[float, int]], probe: list[dict[str, Any]]) -> dict[str, Any]:
+    """Peak/end driver RSS (MB) and peak/end object store usage (MB) of one child run."""
+    store = [p for p in probe if "store_used" in p]
+    return {
+        "driver_rss_peak_mb": round(max(r for _, r in rss) / MB, 1) if rss else None,
+        "driver_rss_end_mb": round(rss[-1][1] / MB, 1) if rss else None,
+        "store_used_peak_mb": round(max(p["store_used"] for p in store) / MB, 2) if store else None,
+        "store_used_end_mb": round(store[-1]["store_used"] / MB, 2) if store else None,
+        "store_objects_peak": max(p["store_objects"] for p in store) if store else None,
+        "spilled_mb": round(max(p["spilled"] for p in store) / MB, 2) if store else None,
+        "probe_samples": len(store),
+    }
+
+
+def run_cli(command: str, cfg: dict[str, Any], work: Path, timeout: float) -> dict[str, Any]:
+    """``tinyllm-ray <command> --config <cfg>`` in a fresh process; RSS and store sampled throughout."""
+    cfg_path = work / "config.json"  # JSON is YAML
+    cfg_path.write_text(json.dumps(cfg))
+    probe_path = work / "probe.jsonl"
+    env = {**os.environ, **QUIET_OFFLINE_ENV, "PYTHONPATH": str(REPO), "TINYLLM_MEMORY_PROBE": str(probe_path),
+           "TINYLLM_MEMORY_PROBE_S": "0.5"}
+    cmd = [sys.executable, "-m", "tinyllm_ray.cli", command, "--config", str(cfg_path)]
+    t0 = time.perf_counter()
+    with open(work / "cli.out", "w") as out:
+        proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT)
+        sampler = RssSampler(proc.pid)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+        sampler.stop()
+    wall = time.perf_counter() - t0
+    probe = [json.loads(line) for line in probe_path.read_text().splitlines()] if probe_path.exists() else []
+    res = {"rc": rc, "wall_s": round(wall, 1), **summarize(sampler.samples, probe)}
+    if rc != 0:
+        res["tail"] = (work / "cli.out").read_text()[-2000:]
+    res["timeline"] = [(round(t - sampler.samples[0][0], 1), round(r / MB, 1)) for t, r in sampler.samples[::25]]
+    res["store_timeline"] = [(round(p["t"] - probe[0]["t"], 1), round(p["store_used"] / MB, 2))
+                             for p in probe[::10] if "store_used" in p]
+    return res
+
+
+def input_data_mb(prompts: int) -> float:
+    """Heap the loaded split itself takes (the dataset, not pipeline state), measured by tracemalloc."""
+    import tracemalloc
+
+    from tinyllm_ray.config import validate_config
+    from tinyllm_ray.data.loader import load_splits
+
+    cfg = validate_config({"data": {"name": "synthetic", "synthetic": {"train": prompts, "validation": 32,
+                                                                       "test": 32}, "seed": 0}})
+    tracemalloc.start()
+    loaded = load_splits(cfg.data)
+    size = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    del loaded
+    return round(size / MB, 1)
+
+
+def slopes(rows: list[dict[str, Any]], field: str) -> list[dict[str, Any]]:
+    """KB per prompt of ``field`` between consecutive sizes.
+
+    Between a 16-token and a 1-token run too: what the driver keeps is per prompt or per
+    shard (outputs are parsed and written shard by shard), not per generated token.
+    """
+    out = []
+    for a, b in itertools.pairwise(rows):
+        if a[field] is None or b[field] is None or a["prompts"] == b["prompts"]:
+            continue
+        out.append({"from": a["prompts"], "to": b["prompts"], "tokens": [a["max_tokens"], b["max_tokens"]],
+                    "kb_per_prompt": round((b[field] - a[field]) * 1024 / (b["prompts"] - a["prompts"]), 3)})
+    return out
+
+
+def git_commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, cwd=REPO, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--label", default="after", help="key of this run in the results (e.g. before, after)")
+    ap.add_argument("--sizes", default=",".join(f"{n}:{t}" for n, t in DEFAULT_SIZES),
+                    help="comma-separated prompts:max_tokens")
+    ap.add_argument("--shard", type=int, default=256, help="runtime.store_shard_size")
+    ap.add_argument("--batch", type=int, default=128, help="teachers' batch_size")
+    ap.add_argument("--slow-trainer", action="store_true", help="also run `run` with a trainer slower than the teachers")
+    ap.add_argument("--slow-prompts", type=int, default=3000)
+    ap.add_argument("--slow-steps", type=int, default=300)
+    ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--out", default="load")
+    args = ap.parse_args()
+
+    t_start = time.perf_counter()
+    load0 = loadavg()
+    rows: list[dict[str, Any]] = []
+    result: dict[str, Any] = {
+        "command": "flock /tmp/tinyllm-ray.lock timeout 1500 python benchmarks/load.py " + " ".join(sys.argv[1:]),
+        "commit": git_commit(), "machine": machine_facts(), "shard_size": args.shard, "batch_size": args.batch,
+        "generate": rows,
+    }
+    for spec in args.sizes.split(","):
+        n, tokens = (int(x) for x in spec.split(":"))
+        with tempfile.TemporaryDirectory(prefix="tinyllm-load-") as tmp:
+            work = Path(tmp)
+            log(f"generate: {n} prompts, {tokens} new tokens")
+            res = run_cli("generate", job_config(work, n, tokens, shard=args.shard, batch=args.batch), work,
+                          args.timeout)
+        res.update(prompts=n, max_tokens=tokens, input_data_mb=input_data_mb(n))
+        log(f"  -> rc {res['rc']} {res['wall_s']} s, driver peak {res['driver_rss_peak_mb']} MB, "
+            f"store peak {res['store_used_peak_mb']} MB")
+        rows.append(res)
+        result["total_s"] = round(time.perf_counter() - t_start, 1)
+        result["load_start_end"] = [load0, loadavg()]
+        write(result, args.label, args.out)  # after each size: a long run that is stopped keeps what it measured
+    if args.slow_trainer:
+        result["slow_trainer"] = slow_trainer(args)
+    result["load_start_end"] = [load0, loadavg()]
+    result["total_s"] = round(time.perf_counter() - t_start, 1)
+    write(result, args.label, args.out)
+    return 0
+
+
+def slow_trainer_config(base: dict[str, Any], steps: int) -> dict[str, Any]:
+    """``base`` plus the demo's student made slower than the teachers (a wider T5, batches of 32).
+
+    The teachers commit a slice every few seconds; each student step takes longer than that,
+    so committed slices pile up in the store (on disk) while the trainer lags behind.
+    """
+    return {**base,
+            "student": {"model": "tiny", "tiny": {"family": "t5", "hidden_size": 256, "num_layers": 4, "num_heads": 4},
+                        "max_input_length": 256, "max_target_length": 48},
+            "loss": {"form": "additive", "alpha": {"llama": 0.5, "qwen": 0.5}},
+            "train": {"num_workers": 1, "cpus_per_worker": 1, "zero_stage": 2, "precision": "fp32",
+                      "micro_batch_size": 32, "lr": 0.001, "scheduler": "constant", "max_steps": steps,
+                      "eval_every_steps": steps, "checkpoint_every_steps": steps},
+            "eval": {"split": "test", "max_new_tokens": 12}}
+
+
+def slow_trainer(args: argparse.Namespace) -> dict[str, Any]:
+    """``tinyllm-ray run`` (streaming) with a trainer slower than the teachers, sampled like ``generate``."""
+    with tempfile.TemporaryDirectory(prefix="tinyllm-load-run-") as tmp:
+        work = Path(tmp)
+        log(f"run (slow trainer): {args.slow_prompts} prompts, {args.slow_steps} steps")
+        cfg = slow_trainer_config(job_config(work, args.slow_prompts, 16, shard=args.shard, batch=args.batch),
+                                  args.slow_steps)
+        res = run_cli("run", cfg, work, args.timeout)
+        report = work / "runs" / "load" / "report.json"
+        if report.exists():
+            res["overlap"] = json.loads(report.read_text()).get("overlap")
+    res.update(prompts=args.slow_prompts, steps=args.slow_steps)
+    log(f"  -> rc {res['rc']} {res['wall_s']} s, driver peak {res['driver_rss_peak_mb']} MB, "
+        f"store peak {res['store_used_peak_mb']} MB")
+    return res
+
+
+def write(result: dict[str, Any], label: str, out: str) -> None:
+    """Merge this run under ``label`` into ``results/<out>.json`` and rewrite the Markdown table."""
+    path = RESULTS / f"{out}.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[label] = result
+    lines = ["# Driver and object-store memory vs prompt count", ""]
+    for lab, r in data.items():
+        head = (f"Command: `{r['command']}` ({r['total_s']} s; load {r['load_start_end'][0][0]} -> "
+                f"{r['load_start_end'][1][0]}). Two tiny teachers (tiny:llama, tiny:qwen2), 2 in-context examples, "
+                f"shard {r['shard_size']}, batch {r['batch_size']}.")
+        cols = ("| prompts | new tokens | rc | wall s | driver RSS peak MB | driver RSS end MB | object store peak MB "
+                "| store objects peak | input data MB |")
+        lines += [f"## {lab} (commit {r['commit']})", "", head, "", *([r["note"], ""] if r.get("note") else []), cols,
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for g in r["generate"]:
+            lines.append(f"| {g['prompts']:,} | {g['max_tokens']} | {g['rc']} | {g['wall_s']} | "
+                         f"{g['driver_rss_peak_mb']} | {g['driver_rss_end_mb']} | {g['store_used_peak_mb']} | "
+                         f"{g['store_objects_peak']} | {g['input_data_mb']} |")
+        lines.append("")
+        for key, field, title in SLOPES:
+            r[key] = slopes(r["generate"], field)
+            parts = [f"{s['from']:,}->{s['to']:,}: {s['kb_per_prompt']} KB/prompt" for s in r[key]]
+            lines.append(f"- slope of {title}: " + ("; ".join(parts) or "-"))
+        if "slow_trainer" in r:
+            s = r["slow_trainer"]
+            ov = s.get("overlap") or {}
+            text = (f"Slow trainer (`run`, {s['prompts']:,} prompts, {s['steps']} student steps): rc {s['rc']}, "
+                    f"{s['wall_s']} s (generation ended at {ov.get('generation_ended_s')} s, first step at "
+                    f"{ov.get('first_train_step_s')} s), driver RSS peak {s['driver_rss_peak_mb']} MB (end "
+                    f"{s['driver_rss_end_mb']}), object store peak {s['store_used_peak_mb']} MB. Driver RSS "
+                    f"(s, MB): {s['timeline']}; object store (s, MB): {s['store_timeline']}")
+            lines += ["", text]
+        lines.append("")
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    (RESULTS / f"{out}.md").write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

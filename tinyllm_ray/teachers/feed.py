@@ -1,0 +1,166 @@
+"""Prompt batches streamed from the driver into Ray Data, a bounded window at a time.
+
+Why: ``ray.data.from_blocks(all batches)`` (what the pool did before) puts every prompt of
+a run in the object store at once and keeps every row and Arrow table alive on the driver
+until the run ends: about 5 KB per prompt (prompt text with its in-context examples), i.e.
+memory that grows with the prompt count (50 GB at 10 million prompts). Ray Data has no
+source fed by a driver-side iterator, so this module adds one:
+
+* :class:`BatchFeeder`: a small async actor (no CPU) holding the batches handed to it, in
+  order of their sequence number;
+* :func:`feed_dataset`: ``range(max_batches)`` mapped by a fetch task that asks the feeder
+  for the next batch (an empty block once the stream has ended);
+* :class:`CreditFeed` (driver): pulls batches from the caller's iterator *lazily* and hands
+  the feeder at most ``window`` batches more than the output blocks received so far. Every
+  input batch gives at least one output block (each prompt gives at least one row, a
+  failed one included), so at most ``window`` batches are between the driver and the
+  engines at any time, whatever the prompt count.
+
+Rows are built on the driver (not in a read task) so that the driver can still look at
+each batch before it is served (a record cache, retries) and the split is never shipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from tinyllm_ray.errors import InternalError
+
+
+def batches_of(row_lists: Iterable[Sequence[Mapping[str, Any]]], batch_size: int) -> Iterator[list[Mapping[str, Any]]]:
+    """Consecutive batches of ``batch_size`` rows across ``row_lists`` (the last may be shorter).
+
+    The same batches as cutting the concatenation of every list, without building it: a
+    batch is complete as soon as its rows have been pulled from ``row_lists`` (one shard at
+    a time in the pipeline), so the shards after it are not built yet.
+    """
+    if batch_size < 1:
+        raise InternalError(f"batch_size must be >= 1, got {batch_size}")
+    buf: list[Mapping[str, Any]] = []
+    for rows in row_lists:
+        for r in rows:
+            buf.append(r)
+            if len(buf) == batch_size:
+                yield buf
+                buf = []
+    if buf:
+        yield buf
+
+
+class BatchFeeder:
+    """Ray actor (async, ``num_cpus=0``): the batches the driver handed over, read in sequence order.
+
+    Actor calls of an async actor may run out of submission order, hence the sequence
+    numbers; :meth:`next` returns ``None`` once the end (a ``None`` block) said how many
+    there are and all were read.
+    """
+
+    def __init__(self) -> None:
+        self._blocks: dict[int, Any] = {}
+        self._next = 0
+        self._total: int | None = None
+        self._changed = asyncio.Condition()
+
+    async def put(self, seq: int, block: Any) -> None:
+        """Batch ``seq``; ``block=None``: the stream has ``seq`` batches in all."""
+        async with self._changed:
+            if block is None:
+                self._total = seq
+            else:
+                self._blocks[seq] = block
+            self._changed.notify_all()
+
+    async def next(self) -> Any:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._next in self._blocks or self._total == self._next)
+            if self._next in self._blocks:
+                self._next += 1
+                return self._blocks.pop(self._next - 1)
+            return None
+
+
+def feed_dataset(feeder: Any, max_batches: int) -> Any:
+    """A Ray Data dataset of the feeder's batches, one block each, in order (at most ``max_batches``).
+
+    ``range(max_batches)`` (one row per block) mapped by a fetch that asks the feeder for
+    the next batch: every fetch is its own small task, so its block is emitted when it
+    ends (a read task's generator would be buffered by Ray Data up to
+    ``target_max_block_size``, i.e. waits for batches the driver only sends once earlier
+    ones are answered). One fetch at a time (``concurrency=1``; ``num_cpus=0``: it only
+    waits). Past the end of the stream a fetch returns an empty block, which the engines'
+    ``map_batches`` passes on without a call, so ``max_batches`` may be an upper bound.
+    """
+    import pyarrow as pa
+    import ray
+
+    def fetch(_ids: Any) -> Any:
+        block = ray.get(feeder.next.remote())
+        return block if block is not None else pa.table({})
+
+    return ray.data.range(max_batches, override_num_blocks=max_batches).map_batches(
+        fetch, batch_format="pyarrow", batch_size=None, concurrency=1, num_cpus=0)
+
+
+class CreditFeed:
+    """Driver side of the stream: at most ``window`` batches handed over and not yet answered.
+
+    ``to_block(seq, rows)`` turns a batch into what the engines receive (an Arrow table
+    with its ``batch`` number). Call :meth:`start` with the way to the engines (e.g. the
+    feeder's ``put``), then :meth:`credit` for every output block received.
+    """
+
+    def __init__(self, batches: Iterator[list[Mapping[str, Any]]], window: int, to_block: Any) -> None:
+        if window < 1:
+            raise InternalError(f"window must be >= 1, got {window}")
+        self._batches = batches
+        self._head: list[list[Mapping[str, Any]]] = []
+        self._window = window
+        self._to_block = to_block
+        self._sent = 0
+        self._credits = 0
+        self.max_unanswered = 0  # most batches ever handed over and not answered (<= window)
+        self._ended = False
+        self._send: Callable[[int, Any], Any] | None = None
+
+    def peek(self, k: int) -> int:
+        """Pull up to ``k`` batches ahead (kept for :meth:`start`); how many there are (<= ``k``)."""
+        while len(self._head) < k:
+            nxt = next(self._batches, None)
+            if nxt is None:
+                break
+            self._head.append(nxt)
+        return len(self._head)
+
+    @property
+    def sent(self) -> int:
+        """Batches handed to the feeder so far."""
+        return self._sent
+
+    def start(self, send: Callable[[int, Any], Any]) -> None:
+        """Begin: ``send(seq, block)`` hands a batch over, ``send(n, None)`` says there are ``n`` in all."""
+        self._send = send
+        for _ in range(self._window):
+            self._send_one()
+
+    @property
+    def window(self) -> int:
+        return self._window
+
+    def credit(self) -> None:
+        """One output block arrived: hand over one more batch (or the end of the stream)."""
+        self._credits += 1
+        self._send_one()
+
+    def _send_one(self) -> None:
+        if self._ended:
+            return
+        batch = self._head.pop(0) if self._head else next(self._batches, None)
+        if batch is None:
+            self._ended = True
+            self._send(self._sent, None)
+            return
+        self._send(self._sent, self._to_block(self._sent, batch))
+        self._sent += 1
+        self.max_unanswered = max(self.max_unanswered, self._sent - self._credits)
