@@ -60,13 +60,20 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tinyllm_ray.config import JobConfig
 from tinyllm_ray.data.schema import MCQRecord
 from tinyllm_ray.store import KeyContext, RationaleStore, build_manifest, key_context_for, resolve_shard_size
 from tinyllm_ray.store.agreement import store_agreement
+from tinyllm_ray.store.record_cache import (
+    FROM_CACHE,
+    CacheCounts,
+    ContextCache,
+    open_context_cache,
+    split_shards,
+)
 from tinyllm_ray.store.stats import TeacherStats, total
 from tinyllm_ray.teachers.assembler import ShardAssembler
 from tinyllm_ray.teachers.prompt_rows import TEMPLATE_VERSION, aligned_batch_size, num_shards, prompt_rows
@@ -87,6 +94,8 @@ class _TeacherWork:
     skipped: int
     retry: dict[int, RetrySet]  # committed shards with failed CoTs to generate again
     committed: dict[int, TeacherStats]  # their footer statistics (what the retry sets came from)
+    cache: ContextCache | None = None  # this teacher's record-cache folder (None: runtime.record_cache off)
+    cache_counts: CacheCounts = field(default_factory=CacheCounts)
 
 
 @dataclass
@@ -149,7 +158,8 @@ class GenerationRun:
                                              [t.batch_size for t in cfg.teachers])
         if self._shard_size_arg is None:
             notes.append(f"shard size {shard_size} examples ({why})")
-        self.store.open_manifest(build_manifest(cfg, self.split, records, shard_size))
+        self.store.open_manifest(build_manifest(cfg, self.split, records, shard_size),
+                                 supersede=cfg.runtime.record_cache)
 
         total_shards = num_shards(len(records), shard_size)
         work = []
@@ -169,7 +179,8 @@ class GenerationRun:
                              f"CoTs of {len(retry)} committed shard(s) are generated again")
             key = key_context_for(t, p.model_path, cfg, TEMPLATE_VERSION)
             work.append(_TeacherWork(p, key, bs, pending, total_shards - len(pending), retry,
-                                     {s: footers[s] for s in retry}))
+                                     {s: footers[s] for s in retry},
+                                     open_context_cache(cfg.runtime.resolved_record_cache_uri, key)))
         for n in notes:
             log.info("%s", n)
         return _Prepared(records, pool, shard_size, work, serving.accelerator, notes)
@@ -187,14 +198,24 @@ class GenerationRun:
                 return prompt_rows(w.pool.teacher, records, s, size, prep.pool, self.cfg.prompts, self.split)
 
             # Retried CoTs first (their shards are already readable); a prompt yields all n samples.
-            rows = [r for s, retry in w.retry.items() for r in rows_of(s) if r["example_id"] in retry]
-            rows += [r for s in w.pending for r in rows_of(s)]
+            shard_rows = [[r for r in rows_of(s) if r["example_id"] in retry] for s, retry in w.retry.items()]
+            shard_rows += (rows_of(s) for s in w.pending)
             by_id = {r.id: r for r in records}
             n = w.pool.teacher.sampling.n
             expected = {s: n * len(retry) for s, retry in w.retry.items()}
             expected.update({s: n * len(records[s * size:(s + 1) * size]) for s in w.pending})
             assembler = ShardAssembler(expected)
             metrics = TeacherMetrics(name)
+            # Record cache (store/record_cache.py): prompts whose every output is cached are served
+            # here, per shard; only the rest reach the engine (none left: no engine starts).
+            rows: list[Mapping[str, Any]] = []
+            for served, misses in split_shards(w.cache, shard_rows, n, w.cache_counts):
+                rows += misses
+                for s in assembler.add(served):
+                    out.put(self._persist(w, s, assembler.take(s), by_id, metrics))
+            if w.cache is not None:
+                c = w.cache_counts
+                log.info("teacher %s: %d of %d prompts served from the record cache", name, c.hits, c.hits + c.misses)
             with w.pool as engines:
                 for batch in engines.run(rows, w.batch_size):
                     for s in assembler.add(batch):
@@ -212,9 +233,15 @@ class GenerationRun:
                  metrics: Any) -> ShardWritten:
         """Parse, filter, write one complete shard; only then is it reported."""
         name = w.pool.name
+        if w.cache is not None:  # fresh outputs first, then the shard: a killed run loses no generation
+            try:
+                w.cache.put(raw)
+            except Exception as exc:  # noqa: BLE001 - a cache that cannot be written costs reuse, not the run
+                log.warning("teacher %s: record cache not written (%s): %s", name, w.cache.dir, exc)
         retry = w.retry.get(shard)
         if retry is not None:
             raw = retried_outputs(raw, retry)
+        served_tokens = sum(int(r.get("output_tokens") or 0) for r in raw if r.get(FROM_CACHE))
         recs = build_shard_records(raw, by_id, name, self.cfg.filter, self.cfg.self_eval.verdicts, key=w.key)
         run_stats = recs.stats
         if retry is not None:  # the committed shard, its retried CoTs replaced (retry.py: exactly once)
@@ -230,7 +257,7 @@ class GenerationRun:
         metrics.record_batch(outputs=st.outputs, kept=st.kept, dropped=st.dropped, tokens=st.output_tokens,
                              seconds=st.generation_seconds)
         return ShardWritten(name, shard, path, len(recs.rationale), len(recs.self_eval), recs.stats,
-                            retried=retry is not None, run_stats=st)
+                            retried=retry is not None, run_stats=st, cached_output_tokens=served_tokens)
 
     # -------------------------------------------------------------- iteration
     def __iter__(self) -> Iterator[ShardWritten]:
@@ -293,6 +320,8 @@ class GenerationRun:
             cancelled=self.cancelled, shards_retried=retried,
             faults={w.pool.name: dict(w.pool.faults) for w in prep.work if w.pool.faults},
             agreement=store_agreement(self.store, [w.pool.name for w in prep.work]),
+            record_cache=({w.pool.name: w.cache_counts.to_dict() for w in prep.work}
+                          if self.cfg.runtime.record_cache else None),
         )
 
 
@@ -305,8 +334,10 @@ def run_generation(
 ) -> GenerationReport:
     """Generate (or finish generating) all teachers' rationales into the store.
 
-    Rerunning with the same config skips finished shards; a different generation
-    config for the same store is refused (``StoreMismatchError``). ``on_shard`` is
+    Rerunning with the same config skips finished shards; with a different generation
+    config the shards it invalidates are moved aside and generated again (from the record
+    cache where possible), or, with ``runtime.record_cache: false``, it is refused
+    (``StoreMismatchError``). ``on_shard`` is
     called after each shard is persisted (e.g. to feed a trainer that is already
     running). Prints the statistics table unless ``print_summary`` is False.
     """
