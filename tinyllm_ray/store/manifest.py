@@ -194,14 +194,15 @@ class StoreManifest(StoreCore):
                 "(change runtime.run_name or runtime.store_uri), or delete the store to regenerate"
             )
         if changes.problems:
-            have = self._supersede(have, changes)
+            have = self._supersede(have, wanted, changes)
         merged = dict(have)
         merged["teachers"] = {**have.get("teachers", {}), **wanted.get("teachers", {})}
         if merged != have:
             self.write_manifest(merged)
         return merged
 
-    def _supersede(self, have: Mapping[str, Any], changes: ManifestChanges) -> dict[str, Any]:
+    def _supersede(self, have: Mapping[str, Any], wanted: Mapping[str, Any],
+                   changes: ManifestChanges) -> dict[str, Any]:
         """Move the shards ``changes`` invalidate aside (never deleted); return what stays of ``have``.
 
         Shards move before the manifest is rewritten: a run killed in between sees the old
@@ -221,7 +222,7 @@ class StoreManifest(StoreCore):
                         "(from the record cache where possible)", teacher, why, moved, dest)
         if changes.common:
             self._write_json(f"{dest}/manifest.json", dict(have))
-            return {**have, "teachers": {}}
+            return {**wanted, "teachers": {}}
         return {**have, "teachers": {k: v for k, v in (have.get("teachers") or {}).items() if k not in moving}}
 
     def _move_tree(self, src: str, dst: str) -> int:
