@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -208,7 +209,8 @@ class StoreManifest(StoreCore):
         Shards move before the manifest is rewritten: a run killed in between sees the old
         manifest, finds nothing more to move and finishes the job.
         """
-        dest = self.layout.join("superseded", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+        stamp = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"  # unique per run
+        dest = self.layout.join("superseded", stamp)
         folders = (StoreLayout.teacher_of(i.base_name) for i in self._list(self.layout.records_dir))
         stored = {t for t in folders if t} | set(have.get("teachers") or {})
         reason = "; ".join(changes.common)
