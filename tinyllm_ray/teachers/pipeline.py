@@ -11,7 +11,8 @@ Shape of one run (per teacher, all teachers concurrently, one driver thread each
 1. the generation split (``train``) is cut into fixed shards (``prompt_rows.py``); shards
    whose commit file exists are skipped (resume); a teacher with nothing left starts no
    engine;
-2. prompt rows of the remaining shards are served by the teacher's engine pool
+2. prompt rows whose every output is in the record cache (``store/record_cache.py``, per
+   shard) are served from it; the rest are served by the teacher's engine pool
    (``serving.py``: one Ray Data block per ``teacher.batch_size`` rows, mapped by
    ``map_batches(TeacherEngine, concurrency=replicas, resources from placement.py)``);
 3. the driver streams the outputs back, regroups them into complete shards
