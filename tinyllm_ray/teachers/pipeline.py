@@ -211,6 +211,8 @@ class GenerationRun:
             # here, per shard; only the rest reach the engine (none left: no engine starts).
             rows: list[Mapping[str, Any]] = []
             for served, misses in split_shards(w.cache, shard_rows, n, w.cache_counts):
+                if self.cancelled:
+                    break
                 rows += misses
                 for s in assembler.add(served):
                     out.put(self._persist(w, s, assembler.take(s), by_id, metrics))
