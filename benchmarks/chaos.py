@@ -75,7 +75,9 @@ def chaos_config(storage: Path) -> dict[str, Any]:
                   "eval_every_steps": 2, "checkpoint_every_steps": 2, "eval_max_new_tokens": 6,
                   "max_failures": 3},
         "eval": {"split": "test", "max_new_tokens": 6},
-        "runtime": {"storage_path": str(storage), "run_name": RUN_NAME, "store_shard_size": BATCH, "num_cpus": 4},
+        # record_cache off: every round must generate (and survive) what it means to, not reuse a cache
+        "runtime": {"storage_path": str(storage), "run_name": RUN_NAME, "store_shard_size": BATCH, "num_cpus": 4,
+                    "record_cache": False},
     }
 
 

@@ -92,7 +92,8 @@ def build_config(model_path: str, args: argparse.Namespace) -> JobConfig:
             "sampling": {"temperature": 0.0, "max_tokens": args.max_tokens, "n": 1},
         }],
         "prompts": {"icl_k": 2, "icl_strategy": "random", "seed": 0},
-        "runtime": {"storage_path": str(storage), "run_name": "real_teacher", "num_cpus": args.ray_cpus},
+        "runtime": {"storage_path": str(storage), "run_name": "real_teacher", "num_cpus": args.ray_cpus,
+                    "record_cache": False},  # measure the engine, not cache hits
     }
     if args.vs_hf:  # keep every output, so per-request token counts can be compared with HF
         raw["filter"] = {"drop_empty": False, "drop_unparsable": False, "min_rationale_chars": 0}

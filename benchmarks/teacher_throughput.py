@@ -237,7 +237,7 @@ def pipeline_config(model: str, n: int, max_tokens: int, batch_size: int, store:
         "self_eval": {"enabled": False},
         # keep every output: the per-example token counts are compared with (a)
         "filter": {"drop_empty": False, "drop_unparsable": False, "min_rationale_chars": 0},
-        "runtime": {"store_uri": store},
+        "runtime": {"store_uri": store, "record_cache": False},  # measure the engines, not cache hits
     })
 
 

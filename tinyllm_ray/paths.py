@@ -168,7 +168,7 @@ class RunPaths:
         return join(self.tune_trials, trial, STUDENT_DIR)
 
     def pin(self, cfg: JobConfig) -> JobConfig:
-        """``cfg`` with ``storage_path`` and ``store_uri`` replaced by these absolute locations.
+        """``cfg`` with ``storage_path``, ``store_uri`` (and ``record_cache_uri``) replaced by these absolute locations.
 
         Why: a config travels to Tune trials and Ray Train workers as JSON and is turned
         into paths again there; pinned, every process derives the same :class:`RunPaths`
@@ -177,6 +177,8 @@ class RunPaths:
         raw = cfg.model_dump(mode="json")
         raw["runtime"]["storage_path"] = absolute(cfg.runtime.storage_path)
         raw["runtime"]["store_uri"] = self.store
+        if cfg.runtime.record_cache_uri:
+            raw["runtime"]["record_cache_uri"] = absolute(cfg.runtime.record_cache_uri)
         return validate_config(raw, source="run paths")
 
     def describe(self) -> dict[str, str]:

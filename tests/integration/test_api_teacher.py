@@ -117,7 +117,7 @@ def make_cfg(store: Path, tiny_cache: Path, base_url: str):
         ],
         "self_eval": {"enabled": False, "evals_per_cot": EVALS, "temperature": 0.7, "max_tokens": 16},
         "filter": {"drop_empty": False, "drop_unparsable": False},  # every output is a record
-        "runtime": {"store_uri": str(store)},
+        "runtime": {"store_uri": str(store), "storage_path": str(store.parent / "runs")},  # its own record cache
     })
 
 

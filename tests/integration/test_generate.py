@@ -47,7 +47,9 @@ def make_cfg(store: Path, tiny_cache: Path, teachers: tuple[str, ...] = ("llama"
         ) if t["name"] in teachers],
         "self_eval": {"enabled": True, "evals_per_cot": EVALS, "temperature": 0.7, "max_tokens": 16},
         "filter": {"drop_empty": True, "drop_unparsable": False},
-        "runtime": {"store_uri": str(store)},
+        # the record cache (<storage_path>/record_cache) beside the store: shared by the runs of one
+        # tmp folder only, so each test's engines generate what it means them to
+        "runtime": {"store_uri": str(store), "storage_path": str(store.parent / "runs")},
     }
     raw.update(extra)
     return validate_config(raw)
@@ -124,6 +126,57 @@ def test_rerun_skips_finished_shards_without_starting_engines(first_run):
     assert again.shards_skipped == {"llama": N_TRAIN // SHARD, "qwen": N_TRAIN // SHARD}
     assert {t: s.to_dict() for t, s in again.teachers.items()} == {t: s.to_dict() for t, s in report.teachers.items()}
     assert len(_table(store, "rationale")) == len(before)
+
+
+def test_record_cache_serves_a_fresh_store_and_regenerates_only_what_changed(first_run, tiny_cache):
+    """Issue 13, with the first run's record cache (``<storage_path>/record_cache``): (a) a fresh
+    store with the same config is served from it without any engine, record for record; (b) one
+    teacher's ``max_tokens`` changed: only that teacher generates, the other's shards stay, the old
+    ones are under ``superseded/``; (c) a changed filter re-filters cached outputs, no engine;
+    (e) ``record_cache: false`` keeps the refusal. One engine start (llama, in b)."""
+    from tinyllm_ray.errors import StoreMismatchError
+
+    _cfg_a, store_a, report_a, _ = first_run
+    store = store_a.parent / "store_cached"
+    cfg = make_cfg(store, tiny_cache)
+    t0 = time.perf_counter()
+    rep = run_generation(cfg, shard_size=SHARD, print_summary=False)
+    print(f"\nall from the record cache: {time.perf_counter() - t0:.1f}s")
+    assert rep.record_cache == {"llama": {"hits": N_TRAIN, "misses": 0}, "qwen": {"hits": N_TRAIN, "misses": 0}}
+    assert rep.faults == {} and sum(rep.run_output_tokens.values()) == 0  # no engine pool ever served
+    for kind in ("rationale", "self_eval"):
+        want, got = _table(store_a, kind), _table(store, kind)
+        cols = COMPARED + ["record_key"]
+        assert want[cols].sort_values(KEY).reset_index(drop=True).equals(
+            got[cols].sort_values(KEY).reset_index(drop=True)), kind
+    for t, st in rep.teachers.items():
+        assert st.kinds["rationale"].to_dict() == report_a.teachers[t].kinds["rationale"].to_dict()
+
+    llama, qwen = cfg.teachers
+    short = llama.model_copy(update={"sampling": llama.sampling.model_copy(update={"max_tokens": 16})})
+    changed = cfg.model_copy(update={"teachers": [short, qwen]})
+    t0 = time.perf_counter()
+    rep_b = run_generation(changed, print_summary=False)
+    print(f"one teacher changed: {time.perf_counter() - t0:.1f}s")
+    assert rep_b.shards_written == {"llama": N_TRAIN // SHARD, "qwen": 0}
+    assert rep_b.record_cache["llama"] == {"hits": 0, "misses": N_TRAIN} and set(rep_b.faults) == {"llama"}
+    assert len(list(store.glob("superseded/*/records/teacher=llama/kind=rationale/shard-*.parquet"))) == 4
+    assert not list(store.glob("superseded/*/records/teacher=qwen"))
+    rat = _table(store, "rationale")
+    assert (rat[rat.teacher == "llama"].output_tokens <= 16).all()
+
+    strict = changed.model_copy(update={"filter": changed.filter.model_copy(update={"drop_unparsable": True})})
+    rep_c = run_generation(strict, print_summary=False)
+    assert rep_c.faults == {} and rep_c.shards_written == {"llama": N_TRAIN // SHARD, "qwen": N_TRAIN // SHARD}
+    assert rep_c.record_cache == {"llama": {"hits": N_TRAIN, "misses": 0}, "qwen": {"hits": N_TRAIN, "misses": 0}}
+    for t in ("llama", "qwen"):
+        assert rep_c.teachers[t].outputs == rep_b.teachers[t].outputs
+    assert _table(store, "rationale").parsed_answer.notna().all()
+
+    off = strict.model_copy(update={"runtime": strict.runtime.model_copy(update={"record_cache": False}),
+                                    "filter": changed.filter})
+    with pytest.raises(StoreMismatchError, match="record_cache: true"):
+        run_generation(off, print_summary=False)
 
 
 SCRIPT = textwrap.dedent("""

@@ -23,7 +23,9 @@ TWO_NODES = [{"CPU": 4.0}, {"CPU": 4.0}]  # more than one node: local model path
 
 
 def job(tmp_path=None, teachers=({"name": "llama", "model": "org/llama"},), **kw) -> JobConfig:
-    runtime = {"store_uri": str(tmp_path / "store")} if tmp_path is not None else {}
+    # the record cache (<storage_path>/record_cache) under tmp_path too: never shared between tests
+    runtime = {"store_uri": str(tmp_path / "store"), "storage_path": str(tmp_path / "runs")} \
+        if tmp_path is not None else {}
     return JobConfig(data={"name": "synthetic", "synthetic": {"train": 8, "validation": 2, "test": 2}},
                      teachers=[TeacherConfig(**t) for t in teachers], runtime=runtime, **kw)
 

@@ -107,6 +107,15 @@ class RuntimeConfig(StrictModel):
         description="examples per store shard (unit of resume and of streaming); "
         "default: the store's DEFAULT_SHARD_SIZE (defined there only)",
     )
+    record_cache: bool = Field(
+        True,
+        description="reuse every teacher output whose record key (prompt, model + revision, template, sampling) "
+        "is in the record cache, and let a changed generation config regenerate only what it touches "
+        "(superseded shards are moved aside); false: generate everything, refuse a changed config",
+    )
+    record_cache_uri: str | None = Field(
+        None, description="record cache location; default <storage_path>/record_cache (shared by every run there)"
+    )
     dashboard_host: str = "127.0.0.1"
     metrics_export_port: int | None = Field(None, ge=1024, le=65535)
     env_vars: dict[str, str] = Field(default_factory=dict)
@@ -139,6 +148,13 @@ class RuntimeConfig(StrictModel):
         if self.store_uri:
             return self.store_uri
         return f"{self.storage_path.rstrip('/')}/{self.run_name}/rationales"
+
+    @property
+    def resolved_record_cache_uri(self) -> str | None:
+        """Where the record cache lives, or None when ``record_cache`` is off (defined here only)."""
+        if not self.record_cache:
+            return None
+        return self.record_cache_uri or f"{self.storage_path.rstrip('/')}/record_cache"
 
 
 class JobConfig(StrictModel):

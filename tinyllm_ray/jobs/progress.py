@@ -271,6 +271,7 @@ def _fmt_acc(d: Mapping[str, Any]) -> str:
 
 def _run_summary(report: Mapping[str, Any]) -> list[str]:
     from tinyllm_ray.store.agreement import format_agreement
+    from tinyllm_ray.store.record_cache import format_cache_counts
     from tinyllm_ray.store.stats import TeacherStats, format_table
 
     lines = []
@@ -278,6 +279,7 @@ def _run_summary(report: Mapping[str, Any]) -> list[str]:
         stats = [TeacherStats.from_dict(d) for d in report["teachers"].values()]
         lines.append(format_table(stats))
         lines += format_agreement((report.get("generation") or {}).get("agreement"))
+        lines += format_cache_counts((report.get("generation") or {}).get("record_cache"))
         lines += [f"warning: {w}" for st in stats for w in st.health_warnings()]
     tr = report.get("training") or {}
     if tr:
@@ -312,6 +314,7 @@ def job_summary(command: str, report: Mapping[str, Any]) -> list[str]:
         return _run_summary(report)
     if command == "generate":
         from tinyllm_ray.store.agreement import format_agreement
+        from tinyllm_ray.store.record_cache import format_cache_counts
         from tinyllm_ray.store.stats import TeacherStats, format_table
 
         teachers = report.get("teachers") or {}
@@ -319,7 +322,7 @@ def job_summary(command: str, report: Mapping[str, Any]) -> list[str]:
                 f"{sum((report.get('shards_skipped') or {}).values())}, {report.get('run_tokens_per_s', 0):.0f} "
                 f"tok/s in {report.get('wall_seconds', 0):.0f} s")
         return [head, format_table([TeacherStats.from_dict(d) for d in teachers.values()]),
-                *format_agreement(report.get("agreement"))]
+                *format_agreement(report.get("agreement")), *format_cache_counts(report.get("record_cache"))]
     if command == "train":
         best = report.get("best_val_accuracy")
         return [f"training: {report.get('final_step')}/{report.get('total_steps')} steps in "

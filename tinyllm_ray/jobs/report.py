@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tinyllm_ray.paths import RunPaths
+from tinyllm_ray.store.record_cache import format_cache_counts
 from tinyllm_ray.store.stats import TeacherStats
 
 __all__ = ["plot_training", "render_markdown", "write_report"]
@@ -64,6 +65,8 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines += [f"> **Warning:** {w}" for w in warnings]
         if warnings:
             lines.append("")
+        cache = format_cache_counts((r.get("generation") or {}).get("record_cache"))
+        lines += [f"Record cache: {c}  " for c in cache] + ([""] if cache else [])
     agreement = (r.get("generation") or {}).get("agreement")
     if agreement and len(agreement.get("teachers") or []) > 1:
         lines += _agreement_markdown(agreement, (r.get("training") or {}).get("data") or {})

@@ -301,7 +301,7 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
     check_runnable(cfg)
     from tinyllm_ray.data.loader import load_splits
     from tinyllm_ray.runtime import init_ray
-    from tinyllm_ray.store import RationaleStore, resolve_shard_size
+    from tinyllm_ray.store import RationaleStore, build_manifest, resolve_shard_size
     from tinyllm_ray.student.evaluate_model import evaluate_student
     from tinyllm_ray.student.trainer import METRICS_FILE, TENSORBOARD_DIR, TRAIN_RUN_NAME
 
@@ -318,6 +318,9 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
                                          [t.batch_size for t in cfg.teachers])
     log.info("store shard size %d (%s)", shard_size, why)
     store.clear_generation_failed()
+    if cfg.teachers:  # shards a changed config supersedes move aside before training may read a slice
+        with store.writer_lock():
+            store.open_manifest(build_manifest(cfg, "train", train, shard_size), supersede=cfg.runtime.record_cache)
 
     _resolve_models_before_threads(cfg)
     resources_note = _check_overlap_resources(cfg) if cfg.teachers else None

@@ -113,6 +113,16 @@ class KeyContext:
             parts.append(self.self_eval_sampling)
         return hashlib.sha256(canonical_json(parts).encode()).hexdigest()[:KEY_HEX_CHARS]
 
+    def context_id(self) -> str:
+        """A stable short id (16 hex) of this context without any prompt: the record cache's folder.
+
+        Every output whose key this context computes lives under the same id, so a cache
+        lookup reads only the rows that could match (``store/record_cache.py``).
+        """
+        parts = [self.teacher, self.model, self.model_revision, self.template_version, self.sampling,
+                 self.self_eval_sampling]
+        return hashlib.sha256(canonical_json(parts).encode()).hexdigest()[:16]
+
     def columns(self) -> dict[str, str]:
         """The per-row provenance columns this context fills (besides ``record_key``)."""
         return {"model": self.model, "model_revision": self.model_revision,

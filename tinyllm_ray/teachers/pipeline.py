@@ -11,11 +11,11 @@ Shape of one run (per teacher, all teachers concurrently, one driver thread each
 1. the generation split (``train``) is cut into fixed shards (``prompt_rows.py``); shards
    whose commit file exists are skipped (resume); a teacher with nothing left starts no
    engine;
-2. prompt rows of the remaining shards are built one shard at a time, only as the teacher's
-   engine pool asks for more (``serving.py``: one Ray Data block per ``teacher.batch_size``
-   rows, streamed a bounded window at a time by ``feed.py``, mapped by
-   ``map_batches(TeacherEngine, concurrency=replicas, resources from placement.py)``), so
-   the driver and the object store hold a few batches, never the run's prompts;
+2. prompt rows are built a shard at a time as the engines ask for more; prompts whose every
+   output is in the record cache (``store/record_cache.py``) are served from it, the rest
+   reach the engines (``serving.py``: a Ray Data block per ``teacher.batch_size`` rows, a
+   bounded window at a time by ``feed.py``, ``map_batches(TeacherEngine, ...)``): driver and
+   object store hold a few batches, never the run's prompts; no miss, no engine started;
 3. the driver streams the outputs back, regroups them into complete shards
    (``assembler.py``), parses and filters them (``records.py``) and writes each shard
    atomically (``store.py``) before reporting it: persist, then trust;
@@ -62,13 +62,20 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tinyllm_ray.config import JobConfig
 from tinyllm_ray.data.schema import MCQRecord
 from tinyllm_ray.store import KeyContext, RationaleStore, build_manifest, key_context_for, resolve_shard_size
 from tinyllm_ray.store.agreement import store_agreement
+from tinyllm_ray.store.record_cache import (
+    FROM_CACHE,
+    CacheCounts,
+    ContextCache,
+    open_context_cache,
+    split_shards,
+)
 from tinyllm_ray.store.stats import TeacherStats, total
 from tinyllm_ray.teachers.assembler import ShardAssembler
 from tinyllm_ray.teachers.prompt_rows import (
@@ -96,6 +103,8 @@ class _TeacherWork:
     skipped: int
     retry: dict[int, RetrySet]  # committed shards with failed CoTs to generate again
     committed: dict[int, TeacherStats]  # their footer statistics (what the retry sets came from)
+    cache: ContextCache | None = None  # this teacher's record-cache folder (None: runtime.record_cache off)
+    cache_counts: CacheCounts = field(default_factory=CacheCounts)
 
 
 @dataclass
@@ -158,7 +167,8 @@ class GenerationRun:
                                              [t.batch_size for t in cfg.teachers])
         if self._shard_size_arg is None:
             notes.append(f"shard size {shard_size} examples ({why})")
-        self.store.open_manifest(build_manifest(cfg, self.split, records, shard_size))
+        self.store.open_manifest(build_manifest(cfg, self.split, records, shard_size),
+                                 supersede=cfg.runtime.record_cache)
 
         total_shards = num_shards(len(records), shard_size)
         work = []
@@ -180,7 +190,8 @@ class GenerationRun:
                              f"CoTs of {len(retry)} committed shard(s) are generated again")
             key = key_context_for(t, p.model_path, cfg, TEMPLATE_VERSION)
             work.append(_TeacherWork(p, key, bs, pending, total_shards - len(pending), retry,
-                                     {s: footers[s] for s in retry}))
+                                     {s: footers[s] for s in retry},
+                                     open_context_cache(cfg.runtime.resolved_record_cache_uri, key)))
         for n in notes:
             log.info("%s", n)
         return _Prepared(records, pool, shard_size, work, serving.accelerator, notes)
@@ -199,10 +210,14 @@ class GenerationRun:
             metrics = TeacherMetrics(name)
             with w.pool as engines:
                 rows = sum(expected.values()) // n  # a prompt gives n rationale rows
-                for batch in engines.run_stream(self._shard_rows(w, prep), w.batch_size, max_rows=rows):
+                misses = self._cache_misses(w, prep, assembler, out, metrics)
+                for batch in engines.run_stream(misses, w.batch_size, max_rows=rows):
                     for s in assembler.add(batch):
                         out.put(self._persist(w, s, assembler.take(s), examples_by_id(prep.records, s, size),
                                               metrics))
+            if w.cache is not None:
+                c = w.cache_counts
+                log.info("teacher %s: %d of %d prompts served from the record cache", name, c.hits, c.hits + c.misses)
             if assembler.duplicates:
                 log.info("teacher %s: %d outputs delivered twice by retried batches were dropped", name,
                          assembler.duplicates)
@@ -228,13 +243,37 @@ class GenerationRun:
         for s in w.pending:
             yield rows_of(s)
 
+    def _cache_misses(self, w: _TeacherWork, prep: _Prepared, assembler: ShardAssembler, out: queue.Queue,
+                      metrics: Any) -> Iterator[list[Mapping[str, Any]]]:
+        """Each shard's prompt rows the record cache cannot serve; the served outputs are persisted here.
+
+        Pulled lazily by the engine pool (same thread as the assembler): a shard whose every
+        prompt is cached is committed as soon as it is reached, and a teacher whose stream
+        has no miss at all never starts an engine (``EnginePool`` peeks before starting).
+        """
+        size = prep.shard_size
+        for served, misses in split_shards(w.cache, self._shard_rows(w, prep), w.pool.teacher.sampling.n,
+                                           w.cache_counts):
+            if self.cancelled:
+                return
+            for s in assembler.add(served):
+                out.put(self._persist(w, s, assembler.take(s), examples_by_id(prep.records, s, size), metrics))
+            if misses:
+                yield misses
+
     def _persist(self, w: _TeacherWork, shard: int, raw: list[dict[str, Any]], by_id: Mapping[str, MCQRecord],
                  metrics: Any) -> ShardWritten:
         """Parse, filter, write one complete shard; only then is it reported."""
         name = w.pool.name
+        if w.cache is not None:  # fresh outputs first, then the shard: a killed run loses no generation
+            try:
+                w.cache.put(raw)
+            except Exception as exc:  # noqa: BLE001 - a cache that cannot be written costs reuse, not the run
+                log.warning("teacher %s: record cache not written (%s): %s", name, w.cache.dir, exc)
         retry = w.retry.get(shard)
         if retry is not None:
             raw = retried_outputs(raw, retry)
+        served_tokens = sum(int(r.get("output_tokens") or 0) for r in raw if r.get(FROM_CACHE))
         recs = build_shard_records(raw, by_id, name, self.cfg.filter, self.cfg.self_eval.verdicts, key=w.key)
         run_stats = recs.stats
         if retry is not None:  # the committed shard, its retried CoTs replaced (retry.py: exactly once)
@@ -246,11 +285,10 @@ class GenerationRun:
             failed=recs.failed,
         )
         st = run_stats  # what this run generated (the whole shard, or its retried CoTs)
-        assert st is not None and recs.stats is not None
         metrics.record_batch(outputs=st.outputs, kept=st.kept, dropped=st.dropped, tokens=st.output_tokens,
                              seconds=st.generation_seconds)
         return ShardWritten(name, shard, path, len(recs.rationale), len(recs.self_eval), recs.stats,
-                            retried=retry is not None, run_stats=st)
+                            retried=retry is not None, run_stats=st, cached_output_tokens=served_tokens)
 
     # -------------------------------------------------------------- iteration
     def __iter__(self) -> Iterator[ShardWritten]:
@@ -314,6 +352,8 @@ class GenerationRun:
             faults={w.pool.name: dict(w.pool.faults) for w in prep.work if w.pool.faults},
             feed={w.pool.name: dict(w.pool.feed) for w in prep.work if w.pool.feed},
             agreement=store_agreement(self.store, [w.pool.name for w in prep.work]),
+            record_cache=({w.pool.name: w.cache_counts.to_dict() for w in prep.work}
+                          if self.cfg.runtime.record_cache else None),
         )
 
 
@@ -326,8 +366,10 @@ def run_generation(
 ) -> GenerationReport:
     """Generate (or finish generating) all teachers' rationales into the store.
 
-    Rerunning with the same config skips finished shards; a different generation
-    config for the same store is refused (``StoreMismatchError``). ``on_shard`` is
+    Rerunning with the same config skips finished shards; with a different generation
+    config the shards it invalidates are moved aside and generated again (from the record
+    cache where possible), or, with ``runtime.record_cache: false``, it is refused
+    (``StoreMismatchError``). ``on_shard`` is
     called after each shard is persisted (e.g. to feed a trainer that is already
     running). Prints the statistics table unless ``print_summary`` is False.
     """

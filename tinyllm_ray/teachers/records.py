@@ -77,10 +77,10 @@ def judged_wrong(votes: Sequence[str], wrong: str) -> bool:
 class ShardRecords:
     """What one shard contributes to the store: kept rows per kind, failed rows and the statistics."""
 
+    stats: TeacherStats
     rationale: list[dict[str, Any]] = field(default_factory=list)
     self_eval: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
-    stats: TeacherStats | None = None
 
 
 def _answers_match(parsed: str | None, gold: str) -> bool | None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from tinyllm_ray.errors import GenerationError  # noqa: F401 (re-exported)
 from tinyllm_ray.store.agreement import format_agreement
+from tinyllm_ray.store.record_cache import format_cache_counts
 from tinyllm_ray.store.stats import TeacherStats, format_table
 
 # ----------------------------------------------------------------------------- results
@@ -28,10 +29,12 @@ class ShardWritten:
     stats: TeacherStats  # the shard as committed
     retried: bool = False  # an earlier run's shard whose failed CoTs this run generated again
     run_stats: TeacherStats | None = None  # what this run generated for it (None: the whole shard)
+    cached_output_tokens: int = 0  # of those, output tokens served from the record cache (not generated)
 
     @property
     def run_output_tokens(self) -> int:
-        return (self.run_stats or self.stats).output_tokens
+        """Tokens the engines generated for this shard in this run (record-cache hits excluded)."""
+        return (self.run_stats or self.stats).output_tokens - self.cached_output_tokens
 
 
 @dataclass
@@ -62,6 +65,8 @@ class GenerationReport:
     #: per teacher that served prompts: batches, the feed's window, the most batches ever unanswered
     #: (``EnginePool.feed``: what bounds the prompts held by driver and object store)
     feed: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: per teacher: prompts served from the record cache (``hits``) and generated (``misses``); None: cache off
+    record_cache: dict[str, dict[str, int]] | None = None
 
     @property
     def run_tokens_per_s(self) -> float:
@@ -79,6 +84,7 @@ class GenerationReport:
             + ("; cancelled before the end (rerun to finish)" if self.cancelled else "")
         )
         lines = [head, format_table(self.teachers.values()), *format_agreement(self.agreement)]
+        lines += format_cache_counts(self.record_cache)
         for name, n in self.shards_retried.items():
             if n:
                 lines.append(f"teacher {name}: failed CoTs of {n} earlier shard(s) generated again")
@@ -116,5 +122,5 @@ class GenerationReport:
             "run_output_tokens": self.run_output_tokens, "wall_seconds": round(self.wall_seconds, 3),
             "run_tokens_per_s": round(self.run_tokens_per_s, 3), "notes": list(self.notes),
             "cancelled": self.cancelled, "shards_retried": self.shards_retried, "faults": self.faults,
-            "agreement": self.agreement, "feed": self.feed,
+            "agreement": self.agreement, "feed": self.feed, "record_cache": self.record_cache,
         }

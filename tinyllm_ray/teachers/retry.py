@@ -63,7 +63,6 @@ def merge_retried_shard(
     rs.failed -= sum(len(s) for s in retry.values())
     rs.prompts -= len(retry)  # each retried example counted its prompt once; the new records count it again
     shards = stats.shards
-    assert new.stats is not None
     stats.merge(new.stats)
     stats.shards = shards
     stats.failed_cots = list(new.stats.failed_cots)
