@@ -31,7 +31,7 @@ def test_cpu_plan_sizes_actor_threads_and_kv_cache():
     assert p.replica_resources == {"CPU": 2.0}
     assert p.total_resources == {"CPU": 6.0}
     # Ray restarts a dead engine and re-sends its batch; faults.FaultLedger bounds both
-    assert p.actor_options() == {"num_cpus": 2.0, "max_restarts": -1, "max_task_retries": -1}
+    assert p.actor_options() == {"num_cpus": 2.0}  # Ray Data's pool defaults: restarts -1, task retries -1
     assert plan_teacher(teacher(num_cpus=2, max_restarts=0, max_batch_retries=0), "cpu").actor_options() == {
         "num_cpus": 2.0, "max_restarts": 0}
 

@@ -105,9 +105,11 @@ class TeacherPlan:
         the batches would wait forever). ``max_restarts=0``: an engine that dies ends the
         job with the teacher's name; finished shards are persisted, so rerunning resumes.
         """
-        opts: dict[str, Any] = {"num_cpus": self.num_cpus, "max_restarts": -1 if self.max_restarts else 0}
-        if self.max_restarts:
-            opts["max_task_retries"] = -1
+        # Ray Data 2.60's actor pool defaults to max_restarts=-1 and max_task_retries=-1: only 0 is
+        # passed (via ray_remote_args, deprecated for Ray 2.64 with no named parameter for it yet).
+        opts: dict[str, Any] = {"num_cpus": self.num_cpus}
+        if not self.max_restarts:
+            opts["max_restarts"] = 0
         if self.num_gpus:
             opts["num_gpus"] = self.num_gpus
         if self.resources:  # custom node resources (teacher.resources) pin replicas to nodes
