@@ -143,10 +143,20 @@ def child_main(port: int, dash_port: int, temp_dir: str) -> dict:
         out["scrape_s"] = round(time.monotonic() - t0, 1)
         out["samples"] = samples
 
+        # Ray's writer rewrites the file every 5 s; its first write can precede the node's
+        # registration (then only the autoscaler and dashboard ports are listed), so wait
+        # for a write that lists this node's metrics port.
         sd_path = Path(temp_dir) / "session_latest" / SD_FILE
-        while time.monotonic() < deadline and not sd_path.exists():
+        out["sd"] = None
+        sd_deadline = time.monotonic() + 30.0
+        while time.monotonic() < sd_deadline:
+            try:
+                out["sd"] = json.loads(sd_path.read_text())
+            except (OSError, ValueError):
+                pass
+            if out["sd"] and any(t.endswith(f":{port}") for g in out["sd"] for t in g["targets"]):
+                break
             time.sleep(0.5)
-        out["sd"] = json.loads(sd_path.read_text()) if sd_path.exists() else None
         out["sd_legacy_link"] = (Path(temp_dir) / SD_FILE).exists()
         out["grafana_dashboards"] = sorted(
             p.name for p in (Path(temp_dir) / "session_latest/metrics/grafana/dashboards").glob("*.json")
