@@ -161,3 +161,15 @@ def test_a_lone_surrogate_from_an_api_is_stored_as_a_replacement_character(tmp_p
     store.write_shard("t", 0, out.rationale, out.self_eval, out.stats)
     assert store.read_shard("t", "rationale", 0).to_pylist()[0]["rationale"].startswith("Whales \ufffd breathe.")
     assert store.read_shard("t", "self_eval", 0).to_pylist()[0]["critique"] == "Fine \ufffd."
+
+
+@pytest.mark.parametrize("unit", ["The answer is (a). ", "answer:\n", "so blue sky is correct. "])
+def test_a_long_output_of_repeated_statements_parses_as_its_last_one(unit):
+    """Answer statements read a bounded window around them (each used to slice the rest of the
+    text: 9 s on 1 MB); the result is what the last statement says, as on a short text."""
+    choices = ["red apple", "blue sky", "green grass", "yellow sun"]
+    long_text = unit * (300_000 // len(unit)) + "Therefore, the answer is (c)."
+    short_text = unit * 3 + "Therefore, the answer is (c)."
+    assert parse_answer(long_text, choices) == parse_answer(short_text, choices)
+    assert parse_answer(long_text, choices).letter == "c"
+    assert parse_answer(unit * (300_000 // len(unit)), []) == parse_answer(unit * 3, [])

@@ -226,6 +226,12 @@ def _make(idx: int, choices: Sequence[str], how: str) -> ParsedAnswer:
     return ParsedAnswer(index=idx, letter=letter(idx), text=choices[idx], how=how)
 
 
+#: Characters read after an answer statement (its tail is one line, capped at 300 after
+#: filler) and before a reverse statement (its sentence): enough for any real answer, and it
+#: keeps a megabyte of repeated statements linear instead of one slice of the text each.
+_TAIL_WINDOW = 4000
+
+
 def parse_answer(text: str, choices: Sequence[str]) -> ParsedAnswer | None:
     """The final answer stated in ``text``, or None.
 
@@ -257,7 +263,7 @@ def parse_answer(text: str, choices: Sequence[str]) -> ParsedAnswer | None:
     for m in _STATEMENT_RE.finditer(text):
         if _HYPOTHETICAL_RE.search(text[max(0, m.start() - 24): m.start()]):
             continue  # "If the answer is popliteus, then ..."
-        tail = text[m.end():]
+        tail = text[m.end(): m.end() + _TAIL_WINDOW]  # bounded: a slice per statement made long texts O(n^2)
         got = _answer_from_tail(tail, choices, next_line="answer" in m.group(0).lower())
         if got:
             candidates.append((m.start(), got[0], f"statement_{got[1]}"))
@@ -268,7 +274,7 @@ def parse_answer(text: str, choices: Sequence[str]) -> ParsedAnswer | None:
         if idx < len(choices):
             candidates.append((m.start(), idx, "statement_letter"))
     for m in _REVERSE_TEXT_RE.finditer(text):
-        sentence = re.split(r"[.!?\n]", text[: m.start()])[-1]
+        sentence = re.split(r"[.!?\n]", text[max(0, m.start() - _TAIL_WINDOW): m.start()])[-1]
         idx = _choice_text_suffix(sentence, choices)
         if idx is not None:
             candidates.append((m.start(), idx, "statement_text"))
@@ -287,8 +293,7 @@ def parse_answer(text: str, choices: Sequence[str]) -> ParsedAnswer | None:
 def _parse_number(text: str) -> ParsedAnswer | None:
     """Free-form: number after the last answer statement, else the last number."""
     for m in reversed(list(_STATEMENT_RE.finditer(text))):
-        tail = text[m.end():].split("\n", 1)[0]
-        num = normalize_number(tail[:80])
+        num = normalize_number(text[m.end(): m.end() + 80].split("\n", 1)[0])
         if num is not None:
             return ParsedAnswer(index=None, letter=None, text=num, how="statement_number")
     nums = _NUMBER_RE.findall(text)
