@@ -81,9 +81,12 @@ class StoreReader(StoreCore):
 
     def _read_file(self, path: str, kind: str, columns: Sequence[str] | None = None) -> pa.Table:
         with self._readable(path), self.fs.open_input_file(path) as f:
+            # verify the writer's page checksums: a flipped byte is an error, not wrong text
             if columns is None:
-                return pq.read_table(f, schema=schema_for(kind)).replace_schema_metadata(None)
-            return pq.read_table(f, columns=list(columns)).replace_schema_metadata(None)
+                table = pq.read_table(f, schema=schema_for(kind), page_checksum_verification=True)
+            else:
+                table = pq.read_table(f, columns=list(columns), page_checksum_verification=True)
+            return table.replace_schema_metadata(None)
 
     def read_table(self, kind: str = "rationale", teachers: Iterable[str] | None = None) -> pa.Table:
         """All committed records of ``kind`` (optionally only some teachers) as one table."""
@@ -127,7 +130,7 @@ class StoreReader(StoreCore):
         """Stream ``columns`` of every committed shard of (teacher, kind), one record batch at a time."""
         for path in self.shard_files(teacher, kind).values():
             with self._readable(path), self.fs.open_input_file(path) as f:
-                pf = pq.ParquetFile(f)
+                pf = pq.ParquetFile(f, page_checksum_verification=True)
                 use = [c for c in columns if c in pf.schema_arrow.names]
                 yield from pf.iter_batches(batch_size=batch_size, columns=use)
 

@@ -44,7 +44,8 @@ def parquet_bytes(rows: Sequence[Mapping[str, Any]], schema: pa.Schema,
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
+    # Page checksums (CRC32): a byte flipped inside a page fails the read instead of reading back wrong.
+    pq.write_table(table, sink, compression="zstd", write_page_checksum=True)
     return sink.getvalue().to_pybytes()
 
 
