@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tinyllm_ray import observability as obs
 from tinyllm_ray.jobs.progress import (
+    BOOTSTRAP_LABEL,
     MetricsTail,
     ProgressState,
     TeacherProgress,
@@ -93,6 +94,10 @@ def test_generation_status_per_teacher_and_one_status_line() -> None:
     state.trainings["a"].update({"step": 1, "time": 1.0, "total_steps": 4, "loss": 1.0})
     state.trainings["b"] = TrainingProgress("other", reported_done=True)
     assert state.status(10.0) == "student step 1/4 loss 1.000 | qwen 16/40 rows (engine starting) | 1/2 trainings done"
+    # while a teacher is being bootstrapped, no engine is starting yet: the line says what it waits on
+    state.trainings["boot"] = TrainingProgress(f"{BOOTSTRAP_LABEL}qwen")
+    state.trainings["boot"].update({"step": 3, "time": 2.0, "total_steps": 450, "loss": 2.0})
+    assert "qwen 16/40 rows (waiting for bootstrapped teachers)" in state.status(10.0)
 
 
 def test_job_summaries_are_short_and_name_the_results(tmp_path) -> None:

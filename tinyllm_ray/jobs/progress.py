@@ -105,6 +105,10 @@ class MetricsTail:
         return out
 
 
+#: Label prefix of a teacher's bootstrap training (``teachers/bootstrap.py``): "teacher <name>".
+BOOTSTRAP_LABEL = "teacher "
+
+
 @dataclass
 class TeacherProgress:
     """One teacher's generation: examples done of the split (resumed ones included), this run's outputs."""
@@ -141,9 +145,9 @@ class TeacherProgress:
         elapsed = (self.ended or now) - self.started
         return self.tokens / elapsed if elapsed > 0 else 0.0
 
-    def status(self, now: float) -> str:
+    def status(self, now: float, waiting: str = "engine starting") -> str:
         if not self.outputs:
-            return f"{self.name} {self.examples_done}/{self.examples_total} rows (engine starting)"
+            return f"{self.name} {self.examples_done}/{self.examples_total} rows ({waiting})"
         return (f"{self.name} {self.examples_done}/{self.examples_total} rows, {self.tokens_per_s(now):.0f} tok/s, "
                 f"kept {self.kept} dropped {self.dropped}")
 
@@ -253,10 +257,13 @@ class ProgressState:
         running = [t for t in self.trainings.values() if not t.reported_done]
         finished = sum(t.reported_done for t in self.trainings.values())
         parts = [t.status() for t in running if t.started]
-        parts += [t.status(now) for t in self.teachers.values() if not t.done]
-        waiting = sum(not t.started for t in running)
-        if waiting and not any(t.started for t in running):
-            parts.append(f"{waiting} training(s) starting")
+        # engines start once the teachers they serve are trained: say so while bootstraps run
+        booting = any(t.label.startswith(BOOTSTRAP_LABEL) for t in running)
+        waiting = "waiting for bootstrapped teachers" if booting else "engine starting"
+        parts += [t.status(now, waiting) for t in self.teachers.values() if not t.done]
+        starting = sum(not t.started for t in running)
+        if starting and not any(t.started for t in running):
+            parts.append(f"{starting} training(s) starting")
         if parts and len(self.trainings) > 1 and finished:
             parts.append(f"{finished}/{len(self.trainings)} trainings done")
         return " | ".join(parts)

@@ -282,9 +282,10 @@ def bootstrap_teacher(cfg: JobConfig, teacher: TeacherConfig, cache_dir: str | o
         max_target = 160
         job = _training_job(cfg, boot, init, work, max_target)
         data = _student_data(job, rows, [p.to_record() for p in pool[:2]])
+        from tinyllm_ray.jobs.progress import BOOTSTRAP_LABEL
         from tinyllm_ray.student.trainer import METRICS_FILE, TRAIN_RUN_NAME
 
-        progress("training", label=f"teacher {teacher.name}", total=boot.max_steps,
+        progress("training", label=f"{BOOTSTRAP_LABEL}{teacher.name}", total=boot.max_steps,
                  pattern=join(RunPaths.of(job).train, TRAIN_RUN_NAME, METRICS_FILE))
         result = run_training(job, data=data, output_dir=str(out),
                               callbacks=[_progress_callback(teacher.name, boot.max_steps)])
