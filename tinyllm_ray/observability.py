@@ -349,6 +349,11 @@ def add_progress_listener(listener: ProgressListener) -> Callable[[], None]:
     return lambda: _listeners.remove(listener) if listener in _listeners else None
 
 
+#: Label prefix of a teacher's bootstrap training in ``progress("training", label=...)``
+#: ("teacher <name>"): the console tells it apart from the student's trainings.
+BOOTSTRAP_LABEL = "teacher "
+
+
 def progress(event: str, **fields: Any) -> None:
     """Tell this process's console what just happened; never raises, a no-op without a listener.
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from tinyllm_ray import observability as obs
 from tinyllm_ray.jobs.progress import (
-    BOOTSTRAP_LABEL,
     MetricsTail,
     ProgressState,
     TeacherProgress,
@@ -21,6 +20,7 @@ from tinyllm_ray.jobs.progress import (
     format_seconds,
     job_summary,
 )
+from tinyllm_ray.observability import BOOTSTRAP_LABEL
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tinyllm_ray.observability import BOOTSTRAP_LABEL
+
 __all__ = ["MetricsTail", "ProgressState", "TeacherProgress", "Throttle", "TrainingProgress", "fit",
            "format_seconds", "job_summary"]
 
@@ -103,10 +105,6 @@ class MetricsTail:
             if isinstance(rec, dict):
                 out.append(rec)
         return out
-
-
-#: Label prefix of a teacher's bootstrap training (``teachers/bootstrap.py``): "teacher <name>".
-BOOTSTRAP_LABEL = "teacher "
 
 
 @dataclass

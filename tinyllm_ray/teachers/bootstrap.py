@@ -58,7 +58,7 @@ from tinyllm_ray.config import BootstrapConfig, JobConfig, PromptConfig, Teacher
 from tinyllm_ray.data.arithmetic import ArithmeticProblem, make_arithmetic_splits
 from tinyllm_ray.data.schema import MCQRecord
 from tinyllm_ray.errors import ConfigError
-from tinyllm_ray.observability import progress
+from tinyllm_ray.observability import BOOTSTRAP_LABEL, progress
 from tinyllm_ray.paths import RunPaths, join
 from tinyllm_ray.prompts import TEMPLATE_VERSION, self_eval_prompt
 from tinyllm_ray.teachers.bootstrap_targets import ALL_RIGHT, corrupt_solution, gold_completion
@@ -282,7 +282,6 @@ def bootstrap_teacher(cfg: JobConfig, teacher: TeacherConfig, cache_dir: str | o
         max_target = 160
         job = _training_job(cfg, boot, init, work, max_target)
         data = _student_data(job, rows, [p.to_record() for p in pool[:2]])
-        from tinyllm_ray.jobs.progress import BOOTSTRAP_LABEL
         from tinyllm_ray.student.trainer import METRICS_FILE, TRAIN_RUN_NAME
 
         progress("training", label=f"{BOOTSTRAP_LABEL}{teacher.name}", total=boot.max_steps,
