@@ -165,10 +165,15 @@ def run_pipeline(cfg: Any, workdir: Path) -> dict[str, Any]:
     init_ray(cfg.runtime, include_dashboard=False)
     ray_start = time.time() - t_ray
     ray.data.DataContext.get_current().enable_progress_bars = False
-    engine_mod.TeacherEngine = timed_engine_class(str(calls_log))  # the pipeline imports it at run time
-    t0 = time.time()
-    report = run_generation(cfg, print_summary=False)
-    e2e = time.time() - t0
+    plain = engine_mod.TeacherEngine
+    # the pipeline imports it at run time; restored after, so the next run's class wraps the plain engine once
+    engine_mod.TeacherEngine = timed_engine_class(str(calls_log))
+    try:
+        t0 = time.time()
+        report = run_generation(cfg, print_summary=False)
+        e2e = time.time() - t0
+    finally:
+        engine_mod.TeacherEngine = plain
     time.sleep(2 * tree.every)
     tree.stop()
     calls = sorted((json.loads(x) for x in calls_log.read_text().splitlines()), key=lambda c: c["t1"])
