@@ -216,9 +216,13 @@ def _with_batch_size(cfg: Any, batch_size: int) -> Any:
 
 
 def _best(runs: list[dict[str, Any]], key: str, low: bool = False) -> dict[str, Any]:
-    """The run with the best ``key`` (highest, or lowest with ``low``) among those that have it."""
+    """The run with the best ``key`` (highest, or lowest with ``low``) among those that have it ({} if none)."""
     have = [r for r in runs if r.get(key) is not None]
-    return (min if low else max)(have, key=lambda r: r[key])
+    return (min if low else max)(have, key=lambda r: r[key]) if have else {}
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return num / den if num is not None and den else None
 
 
 def compare(cfg: Any, model_path: Path, batch_sizes: list[int], command: str,
@@ -293,22 +297,24 @@ def compare(cfg: Any, model_path: Path, batch_sizes: list[int], command: str,
         "busy_cpu_all_pipeline_processes": (hf_busy_cpu["busy_cpu_ms_per_token"]
                                             / pipe_busy_cpu["busy_cpu_all_ms_per_token"]),
         # steady state (after the first batch): only runs of more than one batch
-        "steady_wall": pipe_steady["steady_tok_s"] / best["steady_tok_s"],
-        "steady_cpu_engine_process": best_cpu["steady_cpu_ms_per_token"] / pipe_steady_cpu["steady_cpu_ms_per_token"],
-        "steady_cpu_all_pipeline_processes": (best_cpu["steady_cpu_ms_per_token"]
-                                              / pipe_steady_cpu["steady_cpu_all_ms_per_token"]),
+        # (None when no pipeline run had more than one batch)
+        "steady_wall": _ratio(pipe_steady.get("steady_tok_s"), best.get("steady_tok_s")),
+        "steady_cpu_engine_process": _ratio(best_cpu.get("steady_cpu_ms_per_token"),
+                                            pipe_steady_cpu.get("steady_cpu_ms_per_token")),
+        "steady_cpu_all_pipeline_processes": _ratio(best_cpu.get("steady_cpu_ms_per_token"),
+                                                    pipe_steady_cpu.get("steady_cpu_all_ms_per_token")),
         "e2e_wall": pipe_e2e["e2e_tok_s"] / max(r["e2e_tok_s"] for r in hf),
         "e2e_wall_with_ray_start": pipes[0]["e2e_with_ray_start_tok_s"] / max(r["e2e_tok_s"] for r in hf),
     }
     best_of = {"pipeline_busy": pipe_busy["batch_size"], "pipeline_busy_cpu": pipe_busy_cpu["batch_size"],
-               "pipeline_steady": pipe_steady["batch_size"], "pipeline_steady_cpu": pipe_steady_cpu["batch_size"],
+               "pipeline_steady": pipe_steady.get("batch_size"), "pipeline_steady_cpu": pipe_steady_cpu.get("batch_size"),
                "pipeline_e2e": pipe_e2e["batch_size"], "hf_busy": hf_busy["batch_size"],
                "hf_busy_cpu": hf_busy_cpu["batch_size"]}
     return {
         "command": command, "target": 5.0, "ratios": ratios,
-        "met": {k: v >= 5.0 for k, v in ratios.items()},
+        "met": {k: v >= 5.0 for k, v in ratios.items() if v is not None},
         "settings": {"n": len(prompts), "max_tokens": teacher.sampling.max_tokens, "stop": list(teacher.sampling.stop),
-                     "dtype": teacher.dtype, "threads": threads, "pipeline_batch_size": pipe_steady["batch_size"],
+                     "dtype": teacher.dtype, "threads": threads, "pipeline_batch_size": pipe_steady.get("batch_size", pipes[0]["batch_size"]),
                      "pipeline_batch_sizes": [p["batch_size"] for p in pipes],
                      "kv_cache_space_gib": teacher.kv_cache_space_gib,
                      "hf_batch_sizes": batch_sizes, "prompt_tokens_mean": statistics.mean(prompt_tokens),
@@ -316,7 +322,7 @@ def compare(cfg: Any, model_path: Path, batch_sizes: list[int], command: str,
                      "hf_prefill_padding": {str(b): padding_factor(prompt_tokens, b) for b in batch_sizes}},
         "checks": {"prompts_equal_store_prompt_hash": same_prompts, "n": len(prompts),
                    "pipeline_tokens": pipe["output_tokens"], "pipeline_stats_tokens": pipe["report_output_tokens"]},
-        "pipeline": pipe_steady, "pipelines": pipes, "best_of": best_of, "hf": hf,
+        "pipeline": pipe_steady or pipes[0], "pipelines": pipes, "best_of": best_of, "hf": hf,
         "hf_best_batch_size": best["batch_size"],
         "hf_best_cpu_batch_size": best_cpu["batch_size"],
         "load_start_end": [load0, loadavg()], "total_seconds": time.perf_counter() - t_all,

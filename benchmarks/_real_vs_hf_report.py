@@ -61,12 +61,14 @@ def render(v: dict[str, Any]) -> list[str]:
              f"{verdict(r['busy_cpu_engine_process'])}, every pipeline process (driver, Ray daemons, actor) "
              f"{verdict(r['busy_cpu_all_pipeline_processes'])}."),
         ]
-    lines += [
-        (f"- steady state (runs of more than one batch; best pipeline batches of "
+    if r.get("steady_wall") is not None:
+        lines.append(
+        f"- steady state (runs of more than one batch; best pipeline batches of "
          f"{b.get('pipeline_steady', s['pipeline_batch_size'])}, best HF batch {v['hf_best_batch_size']}), by wall "
          f"clock: {verdict(r['steady_wall'])}; by CPU time per token (best HF batch by CPU "
          f"{v['hf_best_cpu_batch_size']}): engine process {verdict(r['steady_cpu_engine_process'])}, every pipeline "
-         f"process {verdict(r['steady_cpu_all_pipeline_processes'])}."),
+         f"process {verdict(r['steady_cpu_all_pipeline_processes'])}.")
+    lines += [
         (f"- end-to-end by wall clock: {r['e2e_wall']:.2f}x (best pipeline run, Ray already running; "
          f"{r['e2e_wall_with_ray_start']:.2f}x for the first pipeline run counting Ray's start, "
          f"{pipes[0]['ray_start_seconds']:.1f} s); the first batch reached the actor "
