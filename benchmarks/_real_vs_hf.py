@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import generated_until_stop, loadavg, log, machine_facts, run_child
+from benchmarks._real_vs_hf_report import VS_HF_MAX_TOKENS, vs_hf_key, vs_hf_section
 
 VS_HF_N = 128
-VS_HF_MAX_TOKENS = 32
 
 
 def add_vs_hf_args(ap: argparse.ArgumentParser) -> None:
@@ -38,7 +38,10 @@ def add_vs_hf_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--vs-hf", action="store_true",
                     help=f"pipeline vs batched HF generate on the same prompts (defaults: --n {VS_HF_N}, "
                          f"--max-tokens {VS_HF_MAX_TOKENS}); adds a section to the results, keeps the rest")
-    ap.add_argument("--hf-batch-sizes", default="8,16,32", help="HF generate batch sizes tried (--vs-hf)")
+    ap.add_argument("--hf-batch-sizes", default="16,32", help="HF generate batch sizes tried (--vs-hf)")
+    ap.add_argument("--pipeline-batch-sizes", default="16,64,128",
+                    help="pipeline batch sizes tried (--vs-hf; prompts per engine call: a vLLM user hands the "
+                         "engine every prompt, continuous batching does the rest)")
     ap.add_argument("--hf-worker", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
 
 
@@ -76,6 +79,7 @@ def hf_worker(spec: dict[str, Any]) -> dict[str, Any]:
     startup = time.perf_counter() - t0
     prompts, bs = spec["prompts"], spec["batch_size"]
     secs, toks, raw, ends, cpu_ends, counts = [], [], [], [], [], []
+    cpu_start = _cpu()
     for i in range(0, len(prompts), bs):
         tb = time.perf_counter()
         enc = tok(prompts[i:i + bs], return_tensors="pt", padding=True)
@@ -93,14 +97,18 @@ def hf_worker(spec: dict[str, Any]) -> dict[str, Any]:
         toks.append(sum(n))
         raw.append(len(rows) * len(rows[0]) if rows else 0)
     steady_s, steady_t = ends[-1] - ends[0], sum(toks[1:])
+    multi = len(secs) > 1  # a steady state needs a batch after the first
     return {"batch_size": bs, "threads": torch.get_num_threads(), "dtype": str(model.dtype),
             "attn_implementation": getattr(model.config, "_attn_implementation", None),
             "startup_seconds": startup, "e2e_seconds": time.time() - spec["launched_at"],
             "batch_seconds": [round(s, 3) for s in secs], "batch_tokens": toks, "batch_padded_tokens": raw,
             "output_tokens": sum(toks), "e2e_tok_s": _rate(sum(toks), time.time() - spec["launched_at"]),
-            "steady_seconds": steady_s, "steady_tokens": steady_t, "steady_tok_s": _rate(steady_t, steady_s),
+            "steady_seconds": steady_s, "steady_tokens": steady_t,
+            "steady_tok_s": _rate(steady_t, steady_s) if multi else None,
             "steady_cpu_seconds": cpu_ends[-1] - cpu_ends[0],
-            "steady_cpu_ms_per_token": 1000 * (cpu_ends[-1] - cpu_ends[0]) / steady_t if steady_t else None,
+            "steady_cpu_ms_per_token": 1000 * (cpu_ends[-1] - cpu_ends[0]) / steady_t if multi and steady_t else None,
+            "busy_seconds": sum(secs), "busy_tok_s": _rate(sum(toks), sum(secs)),
+            "busy_cpu_ms_per_token": 1000 * (cpu_ends[-1] - cpu_start) / sum(toks) if toks and sum(toks) else None,
             "cpu_seconds": _cpu(), "per_request_tokens": counts}
 
 
@@ -157,18 +165,29 @@ def run_pipeline(cfg: Any, workdir: Path) -> dict[str, Any]:
     init_ray(cfg.runtime, include_dashboard=False)
     ray_start = time.time() - t_ray
     ray.data.DataContext.get_current().enable_progress_bars = False
-    engine_mod.TeacherEngine = timed_engine_class(str(calls_log))  # the pipeline imports it at run time
-    t0 = time.time()
-    report = run_generation(cfg, print_summary=False)
-    e2e = time.time() - t0
+    plain = engine_mod.TeacherEngine
+    # the pipeline imports it at run time; restored after, so the next run's class wraps the plain engine once
+    engine_mod.TeacherEngine = timed_engine_class(str(calls_log))
+    try:
+        t0 = time.time()
+        report = run_generation(cfg, print_summary=False)
+        e2e = time.time() - t0
+    finally:
+        engine_mod.TeacherEngine = plain
     time.sleep(2 * tree.every)
     tree.stop()
     calls = sorted((json.loads(x) for x in calls_log.read_text().splitlines()), key=lambda c: c["t1"])
     toks = [c["tokens"] for c in calls]
+    multi = len(calls) > 1  # a steady state needs a call after the first
     steady_s, steady_t = calls[-1]["t1"] - calls[0]["t1"], sum(toks[1:])
     steady_cpu = calls[-1]["cpu1"] - calls[0]["cpu1"]
+    # busy: every call, the cold first included (HF's side: every generate batch)
+    busy_s = sum(c["t1"] - c["t0"] for c in calls)
+    busy_cpu = sum(c["cpu1"] - c["cpu0"] for c in calls)
     tree_cpu = tree.between(calls[0]["t1"], calls[-1]["t1"], calls[0]["pid"])
     per_s = tree_cpu["all"] / tree_cpu["window_seconds"] if tree_cpu["window_seconds"] > 0 else float("nan")
+    tree_busy = tree.between(calls[0]["t0"], calls[-1]["t1"], calls[0]["pid"])
+    busy_per_s = tree_busy["all"] / tree_busy["window_seconds"] if tree_busy["window_seconds"] > 0 else float("nan")
     total = sum(toks)
     return {"ray_start_seconds": ray_start, "e2e_seconds": e2e, "output_tokens": total,
             "report_output_tokens": report.teachers[cfg.teachers[0].name].output_tokens,
@@ -176,18 +195,41 @@ def run_pipeline(cfg: Any, workdir: Path) -> dict[str, Any]:
             "engine_startup_seconds": calls[0]["startup_seconds"], "first_call_start_seconds": calls[0]["t0"] - t0,
             "calls": len(calls), "batch_tokens": toks, "batch_seconds": [round(c["gen_seconds"], 3) for c in calls],
             "engine_busy_tok_s": _rate(total, sum(c["gen_seconds"] for c in calls)),
-            "steady_seconds": steady_s, "steady_tokens": steady_t, "steady_tok_s": _rate(steady_t, steady_s),
-            "steady_cpu_seconds": steady_cpu, "steady_cpu_ms_per_token": 1000 * steady_cpu / steady_t,
+            "steady_seconds": steady_s, "steady_tokens": steady_t,
+            "steady_tok_s": _rate(steady_t, steady_s) if multi else None,
+            "steady_cpu_seconds": steady_cpu,
+            "steady_cpu_ms_per_token": 1000 * steady_cpu / steady_t if multi else None,
+            "busy_seconds": busy_s, "busy_tok_s": _rate(total, busy_s), "busy_cpu_ms_per_token": 1000 * busy_cpu / total,
             "steady_cpu_all_processes": tree_cpu,
-            "steady_cpu_all_ms_per_token": 1000 * per_s * steady_s / steady_t,
+            "steady_cpu_all_ms_per_token": 1000 * per_s * steady_s / steady_t if multi else None,
+            "busy_cpu_all_ms_per_token": 1000 * busy_per_s * (calls[-1]["t1"] - calls[0]["t0"]) / total,
             "load_start_end": [l0, loadavg()]}
 
 
 # ----------------------------------------------------------------------------- the comparison
 
 
-def compare(cfg: Any, model_path: Path, batch_sizes: list[int], command: str) -> dict[str, Any]:
-    """Pipeline first, then one HF run per batch size, all in this (locked) command."""
+def _with_batch_size(cfg: Any, batch_size: int) -> Any:
+    """``cfg`` whose teacher sends ``batch_size`` prompts per engine call (a fresh store each)."""
+    t = cfg.teachers[0].model_copy(update={"batch_size": batch_size})
+    return cfg.model_copy(update={"teachers": [t]})
+
+
+def _best(runs: list[dict[str, Any]], key: str, low: bool = False) -> dict[str, Any]:
+    """The run with the best ``key`` (highest, or lowest with ``low``) among those that have it ({} if none)."""
+    have = [r for r in runs if r.get(key) is not None]
+    return (min if low else max)(have, key=lambda r: r[key]) if have else {}
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return num / den if num is not None and den else None
+
+
+def compare(cfg: Any, model_path: Path, batch_sizes: list[int], command: str,
+            pipeline_batch_sizes: list[int] | None = None) -> dict[str, Any]:
+    """One pipeline run per batch size, then one HF run per batch size, all in this (locked) command."""
+    import shutil
+
     from transformers import AutoTokenizer
 
     from tinyllm_ray.data.loader import load_splits
@@ -204,15 +246,30 @@ def compare(cfg: Any, model_path: Path, batch_sizes: list[int], command: str) ->
     load0, t_all = loadavg(), time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="tinyllm-real-vs-hf-"))
 
-    log(f"pipeline: {len(prompts)} prompts, max_tokens {teacher.sampling.max_tokens}, {threads} thread(s)")
-    pipe = run_pipeline(cfg, workdir)
-    log(f"pipeline: {pipe['output_tokens']} tokens, steady {pipe['steady_tok_s']:.1f} tok/s, "
-        f"CPU {pipe['steady_cpu_ms_per_token']:.1f} ms/token")
-    rows = RationaleStore(cfg.runtime.resolved_store_uri).read_table("rationale", [teacher.name]).to_pylist()
-    by_id = {r["example_id"]: r for r in rows}
+    pipes: list[dict[str, Any]] = []
     hashes = [prompt_hash(p) for p in prompts]
-    same_prompts = sum(by_id.get(r.id, {}).get("prompt_hash") == h for r, h in zip(train, hashes))
-    pipe_counts = [by_id[r.id]["output_tokens"] if r.id in by_id else None for r in train]
+    for pbs in pipeline_batch_sizes or [teacher.batch_size]:
+        log(f"pipeline, batches of {pbs}: {len(prompts)} prompts, max_tokens {teacher.sampling.max_tokens}, "
+            f"{threads} thread(s)")
+        pcfg = _with_batch_size(cfg, pbs)
+        shutil.rmtree(pcfg.runtime.resolved_store_uri, ignore_errors=True)
+        (workdir / f"pipe{pbs}").mkdir()
+        pipe = run_pipeline(pcfg, workdir / f"pipe{pbs}")
+        pipe["batch_size"] = pbs
+        log(f"pipeline, batches of {pbs}: {pipe['output_tokens']} tokens, busy {pipe['busy_tok_s']:.1f} tok/s, "
+            f"CPU {pipe['busy_cpu_ms_per_token']:.1f} ms/token, e2e {pipe['e2e_seconds']:.0f}s")
+        rows = RationaleStore(pcfg.runtime.resolved_store_uri).read_table("rationale", [teacher.name]).to_pylist()
+        by_id = {r["example_id"]: r for r in rows}
+        pipe["prompts_equal_store_prompt_hash"] = sum(by_id.get(r.id, {}).get("prompt_hash") == h
+                                                      for r, h in zip(train, hashes))
+        pipe["per_request_tokens"] = [by_id[r.id]["output_tokens"] if r.id in by_id else None for r in train]
+        pipes.append(pipe)
+    pipe = pipes[0]  # the reference for per-request token counts
+    same_prompts = min(p["prompts_equal_store_prompt_hash"] for p in pipes)
+    pipe_counts = pipe["per_request_tokens"]
+    for p in pipes:
+        p["requests_same_token_count_as_first_pipeline"] = sum(a == b for a, b in zip(p.pop("per_request_tokens"),
+                                                                                       pipe_counts))
 
     spec = {"model": str(model_path), "prompts": prompts, "max_tokens": teacher.sampling.max_tokens,
             "stop": list(teacher.sampling.stop), "dtype": teacher.dtype, "threads": threads}
@@ -225,105 +282,67 @@ def compare(cfg: Any, model_path: Path, batch_sizes: list[int], command: str) ->
         hf.append(res)
         log(f"HF batch {bs}: {res['output_tokens']} tokens, steady {res['steady_tok_s']:.1f} tok/s, "
             f"CPU {res['steady_cpu_ms_per_token']:.1f} ms/token, e2e {res['e2e_seconds']:.0f}s")
-    best = max(hf, key=lambda r: r["steady_tok_s"])
-    best_cpu = min(hf, key=lambda r: r["steady_cpu_ms_per_token"])
+    best = _best(hf, "steady_tok_s")
+    best_cpu = _best(hf, "steady_cpu_ms_per_token", low=True)
+    pipe_steady = _best(pipes, "steady_tok_s")  # runs of one call have no steady state
+    pipe_steady_cpu = _best(pipes, "steady_cpu_ms_per_token", low=True)
+    pipe_busy, hf_busy = _best(pipes, "busy_tok_s"), _best(hf, "busy_tok_s")
+    pipe_busy_cpu, hf_busy_cpu = _best(pipes, "busy_cpu_ms_per_token", low=True), _best(hf, "busy_cpu_ms_per_token",
+                                                                                      low=True)
+    pipe_e2e = _best(pipes, "e2e_tok_s")
     ratios = {
-        "steady_wall": pipe["steady_tok_s"] / best["steady_tok_s"],
-        "steady_cpu_engine_process": best_cpu["steady_cpu_ms_per_token"] / pipe["steady_cpu_ms_per_token"],
-        "steady_cpu_all_pipeline_processes": best_cpu["steady_cpu_ms_per_token"] / pipe["steady_cpu_all_ms_per_token"],
-        "e2e_wall": pipe["e2e_tok_s"] / max(r["e2e_tok_s"] for r in hf),
-        "e2e_wall_with_ray_start": pipe["e2e_with_ray_start_tok_s"] / max(r["e2e_tok_s"] for r in hf),
+        # best pipeline batch size vs best HF batch size, every batch (the cold first included)
+        "busy_wall": pipe_busy["busy_tok_s"] / hf_busy["busy_tok_s"],
+        "busy_cpu_engine_process": hf_busy_cpu["busy_cpu_ms_per_token"] / pipe_busy_cpu["busy_cpu_ms_per_token"],
+        "busy_cpu_all_pipeline_processes": (hf_busy_cpu["busy_cpu_ms_per_token"]
+                                            / pipe_busy_cpu["busy_cpu_all_ms_per_token"]),
+        # steady state (after the first batch): only runs of more than one batch
+        # (None when no pipeline run had more than one batch)
+        "steady_wall": _ratio(pipe_steady.get("steady_tok_s"), best.get("steady_tok_s")),
+        "steady_cpu_engine_process": _ratio(best_cpu.get("steady_cpu_ms_per_token"),
+                                            pipe_steady_cpu.get("steady_cpu_ms_per_token")),
+        "steady_cpu_all_pipeline_processes": _ratio(best_cpu.get("steady_cpu_ms_per_token"),
+                                                    pipe_steady_cpu.get("steady_cpu_all_ms_per_token")),
+        "e2e_wall": pipe_e2e["e2e_tok_s"] / max(r["e2e_tok_s"] for r in hf),
+        "e2e_wall_with_ray_start": pipes[0]["e2e_with_ray_start_tok_s"] / max(r["e2e_tok_s"] for r in hf),
     }
+    best_of = {"pipeline_busy": pipe_busy["batch_size"], "pipeline_busy_cpu": pipe_busy_cpu["batch_size"],
+               "pipeline_steady": pipe_steady.get("batch_size"), "pipeline_steady_cpu": pipe_steady_cpu.get("batch_size"),
+               "pipeline_e2e": pipe_e2e["batch_size"], "hf_busy": hf_busy["batch_size"],
+               "hf_busy_cpu": hf_busy_cpu["batch_size"]}
     return {
         "command": command, "target": 5.0, "ratios": ratios,
-        "met": {k: v >= 5.0 for k, v in ratios.items()},
+        "met": {k: v >= 5.0 for k, v in ratios.items() if v is not None},
         "settings": {"n": len(prompts), "max_tokens": teacher.sampling.max_tokens, "stop": list(teacher.sampling.stop),
-                     "dtype": teacher.dtype, "threads": threads, "pipeline_batch_size": teacher.batch_size,
+                     "dtype": teacher.dtype, "threads": threads, "pipeline_batch_size": pipe_steady.get("batch_size", pipes[0]["batch_size"]),
+                     "pipeline_batch_sizes": [p["batch_size"] for p in pipes],
+                     "kv_cache_space_gib": teacher.kv_cache_space_gib,
                      "hf_batch_sizes": batch_sizes, "prompt_tokens_mean": statistics.mean(prompt_tokens),
                      "prompt_tokens_min_max": [min(prompt_tokens), max(prompt_tokens)],
                      "hf_prefill_padding": {str(b): padding_factor(prompt_tokens, b) for b in batch_sizes}},
         "checks": {"prompts_equal_store_prompt_hash": same_prompts, "n": len(prompts),
                    "pipeline_tokens": pipe["output_tokens"], "pipeline_stats_tokens": pipe["report_output_tokens"]},
-        "pipeline": pipe, "hf": hf, "hf_best_batch_size": best["batch_size"],
+        "pipeline": pipe_steady or pipes[0], "pipelines": pipes, "best_of": best_of, "hf": hf,
+        "hf_best_batch_size": best["batch_size"],
         "hf_best_cpu_batch_size": best_cpu["batch_size"],
         "load_start_end": [load0, loadavg()], "total_seconds": time.perf_counter() - t_all,
         "machine": machine_facts(("vllm", "torch", "transformers", "ray")),
     }
 
 
-def render(v: dict[str, Any]) -> list[str]:
-    """The Markdown section appended to ``real_teacher.md``."""
-    s, p, r = v["settings"], v["pipeline"], v["ratios"]
-
-    def verdict(x: float) -> str:
-        return f"**{x:.2f}x** ({'meets' if x >= v['target'] else 'misses'} >= {v['target']:.0f}x)"
-
-    lines = [
-        "## Pipeline vs batched Hugging Face `generate` (same model, prompts and sampling)",
-        "",
-        (f"Command: `{v['command']}` (total {v['total_seconds']:.0f} s; load average {v['load_start_end'][0][0]:.1f} "
-         f"at start, {v['load_start_end'][1][0]:.1f} at end, on {v['machine']['nproc']} shared cores). "
-         f"{s['n']} teacher-forcing prompts (the pipeline's own, {s['prompt_tokens_mean']:.0f} tokens on average, "
-         f"{v['checks']['prompts_equal_store_prompt_hash']} of {s['n']} equal to the store's prompt hashes), greedy, "
-         f"max_tokens {s['max_tokens']}, stop strings {s['stop']!r} + EOS, {s['dtype']}, {s['threads']} thread(s) on "
-         f"both sides. Generated tokens counted on vLLM's terms on both sides (up to and including the EOS or the "
-         f"token that completes a stop string)."),
-        "",
-        "| setup | tokens | end-to-end s | end-to-end tok/s | steady-state tok/s | CPU ms/token (steady) |",
-        "|---|---:|---:|---:|---:|---:|",
-        (f"| pipeline (`run_generation`, vLLM actor, batches of {s['pipeline_batch_size']}) | {p['output_tokens']} "
-         f"| {p['e2e_seconds']:.1f} | {p['e2e_tok_s']:.1f} | {p['steady_tok_s']:.1f} "
-         f"| {p['steady_cpu_ms_per_token']:.1f} (all processes {p['steady_cpu_all_ms_per_token']:.1f}) |"),
-    ]
-    for h in v["hf"]:
-        lines.append(f"| HF `generate`, batch {h['batch_size']} | {h['output_tokens']} | {h['e2e_seconds']:.1f} "
-                     f"| {h['e2e_tok_s']:.1f} | {h['steady_tok_s']:.1f} | {h['steady_cpu_ms_per_token']:.1f} |")
-    lines += [
-        "",
-        (f"- pipeline / best HF (batch {v['hf_best_batch_size']}), steady state by wall clock: "
-         f"{verdict(r['steady_wall'])}; by CPU time per token (load-robust; best HF batch by CPU "
-         f"{v['hf_best_cpu_batch_size']}): engine process {verdict(r['steady_cpu_engine_process'])}, every pipeline "
-         f"process (driver, Ray daemons, actor) {verdict(r['steady_cpu_all_pipeline_processes'])}."),
-        (f"- end-to-end by wall clock: {r['e2e_wall']:.2f}x (pipeline with Ray already running; "
-         f"{r['e2e_wall_with_ray_start']:.2f}x counting Ray's start, {p['ray_start_seconds']:.1f} s); the pipeline's "
-         f"first batch reached the actor {p['first_call_start_seconds']:.1f} s into `run_generation` (vLLM engine "
-         f"start-up {p['engine_startup_seconds']:.1f} s); HF's end-to-end counts process launch, imports and model load."),
-        ("- steady state: from the end of the first (cold) batch to the end of the last, on the generating "
-         "process's clock (the pipeline's inside the actor: a `TeacherEngine` subclass logs each call). CPU ms/token: "
-         "getrusage of that process over the same window."),
-        (f"- where the time goes: a request is {s['prompt_tokens_mean']:.0f} prompt tokens and "
-         f"{p['output_tokens'] / s['n']:.1f} generated ones, so prefill is most of the work on both sides and the "
-         "ratio is far from decode-only speed-ups. Batched HF also computes work vLLM does not: "
-         + "; ".join(f"batch {h['batch_size']}: prefill x{s.get('hf_prefill_padding', {}).get(str(h['batch_size']), float('nan')):.2f} "
-                     f"(left padding to the longest prompt), decode x{sum(h['batch_padded_tokens']) / h['output_tokens']:.2f} "
-                     f"(finished rows keep decoding until the batch's last stops)" for h in v["hf"])
-         + ". vLLM packs prompts unpadded and frees a finished request's slot at once (continuous batching)."),
-        (f"- same work: pipeline tokens {p['output_tokens']} (its statistics: {v['checks']['pipeline_stats_tokens']}); "
-         + "; ".join(f"HF batch {h['batch_size']}: {h['output_tokens']} tokens, "
-                     f"{h['requests_same_token_count_as_pipeline']} of {s['n']} requests with the pipeline's count"
-                     for h in v["hf"]) + " (greedy in bf16: padding and batch shape change the rounding, so some "
-         "requests diverge; rates use each side's own count)."),
-        "",
-    ]
-    return lines
-
-
-def vs_hf_section(res: dict[str, Any]) -> list[str]:
-    """The comparison's Markdown lines for ``real_teacher.md`` (none before it was run)."""
-    return render(res["vs_hf"]) if res.get("vs_hf") else []
-
-
 def run_vs_hf(args: argparse.Namespace, cfg: Any, model_path: Path,
               render_markdown: Callable[[dict[str, Any]], str]) -> int:
     """``--vs-hf``: run the comparison and add it to the existing results (the rest is kept)."""
     command = (f"python benchmarks/real_teacher.py --vs-hf --n {args.n} --max-tokens {args.max_tokens} "
-               f"--hf-batch-sizes {args.hf_batch_sizes}")
-    v = compare(cfg, model_path, [int(x) for x in args.hf_batch_sizes.split(",")], command)
+               f"--hf-batch-sizes {args.hf_batch_sizes} --pipeline-batch-sizes {args.pipeline_batch_sizes}"
+               + (f" --kv-cache-gib {args.kv_cache_gib:g}" if args.kv_cache_gib != 1.0 else ""))
+    v = compare(cfg, model_path, [int(x) for x in args.hf_batch_sizes.split(",")], command,
+                [int(x) for x in args.pipeline_batch_sizes.split(",")])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "real_teacher.json"
     res = json.loads(path.read_text()) if path.exists() else {}
-    res["vs_hf"] = v
+    res[vs_hf_key(args.max_tokens)] = v
     path.write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n")
     md = render_markdown(res) if "stats" in res else "\n".join(vs_hf_section(res))
     (out / "real_teacher.md").write_text(md + "\n")

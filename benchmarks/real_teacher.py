@@ -17,7 +17,9 @@ writes ``benchmarks/results/real_teacher.json`` and ``.md`` (a table, drop reaso
 
 ``--vs-hf`` instead runs the pipeline vs batched Hugging Face ``generate`` on the same prompts and
 sampling (``--n`` 128, ``--max-tokens`` 32 by default; ``benchmarks/_real_vs_hf.py``) and adds that
-section to the two result files, keeping the rest (a default run keeps the section in turn).
+section to the two result files, keeping the rest (a default run keeps the section in turn). Both
+sides try several batch sizes (``--pipeline-batch-sizes``, ``--hf-batch-sizes``) and the best of each
+are compared; another ``--max-tokens`` adds its own section next to the recorded one (32).
 Every number is measured in the run that wrote it; the JSON records the machine (cores, load) since
 the throughput of a 2-core shared machine depends on what else runs on it. Not part of CI: minutes.
 """

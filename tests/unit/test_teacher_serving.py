@@ -15,6 +15,7 @@ from tinyllm_ray.config import JobConfig, SelfEvalConfig, TeacherConfig
 from tinyllm_ray.errors import GenerationError
 from tinyllm_ray.store import RationaleStore
 from tinyllm_ray.teachers import pipeline, serving
+from tinyllm_ray.teachers.early_start import BackgroundStart
 from tinyllm_ray.teachers.pipeline import GenerationRun
 from tinyllm_ray.teachers.serving import EnginePool, plan_pools, to_batches
 
@@ -38,6 +39,7 @@ class Served:
         self.batches: list[int] = []
         self.released: list[str] = []
         self.specs: dict[str, Any] = {}
+        self.events: list[tuple[str, str]] = []  # ("engines", teacher) / ("rows", ...) in the order they happened
 
 
 def fake_serving(monkeypatch, llm: Callable[[], Any] = FakeLLM,
@@ -45,13 +47,16 @@ def fake_serving(monkeypatch, llm: Callable[[], Any] = FakeLLM,
     """Replace Ray (cluster view + Ray Data actors) by ``TeacherEngine`` on a fake LLM, in-process."""
     served = Served()
 
-    def _serve(self: EnginePool, feed, batch_size, max_batches):
+    def _serve(self: EnginePool, feed, batch_size, max_batches, replicas):
         served.started.append(self.name)
+        served.events.append(("engines", self.name))
         served.specs[self.name] = self.spec
         eng = make_engine(self.spec)
         eng.llm = llm()
         handed: list[Any] = []  # what the feeder actor would hold, in order (None: the end)
         feed.start(lambda seq, block: handed.append(block))
+        if isinstance(feed, BackgroundStart):  # Ray Data would wait for the feeder's first block
+            feed.join()
         try:
             i = 0
             while handed and handed[0] is not None:
@@ -276,3 +281,96 @@ def test_only_the_teacher_with_its_own_switch_self_evaluates(monkeypatch, tmp_pa
     # an unset switch leaves the manifest entry as before the switch existed (old stores still match)
     assert "self_eval" not in teacher_generation_config(cfg.teachers[0])
     assert teacher_generation_config(cfg.teachers[1])["self_eval"] is True
+
+
+def test_eager_pool_starts_engines_before_any_row_is_built_and_keeps_no_miss_no_engine(monkeypatch):
+    """eager: the engines start first and the first batches are built meanwhile (another thread);
+    not eager (a record cache that might serve everything): rows first, and no rows, no engine."""
+    served = fake_serving(monkeypatch)
+    cfg = job()
+    from tests.unit.test_teacher_engine import POOL
+    from tinyllm_ray.teachers.prompt_rows import prompt_rows
+
+    def shards(tag: str, n: int = 3):
+        for s in range(n):
+            served.events.append(("rows", f"{tag}{s}"))
+            yield prompt_rows(cfg.teachers[0], POOL, s, 2, POOL, cfg.prompts)
+
+    pool = plan_pools(cfg, cfg.teachers, CLUSTER, TWO_NODES).pool("llama")
+    with pool:
+        out = [r for b in pool.run_stream(shards("e"), 2, max_rows=6, eager=True) for r in b]
+    assert len(out) == 6 and served.events[0] == ("engines", "llama")
+    assert [e for e in served.events if e[0] == "rows"] == [("rows", f"e{s}") for s in range(3)]
+    served.events.clear()
+    with pool:
+        assert len([r for b in pool.run_stream(shards("p"), 2, max_rows=6) for r in b]) == 6
+    assert served.events[:2] == [("rows", "p0"), ("engines", "llama")]  # peeked before starting
+    served.events.clear()
+    with pool:
+        assert list(pool.run_stream(iter([]), 2, max_rows=6)) == []
+    assert served.events == []  # nothing to serve: no engine
+
+
+def test_eager_pool_reports_a_failure_to_build_the_first_batches(monkeypatch):
+    fake_serving(monkeypatch)
+    cfg = job()
+    pool = plan_pools(cfg, cfg.teachers, CLUSTER, TWO_NODES).pool("llama")
+
+    def broken():
+        raise GenerationError("prompt template broken")
+        yield []
+
+    with pool, pytest.raises(GenerationError, match="prompt template broken"):
+        list(pool.run_stream(broken(), 2, max_rows=6, eager=True))
+
+
+@pytest.mark.parametrize("record_cache", [True, False])
+def test_split_loads_while_serving_is_planned_and_engines_start_before_prompts(monkeypatch, tmp_path, record_cache):
+    """Order of events of a run with the record cache empty or off: plan_serving (Ray, models)
+    runs while the split loads; the engines start before the first shard's prompts are built."""
+    served = fake_serving(monkeypatch)
+    planned = threading.Event()
+    from tinyllm_ray.data import loader
+
+    real_load, real_plan, real_rows = loader.load_splits, pipeline.plan_serving, pipeline.prompt_rows
+
+    def load_splits(data):
+        assert planned.wait(10), "the split was loaded before serving was planned, not meanwhile"
+        served.events.append(("split loaded", ""))
+        return real_load(data)
+
+    def plan_serving(*a, **kw):
+        served.events.append(("planning", ""))
+        out = real_plan(*a, **kw)
+        planned.set()
+        return out
+
+    def prompt_rows(*a, **kw):
+        served.events.append(("rows", str(a[2])))
+        return real_rows(*a, **kw)
+
+    monkeypatch.setattr(loader, "load_splits", load_splits)
+    monkeypatch.setattr(pipeline, "plan_serving", plan_serving)
+    monkeypatch.setattr(pipeline, "prompt_rows", prompt_rows)
+    cfg = job(tmp_path)
+    cfg.runtime.record_cache = record_cache
+    run = GenerationRun(cfg, shard_size=4)
+    assert len(list(run)) == 2
+    kinds = [k for k, _ in served.events]
+    assert kinds[:4] == ["planning", "split loaded", "engines", "rows"], served.events
+
+
+def test_a_data_error_wins_over_a_planning_error(monkeypatch, tmp_path):
+    from tinyllm_ray.data import loader
+    from tinyllm_ray.errors import DataLoadError
+
+    def bad_load(data):
+        raise DataLoadError("no such file: data.jsonl")
+
+    def bad_plan(*a, **kw):
+        raise GenerationError("model not found")
+
+    monkeypatch.setattr(loader, "load_splits", bad_load)
+    monkeypatch.setattr(pipeline, "plan_serving", bad_plan)
+    with pytest.raises(DataLoadError, match="no such file"):
+        list(GenerationRun(job(tmp_path)))

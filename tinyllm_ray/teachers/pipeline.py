@@ -78,6 +78,7 @@ from tinyllm_ray.store.record_cache import (
 )
 from tinyllm_ray.store.stats import TeacherStats, total
 from tinyllm_ray.teachers.assembler import ShardAssembler
+from tinyllm_ray.teachers.early_start import load_while_planning, may_serve
 from tinyllm_ray.teachers.prompt_rows import (
     TEMPLATE_VERSION,
     aligned_batch_size,
@@ -150,13 +151,13 @@ class GenerationRun:
 
     # -------------------------------------------------------------- setup
     def _plan(self) -> tuple[list[MCQRecord], list[MCQRecord], ServingPlan]:
-        """Everything that can fail without touching the store: data, models, placement."""
+        """Everything that can fail without touching the store: data, models, placement (concurrently)."""
         from tinyllm_ray.data.loader import load_splits
 
-        loaded = load_splits(self.cfg.data)
-        records = loaded.require(self.split)
-        pool = loaded.require("train")  # in-context examples: train split only, never eval data
-        return records, pool, plan_serving(self.cfg, self.cfg.teachers, cancel_event=self._stop)
+        loaded, serving = load_while_planning(lambda: load_splits(self.cfg.data), lambda: plan_serving(
+            self.cfg, self.cfg.teachers, cancel_event=self._stop))
+        # in-context examples: train split only, never eval data
+        return loaded.require(self.split), loaded.require("train"), serving
 
     def _prepare(self, records: list[MCQRecord], pool: list[MCQRecord], serving: ServingPlan) -> _Prepared:
         """Open the store (under the writer lock): manifest, shard size, pending shards, record keys."""
@@ -211,7 +212,7 @@ class GenerationRun:
             with w.pool as engines:
                 rows = sum(expected.values()) // n  # a prompt gives n rationale rows
                 misses = self._cache_misses(w, prep, assembler, out, metrics)
-                for batch in engines.run_stream(misses, w.batch_size, max_rows=rows):
+                for batch in engines.run_stream(misses, w.batch_size, max_rows=rows, eager=not may_serve(w.cache)):
                     for s in assembler.add(batch):
                         out.put(self._persist(w, s, assembler.take(s), examples_by_id(prep.records, s, size),
                                               metrics))

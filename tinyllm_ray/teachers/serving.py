@@ -48,6 +48,7 @@ from tinyllm_ray.config import JobConfig, PromptConfig, RuntimeConfig, SelfEvalC
 from tinyllm_ray.errors import GenerationError, InternalError, PlacementError, UserError
 from tinyllm_ray.teachers.api import api_plan, api_spec
 from tinyllm_ray.teachers.bootstrap import resolve_teacher_model
+from tinyllm_ray.teachers.early_start import BackgroundStart
 from tinyllm_ray.teachers.engine import EngineSpec, root_cause_from_log
 from tinyllm_ray.teachers.faults import FaultLedger, FaultSet, merge_fault_summaries
 from tinyllm_ray.teachers.feed import BatchFeeder, CreditFeed, batches_of, feed_dataset
@@ -163,7 +164,7 @@ class EnginePool:
         return self.run_stream([rows], batch_size, max_rows=len(rows))
 
     def run_stream(self, row_lists: Iterable[Sequence[Mapping[str, Any]]], batch_size: int,
-                   *, max_rows: int) -> Generator[list[dict[str, Any]], None, None]:
+                   *, max_rows: int, eager: bool = False) -> Generator[list[dict[str, Any]], None, None]:
         """Serve the rows of ``row_lists`` (e.g. one list per shard, built lazily) in batches of ``batch_size``.
 
         ``max_rows``: at most this many rows in all (an upper bound is enough: Ray Data's
@@ -177,19 +178,27 @@ class EnginePool:
         order). Checked after every yielded batch: once cancelled, the iteration ends and
         the engines are released. Engine failures raise :class:`GenerationError` naming
         the teacher (:func:`describe_error`); user errors pass through unchanged.
+
+        ``eager``: start the engines at once, while the first batches are built (in a
+        thread: prompt building and cache lookups overlap the engines' start, ~10 s of
+        vLLM import and engine start on CPU). Only for a stream known to hold rows (no
+        record cache that might serve them all): without it the pool first pulls enough
+        batches to know how many replicas it needs, and a stream without rows starts none.
         """
-        gen = self._run(batches_of(row_lists, batch_size), batch_size, -(-max_rows // batch_size))
+        gen = self._run(batches_of(row_lists, batch_size), batch_size, -(-max_rows // batch_size), eager)
         self._open.append(gen)
         return gen
 
     def _run(self, batches: Iterator[list[Mapping[str, Any]]], batch_size: int,
-             max_batches: int) -> Generator[list[dict[str, Any]], None, None]:
+             max_batches: int, eager: bool) -> Generator[list[dict[str, Any]], None, None]:
         if self.cancelled:
             return
         feed = CreditFeed(batches, WINDOW_PER_REPLICA * self.plan.replicas, _block)
-        if not feed.peek(self.plan.replicas):  # never more actors than batches
+        # never more actors than batches: the bound when eager, else the batches there are
+        replicas = min(self.plan.replicas, max_batches) if eager else feed.peek(self.plan.replicas)
+        if not replicas:
             return
-        stream = self._serve(feed, batch_size, max_batches)
+        stream = self._serve(BackgroundStart(feed) if eager else feed, batch_size, max_batches, replicas)
         try:
             for rows in stream:
                 yield rows
@@ -201,8 +210,9 @@ class EnginePool:
             self.feed = {"batches": self.feed.get("batches", 0) + feed.sent, "window": feed.window,
                          "max_unanswered": max(self.feed.get("max_unanswered", 0), feed.max_unanswered)}
 
-    def _serve(self, feed: CreditFeed, batch_size: int, max_batches: int) -> Generator[list[dict[str, Any]], None, None]:
-        """The Ray Data pipeline over ``TeacherEngine`` actors; closing it releases them."""
+    def _serve(self, feed: CreditFeed | BackgroundStart, batch_size: int, max_batches: int,
+               replicas: int) -> Generator[list[dict[str, Any]], None, None]:
+        """The Ray Data pipeline over ``replicas`` ``TeacherEngine`` actors; closing it releases them."""
         import ray
 
         # Imported here, at run time, so a benchmark can substitute an instrumented subclass.
@@ -212,7 +222,7 @@ class EnginePool:
         engine_cls = ApiTeacher if self.spec.api is not None else TeacherEngine
 
         # One block per batch (one actor call each), streamed from the driver (feed.py).
-        plan = dataclasses.replace(self.plan, replicas=max(1, min(self.plan.replicas, feed.peek(self.plan.replicas))))
+        plan = dataclasses.replace(self.plan, replicas=max(1, replicas))
         kwargs = plan.map_batches_kwargs(batch_size)
         ctor: dict[str, Any] = {"spec": self.spec}
         ledger = None
@@ -232,6 +242,8 @@ class EnginePool:
                 feed.credit()
                 if batch.num_rows:  # past the stream's end: empty blocks (feed.feed_dataset)
                     yield batch.to_pylist()
+            if isinstance(feed, BackgroundStart):
+                feed.join()  # a stream ended by a failure to build its first batches: that failure
         except UserError:
             raise
         except Exception as exc:
@@ -240,6 +252,8 @@ class EnginePool:
             if it is not None and hasattr(it, "close"):
                 it.close()  # Ray Data shuts its executor down now (kills the actors), not at GC
             ray.kill(feeder)
+            if isinstance(feed, BackgroundStart):  # its thread ends before the rows' owner goes on
+                feed.join(raise_error=False)
             factory = kwargs.get("ray_remote_args_fn")
             if factory is not None:
                 factory.remove_all()
