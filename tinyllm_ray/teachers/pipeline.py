@@ -90,6 +90,7 @@ from tinyllm_ray.teachers.records import build_shard_records
 from tinyllm_ray.teachers.report import GenerationError, GenerationReport, ShardWritten
 from tinyllm_ray.teachers.retry import RetrySet, merge_retried_shard, retried_outputs, retry_set
 from tinyllm_ray.teachers.serving import EnginePool, ServingPlan, plan_serving
+from tinyllm_ray.teachers.split_source import SplitFile, spill_splits
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,8 @@ class _TeacherWork:
 
 @dataclass
 class _Prepared:
-    records: list[MCQRecord]
-    pool: list[MCQRecord]
+    records: Sequence[MCQRecord]  # split_source.SplitFile: on local disk, not in driver memory
+    pool: Sequence[MCQRecord]
     shard_size: int
     work: list[_TeacherWork]
     accelerator: str
@@ -149,16 +150,14 @@ class GenerationRun:
         return self._stop.is_set()
 
     # -------------------------------------------------------------- setup
-    def _plan(self) -> tuple[list[MCQRecord], list[MCQRecord], ServingPlan]:
-        """Everything that can fail without touching the store: data, models, placement."""
+    def _plan(self) -> tuple[SplitFile, SplitFile, ServingPlan]:
+        """Everything that can fail without touching the store: data (spilled to local files), models, placement."""
         from tinyllm_ray.data.loader import load_splits
 
-        loaded = load_splits(self.cfg.data)
-        records = loaded.require(self.split)
-        pool = loaded.require("train")  # in-context examples: train split only, never eval data
+        records, pool = spill_splits(load_splits(self.cfg.data), self.split)  # generation split, train (ICL) pool
         return records, pool, plan_serving(self.cfg, self.cfg.teachers, cancel_event=self._stop)
 
-    def _prepare(self, records: list[MCQRecord], pool: list[MCQRecord], serving: ServingPlan) -> _Prepared:
+    def _prepare(self, records: Sequence[MCQRecord], pool: Sequence[MCQRecord], serving: ServingPlan) -> _Prepared:
         """Open the store (under the writer lock): manifest, shard size, pending shards, record keys."""
         cfg = self.cfg
         notes = list(serving.notes)
