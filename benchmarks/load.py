@@ -42,6 +42,7 @@ MB = 1024 * 1024
 
 #: (key in the results, field, title) of the slopes reported between consecutive sizes.
 SLOPES = (("slope_driver_peak", "driver_rss_peak_mb", "driver RSS peak"),
+          ("slope_driver_generation_peak", "driver_rss_generation_peak_mb", "driver RSS peak after loading"),
           ("slope_driver_end", "driver_rss_end_mb", "driver RSS end"),
           ("slope_store_peak", "store_used_peak_mb", "object store peak"))
 
@@ -100,8 +101,14 @@ class RssSampler:
 def summarize(rss: list[tuple[float, int]], probe: list[dict[str, Any]]) -> dict[str, Any]:
     """Peak/end driver RSS (MB) and peak/end object store usage (MB) of one child run."""
     store = [p for p in probe if "store_used" in p]
+    # memory_probe.mark("generation"): the split is loaded and spilled; peaks before/after it
+    gen_t = next((p["t"] for p in probe if p.get("phase") == "generation"), None)
+    load = [r for t, r in rss if gen_t is not None and t < gen_t]
+    gen = [r for t, r in rss if gen_t is not None and t >= gen_t]
     return {
         "driver_rss_peak_mb": round(max(r for _, r in rss) / MB, 1) if rss else None,
+        "driver_rss_load_peak_mb": round(max(load) / MB, 1) if load else None,
+        "driver_rss_generation_peak_mb": round(max(gen) / MB, 1) if gen else None,
         "driver_rss_end_mb": round(rss[-1][1] / MB, 1) if rss else None,
         "store_used_peak_mb": round(max(p["store_used"] for p in store) / MB, 2) if store else None,
         "store_used_end_mb": round(store[-1]["store_used"] / MB, 2) if store else None,
@@ -165,7 +172,7 @@ def slopes(rows: list[dict[str, Any]], field: str) -> list[dict[str, Any]]:
     """
     out = []
     for a, b in itertools.pairwise(rows):
-        if a[field] is None or b[field] is None or a["prompts"] == b["prompts"]:
+        if a.get(field) is None or b.get(field) is None or a["prompts"] == b["prompts"]:
             continue
         out.append({"from": a["prompts"], "to": b["prompts"], "tokens": [a["max_tokens"], b["max_tokens"]],
                     "kb_per_prompt": round((b[field] - a[field]) * 1024 / (b["prompts"] - a["prompts"]), 3)})
@@ -207,8 +214,9 @@ def main() -> int:
             res = run_cli("generate", job_config(work, n, tokens, shard=args.shard, batch=args.batch), work,
                           args.timeout)
         res.update(prompts=n, max_tokens=tokens, input_data_mb=input_data_mb(n))
-        log(f"  -> rc {res['rc']} {res['wall_s']} s, driver peak {res['driver_rss_peak_mb']} MB, "
-            f"store peak {res['store_used_peak_mb']} MB")
+        log(f"  -> rc {res['rc']} {res['wall_s']} s, driver peak {res['driver_rss_peak_mb']} MB (load "
+            f"{res['driver_rss_load_peak_mb']}, after loading {res['driver_rss_generation_peak_mb']}, end "
+            f"{res['driver_rss_end_mb']}), store peak {res['store_used_peak_mb']} MB")
         rows.append(res)
         result["total_s"] = round(time.perf_counter() - t_start, 1)
         result["load_start_end"] = [load0, loadavg()]
@@ -264,13 +272,14 @@ def write(result: dict[str, Any], label: str, out: str) -> None:
         head = (f"Command: `{r['command']}` ({r['total_s']} s; load {r['load_start_end'][0][0]} -> "
                 f"{r['load_start_end'][1][0]}). Two tiny teachers (tiny:llama, tiny:qwen2), 2 in-context examples, "
                 f"shard {r['shard_size']}, batch {r['batch_size']}.")
-        cols = ("| prompts | new tokens | rc | wall s | driver RSS peak MB | driver RSS end MB | object store peak MB "
-                "| store objects peak | input data MB |")
+        cols = ("| prompts | new tokens | rc | wall s | driver RSS peak MB | after loading MB | driver RSS end MB "
+                "| object store peak MB | store objects peak | input data MB |")
         lines += [f"## {lab} (commit {r['commit']})", "", head, "", *([r["note"], ""] if r.get("note") else []), cols,
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for g in r["generate"]:
             lines.append(f"| {g['prompts']:,} | {g['max_tokens']} | {g['rc']} | {g['wall_s']} | "
-                         f"{g['driver_rss_peak_mb']} | {g['driver_rss_end_mb']} | {g['store_used_peak_mb']} | "
+                         f"{g['driver_rss_peak_mb']} | {g.get('driver_rss_generation_peak_mb', '-')} | "
+                         f"{g['driver_rss_end_mb']} | {g['store_used_peak_mb']} | "
                          f"{g['store_objects_peak']} | {g['input_data_mb']} |")
         lines.append("")
         for key, field, title in SLOPES:

@@ -9,7 +9,10 @@ line every ``TINYLLM_MEMORY_PROBE_S`` seconds (default 0.5) until the process ex
     {"t": <unix s>, "rss": <driver RSS bytes>, "store_used": <bytes>, "store_primary": <bytes>,
      "store_objects": <count>, "spilled": <bytes spilled so far>}
 
-Off (no thread, no import) without the variable: nothing of it runs in a normal job.
+:func:`mark` adds ``{"t": <unix s>, "phase": <name>}`` (e.g. ``generation``: the split is
+loaded and spilled, ``teachers/split_source.py``), so a reader can tell the load-time peak
+from what generation holds. Off (no thread, no import) without the variable: nothing of it
+runs in a normal job.
 """
 
 from __future__ import annotations
@@ -53,6 +56,14 @@ def _sample_forever(path: str, period: float) -> None:
         with open(path, "a") as f:
             f.write(json.dumps(row) + "\n")
         time.sleep(period)
+
+
+def mark(phase: str) -> None:
+    """Record that ``phase`` starts now (a no-op unless ``TINYLLM_MEMORY_PROBE`` names a file)."""
+    path = os.environ.get(ENV)
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"t": time.time(), "phase": phase, "rss": _rss()}) + "\n")
 
 
 def start_memory_probe() -> bool:

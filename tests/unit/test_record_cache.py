@@ -99,6 +99,35 @@ def test_temporary_files_are_ignored_and_the_index_follows_own_writes(tmp_path):
     assert (folder / "context.json").exists()
 
 
+def test_the_key_index_is_on_disk_first_part_wins_and_answers_only_what_is_asked():
+    from tinyllm_ray.store.record_cache import _KeyIndex
+
+    ix = _KeyIndex()
+    keys = [f"{i:032x}" for i in range(1200)]  # more than one IN (...) chunk
+    ix.add(keys[:700], 0)
+    ix.add(keys[600:], 1)  # 600..699 already held by part 0: the first part wins
+    got = ix.get(keys + ["f" * 32, "not hex"])
+    assert len(ix) == 1200 and set(got) == set(keys)  # absent keys are absent, never an error
+    assert {got[k] for k in keys[:700]} == {0} and {got[k] for k in keys[700:]} == {1}
+    assert ix.get([]) == {} and ix.get([keys[5]]) == {keys[5]: 0}
+
+
+def test_a_lookup_reads_one_shard_of_many_without_a_per_prompt_index_in_memory(cache_uri):
+    from tinyllm_ray.store.record_cache import _KeyIndex
+
+    writer = RecordCache(cache_uri).context(KEY)
+    for s in range(6):  # one part file per committed shard
+        writer.put([r for e in range(3) for r in outputs(f"s{s}e{e}", shard=s)])
+    fresh = RecordCache(cache_uri).context(KEY)
+    served, misses = fresh.lookup([prompt("s4e1", shard=4), prompt("s0e2"), prompt("new")], n=2)
+    assert [m["example_id"] for m in misses] == ["new"]
+    assert {r["example_id"] for r in served} == {"s4e1", "s0e2"} and len(served) == 12
+    assert isinstance(fresh._index, _KeyIndex) and len(fresh._index) == 6 * 3 * 2  # every CoT key, on disk
+    assert len(fresh._parts) == 6 and len(fresh._open) <= 4  # per part file (shard), never per prompt
+    fresh.put(outputs("new"))  # own writes join the index at once
+    assert len(fresh.lookup([prompt("new")], n=2)[0]) == 6
+
+
 def test_split_shards_counts_hits_and_misses_per_prompt(tmp_path):
     ctx = RecordCache(str(tmp_path)).context(KEY)
     ctx.put(outputs("a"))

@@ -187,6 +187,20 @@ def test_batches_cut_across_lists_as_the_concatenation_and_the_feeder_keeps_orde
     assert asyncio.run(scenario()) == ["a", "b", None]
 
 
+def test_the_feed_datasource_has_one_small_read_task_per_batch_and_nothing_per_prompt():
+    """Each read task is one fetch holding only the feeder's handle: what Ray Data keeps per
+    batch for the whole execution (plan_read_op) is a few hundred bytes, not the batch."""
+    import pickle
+
+    from tinyllm_ray.teachers.feed import _datasource, _Fetch
+
+    handle = "feeder-handle"  # stands for the actor handle (pickled the same way: by value)
+    tasks = _datasource(handle, 7).get_read_tasks(2)
+    assert len(tasks) == 7  # one per batch whatever parallelism Ray Data asks for
+    assert all(isinstance(t.read_fn, _Fetch) and t.read_fn.feeder == handle for t in tasks)
+    assert len(pickle.dumps(tasks[0])) < 2048
+
+
 # ----------------------------------------------------------------------------- generation
 
 

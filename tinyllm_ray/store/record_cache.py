@@ -80,6 +80,47 @@ def format_cache_counts(counts: Mapping[str, Mapping[str, int]] | None) -> list[
             f"{c['misses']} generated" for name, c in (counts or {}).items() if c.get("hits") or c.get("misses")]
 
 
+class _KeyIndex:
+    """Rationale record key -> part file number, in a private SQLite file on local disk.
+
+    Why on disk: a dict of every cached key costs the driver ~150 bytes per cached prompt
+    for the whole run (15 MB at 100k prompts, 1.5 GB at 10M). Why an index at all: the keys
+    are hashes, so neither key-prefix buckets nor Parquet row-group statistics narrow a
+    shard's lookup below "read every part's keys" (a whole-cache scan per shard). SQLite
+    (stdlib) with an empty file name is a temporary database that pages to a local file and
+    is deleted when closed; its page cache is bounded (``cache_size``), so the driver's
+    memory stays flat in the cache size. The first part written for a key wins (parts are
+    indexed oldest name first), as before.
+    """
+
+    _CHUNK = 500  # keys per IN (...) query, far below SQLite's variable limit
+
+    def __init__(self) -> None:
+        import sqlite3
+
+        self._db = sqlite3.connect("", check_same_thread=False)  # "": temporary, on disk, removed on close
+        self._db.execute("PRAGMA cache_size = -2048")  # at most ~2 MB of pages in memory
+        self._db.execute("CREATE TABLE k (key TEXT PRIMARY KEY, part INTEGER NOT NULL) WITHOUT ROWID")
+
+    def add(self, keys: Iterable[str], part: int) -> None:
+        """Index ``keys`` (hex record keys) as held by part file number ``part`` (earlier entries win)."""
+        with self._db:
+            self._db.executemany("INSERT OR IGNORE INTO k VALUES (?, ?)", ((k, part) for k in keys))
+
+    def get(self, keys: Iterable[str]) -> dict[str, int]:
+        """The part file number of each of ``keys`` that is indexed (the others are absent)."""
+        ks = sorted(set(keys))
+        out: dict[str, int] = {}
+        for i in range(0, len(ks), self._CHUNK):
+            chunk = ks[i:i + self._CHUNK]
+            q = f"SELECT key, part FROM k WHERE key IN ({','.join('?' * len(chunk))})"
+            out.update((str(k), int(p)) for k, p in self._db.execute(q, chunk))
+        return out
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM k").fetchone()[0])
+
+
 class RecordCache(StoreCore):
     """The cache root; :meth:`context` opens one :class:`KeyContext`'s folder."""
 
@@ -90,9 +131,11 @@ class RecordCache(StoreCore):
 class ContextCache:
     """The cached outputs of one teacher context: look prompts up, add fresh outputs.
 
-    The index (rationale key -> part file) is read once, on the first lookup, from the
-    ``record_key``/``kind`` columns of this folder's part files only; rows are read per
-    shard from the few part files that hold them.
+    The index (rationale key -> part file) is built once, on the first lookup, from the
+    ``record_key``/``kind`` columns of this folder's part files only, into a
+    :class:`_KeyIndex` on local disk; rows are read per shard from the few part files that
+    hold them. The driver keeps one path per part file (one per committed shard), nothing
+    per cached prompt.
     """
 
     def __init__(self, cache: RecordCache, key: KeyContext) -> None:
@@ -100,13 +143,13 @@ class ContextCache:
         self.key = key
         self.dir = cache.layout.join(f"ctx={key.context_id()}")
         self._parts: list[str] = []
-        self._index: dict[str, int] | None = None
+        self._index: _KeyIndex | None = None
         self._open: OrderedDict[int, pa.Table] = OrderedDict()
 
     # ------------------------------------------------------------------ reading
-    def _load_index(self) -> dict[str, int]:
+    def _load_index(self) -> _KeyIndex:
         if self._index is None:
-            self._index = {}
+            index = _KeyIndex()
             infos = sorted((i for i in self.cache._list(self.dir) if i.is_file), key=lambda i: i.path)
             for info in infos:
                 if is_temporary(info.base_name) or info.base_name.startswith(".") \
@@ -117,16 +160,15 @@ class ContextCache:
                 except Exception as exc:  # noqa: BLE001 - an unreadable part is a miss, never a failure
                     log.warning("record cache: skipping unreadable %s: %s", info.path, exc)
                     continue
-                self._add_to_index(info.path, t)
+                self._add_to_index(index, info.path, t)
+            self._index = index
         return self._index
 
-    def _add_to_index(self, path: str, table: pa.Table) -> None:
-        assert self._index is not None
+    def _add_to_index(self, index: _KeyIndex, path: str, table: pa.Table) -> None:
         self._parts.append(path)
-        idx = len(self._parts) - 1
-        for k, kind in zip(table.column("record_key").to_pylist(), table.column("kind").to_pylist()):
-            if kind == "rationale":
-                self._index.setdefault(k, idx)
+        kinds = table.column("kind").to_pylist()
+        index.add((k for k, kind in zip(table.column("record_key").to_pylist(), kinds) if kind == "rationale"),
+                  len(self._parts) - 1)
 
     def _part(self, idx: int) -> pa.Table:
         if idx in self._open:
@@ -147,11 +189,11 @@ class ContextCache:
 
         Served rows carry the current ``example_id``/``split``/``shard`` and :data:`FROM_CACHE`.
         """
-        index = self._load_index()
+        keyed = [(r, self.cot_keys(str(r["prompt_hash"]), n)) for r in rows]
+        index = self._load_index().get({k for _r, keys in keyed for k in keys})  # this shard's keys only
         wanted: dict[int, list[tuple[Mapping[str, Any], list[str]]]] = {}
         misses: list[Mapping[str, Any]] = []
-        for r in rows:
-            keys = self.cot_keys(str(r["prompt_hash"]), n)
+        for r, keys in keyed:
             files = {index.get(k) for k in keys}
             if None in files:
                 misses.append(r)
@@ -230,7 +272,7 @@ class ContextCache:
         path = f"{self.dir}/{name}"
         self.cache._write_bytes(path, buf.getvalue())
         if self._index is not None:
-            self._add_to_index(path, table.select(["record_key", "kind"]))
+            self._add_to_index(self._index, path, table.select(["record_key", "kind"]))
         return len(out)
 
 
@@ -238,8 +280,8 @@ def split_shards(cache: ContextCache | None, shards: Iterable[Sequence[Mapping[s
                  counts: CacheCounts) -> Iterator[tuple[list[dict[str, Any]], list[Mapping[str, Any]]]]:
     """Per shard's prompt rows: ``(raw outputs served from the cache, rows to generate)``; counts prompts.
 
-    Lazy and per shard, so the driver never holds every shard's rows or one index of all
-    cached rows at once (only the context's key index). Without a cache every row is a miss.
+    Lazy and per shard, so the driver never holds every shard's rows or an index of the
+    cached rows (the context's key index is on local disk, :class:`_KeyIndex`). Without a cache every row is a miss.
     """
     for rows in shards:
         served, misses = cache.lookup(rows, n) if cache is not None else ([], list(rows))

@@ -8,8 +8,8 @@ source fed by a driver-side iterator, so this module adds one:
 
 * :class:`BatchFeeder`: a small async actor (no CPU) holding the batches handed to it, in
   order of their sequence number;
-* :func:`feed_dataset`: ``range(max_batches)`` mapped by a fetch task that asks the feeder
-  for the next batch (an empty block once the stream has ended);
+* :func:`feed_dataset`: a read of a datasource (:func:`_datasource`) whose every read task asks the
+  feeder for the next batch (an empty block once the stream has ended);
 * :class:`CreditFeed` (driver): pulls batches from the caller's iterator *lazily* and hands
   the feeder at most ``window`` batches more than the output blocks received so far. Every
   input batch gives at least one output block (each prompt gives at least one row, a
@@ -81,26 +81,64 @@ class BatchFeeder:
             return None
 
 
+class _Fetch:
+    """A read task's body: the feeder's next batch as one block (an empty one past the end)."""
+
+    def __init__(self, feeder: Any) -> None:
+        self.feeder = feeder
+
+    def __call__(self) -> list[Any]:
+        import pyarrow as pa
+        import ray
+
+        block = ray.get(self.feeder.next.remote())
+        return [block if block is not None else pa.table({})]
+
+
+def _datasource(feeder: Any, max_batches: int) -> Any:
+    """A ``ray.data.Datasource`` of ``max_batches`` read tasks, each one :class:`_Fetch` (Ray imported here, not at import)."""
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    class _FeedDatasource(Datasource):
+        def get_name(self) -> str:
+            return "Feed"
+
+        def estimate_inmemory_data_size(self) -> int | None:
+            return None  # unknown: no block splitting, no size-based parallelism
+
+        def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                           data_context: Any = None) -> list[Any]:
+            meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
+            fetch = _Fetch(feeder)
+            return [ReadTask(fetch, meta) for _ in range(max_batches)]
+
+    return _FeedDatasource()
+
+
 def feed_dataset(feeder: Any, max_batches: int) -> Any:
     """A Ray Data dataset of the feeder's batches, one block each, in order (at most ``max_batches``).
 
-    ``range(max_batches)`` (one row per block) mapped by a fetch that asks the feeder for
-    the next batch: every fetch is its own small task, so its block is emitted when it
-    ends (a read task's generator would be buffered by Ray Data up to
-    ``target_max_block_size``, i.e. waits for batches the driver only sends once earlier
-    ones are answered). One fetch at a time (``concurrency=1``; ``num_cpus=0``: it only
-    waits). Past the end of the stream a fetch returns an empty block, which the engines'
+    Every read task is one fetch (:class:`_Fetch`), so its block is emitted when it ends:
+    a read task that yielded several batches would be buffered by Ray Data up to
+    ``target_max_block_size``, i.e. wait for batches the driver only sends once earlier
+    ones are answered. One fetch at a time (``concurrency=1``; ``num_cpus=0``: it only
+    waits), and a fetch returns only what the driver handed over, so at most the credit
+    window of batch blocks is in the object store whatever the prompt count.
+
+    Why not ``range(max_batches)`` mapped by a fetch (what this was): the range read tasks
+    finish at once and their one-row blocks are too small for Ray Data's byte-based
+    backpressure to hold back, so one block per batch of the run piled up ahead of the
+    fetch. What remains per batch: Ray Data 2.60 builds every read task up front and keeps
+    each ``ray.put`` of it until the execution ends (``plan_read_op``: ``owns_blocks=False``),
+    a few hundred bytes per batch (not per prompt) since a task holds only the feeder's
+    handle. Past the end of the stream a fetch returns an empty block, which the engines'
     ``map_batches`` passes on without a call, so ``max_batches`` may be an upper bound.
     """
-    import pyarrow as pa
     import ray
 
-    def fetch(_ids: Any) -> Any:
-        block = ray.get(feeder.next.remote())
-        return block if block is not None else pa.table({})
-
-    return ray.data.range(max_batches, override_num_blocks=max_batches).map_batches(
-        fetch, batch_format="pyarrow", batch_size=None, concurrency=1, num_cpus=0)
+    return ray.data.read_datasource(_datasource(feeder, max_batches), override_num_blocks=max_batches,
+                                    concurrency=1, num_cpus=0)
 
 
 class CreditFeed:

@@ -91,6 +91,7 @@ from tinyllm_ray.teachers.records import build_shard_records
 from tinyllm_ray.teachers.report import GenerationError, GenerationReport, ShardWritten
 from tinyllm_ray.teachers.retry import RetrySet, merge_retried_shard, retried_outputs, retry_set
 from tinyllm_ray.teachers.serving import EnginePool, ServingPlan, plan_serving
+from tinyllm_ray.teachers.split_source import SplitFile, spill_splits
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,8 @@ class _TeacherWork:
 
 @dataclass
 class _Prepared:
-    records: list[MCQRecord]
-    pool: list[MCQRecord]
+    records: Sequence[MCQRecord]  # split_source.SplitFile: on local disk, not in driver memory
+    pool: Sequence[MCQRecord]
     shard_size: int
     work: list[_TeacherWork]
     accelerator: str
@@ -150,16 +151,15 @@ class GenerationRun:
         return self._stop.is_set()
 
     # -------------------------------------------------------------- setup
-    def _plan(self) -> tuple[list[MCQRecord], list[MCQRecord], ServingPlan]:
-        """Everything that can fail without touching the store: data, models, placement (concurrently)."""
+    def _plan(self) -> tuple[tuple[SplitFile, SplitFile], ServingPlan]:
+        """What can fail without the store: the generation split and the train (ICL) pool, spilled to
+        local files while serving (models, placement) is planned (``early_start.py``)."""
         from tinyllm_ray.data.loader import load_splits
 
-        loaded, serving = load_while_planning(lambda: load_splits(self.cfg.data), lambda: plan_serving(
-            self.cfg, self.cfg.teachers, cancel_event=self._stop))
-        # in-context examples: train split only, never eval data
-        return loaded.require(self.split), loaded.require("train"), serving
+        return load_while_planning(lambda: spill_splits(load_splits(self.cfg.data), self.split),
+                                   lambda: plan_serving(self.cfg, self.cfg.teachers, cancel_event=self._stop))
 
-    def _prepare(self, records: list[MCQRecord], pool: list[MCQRecord], serving: ServingPlan) -> _Prepared:
+    def _prepare(self, records: Sequence[MCQRecord], pool: Sequence[MCQRecord], serving: ServingPlan) -> _Prepared:
         """Open the store (under the writer lock): manifest, shard size, pending shards, record keys."""
         cfg = self.cfg
         notes = list(serving.notes)
@@ -294,7 +294,7 @@ class GenerationRun:
     # -------------------------------------------------------------- iteration
     def __iter__(self) -> Iterator[ShardWritten]:
         t0 = time.perf_counter()
-        records, pool, serving = self._plan()
+        (records, pool), serving = self._plan()
         with self.store.writer_lock():  # one generation writes a store at a time
             yield from self._generate(self._prepare(records, pool, serving), t0)
 
