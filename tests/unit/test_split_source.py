@@ -62,3 +62,12 @@ def test_concurrent_readers_see_the_same_examples():
     for t in threads:
         t.join()
     assert bad == []
+
+
+def test_the_file_holds_every_field_of_a_record():
+    """A field added to MCQRecord must be spilled too, or generation would silently drop it."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(MCQRecord)}
+    assert set(split_source._SCHEMA.names) == names
+    assert set(split_source._FIELDS) | {"choices"} == names
