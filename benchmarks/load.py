@@ -272,13 +272,14 @@ def write(result: dict[str, Any], label: str, out: str) -> None:
         head = (f"Command: `{r['command']}` ({r['total_s']} s; load {r['load_start_end'][0][0]} -> "
                 f"{r['load_start_end'][1][0]}). Two tiny teachers (tiny:llama, tiny:qwen2), 2 in-context examples, "
                 f"shard {r['shard_size']}, batch {r['batch_size']}.")
-        cols = ("| prompts | new tokens | rc | wall s | driver RSS peak MB | after loading MB | driver RSS end MB "
-                "| object store peak MB | store objects peak | input data MB |")
+        cols = ("| prompts | new tokens | rc | wall s | driver RSS peak MB | while loading MB | after loading MB "
+                "| driver RSS end MB | object store peak MB | store objects peak | input data MB |")
         lines += [f"## {lab} (commit {r['commit']})", "", head, "", *([r["note"], ""] if r.get("note") else []), cols,
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for g in r["generate"]:
             lines.append(f"| {g['prompts']:,} | {g['max_tokens']} | {g['rc']} | {g['wall_s']} | "
-                         f"{g['driver_rss_peak_mb']} | {g.get('driver_rss_generation_peak_mb', '-')} | "
+                         f"{g['driver_rss_peak_mb']} | {g.get('driver_rss_load_peak_mb', '-')} | "
+                         f"{g.get('driver_rss_generation_peak_mb', '-')} | "
                          f"{g['driver_rss_end_mb']} | {g['store_used_peak_mb']} | "
                          f"{g['store_objects_peak']} | {g['input_data_mb']} |")
         lines.append("")
