@@ -10,9 +10,9 @@ prompts, record-cache lookups) should run while it starts, not before. Two piece
   while Ray Data starts the engine actors (``serving.EnginePool.run_stream(eager=True)``).
 
 Why the engines cannot start before the split is loaded: Ray Data needs the number of
-batches of the stream (``feed.feed_dataset``'s ``range(max_batches)``) when its iteration
-starts, which is when it starts the actors; an upper bound is enough, but it comes from
-the split's size.
+batches of the stream (``feed.feed_dataset``: one read task per batch, planned up front)
+when its iteration starts, which is when it starts the actors; an upper bound is enough,
+but it comes from the split's size.
 """
 
 from __future__ import annotations
