@@ -147,6 +147,10 @@ class ContextCache:
         self._open: OrderedDict[int, pa.Table] = OrderedDict()
 
     # ------------------------------------------------------------------ reading
+    def has_parts(self) -> bool:
+        """Whether this folder holds anything (one listing; the index is not built)."""
+        return bool(self.cache._list(self.dir))
+
     def _load_index(self) -> _KeyIndex:
         if self._index is None:
             index = _KeyIndex()

@@ -37,7 +37,7 @@ def may_serve(cache: ContextCache | None) -> bool:
     Cheap (one listing): an absent or empty folder serves nothing, so the engines are needed
     whatever the prompts; otherwise the pool peeks first, keeping "no miss, no engine".
     """
-    return cache is not None and bool(cache.cache._list(cache.dir))
+    return cache is not None and cache.has_parts()
 
 
 def load_while_planning(load: Callable[[], T], plan: Callable[[], P]) -> tuple[T, P]:
