@@ -186,6 +186,10 @@ class CreditFeed:
     def window(self) -> int:
         return self._window
 
+    def join(self, *, raise_error: bool = True) -> None:
+        """Nothing to wait for: :meth:`start` hands the first window over before returning
+        (``early_start.BackgroundStart`` builds it in a thread and waits here)."""
+
     def credit(self) -> None:
         """One output block arrived: hand over one more batch (or the end of the stream)."""
         self._credits += 1

@@ -242,8 +242,7 @@ class EnginePool:
                 feed.credit()
                 if batch.num_rows:  # past the stream's end: empty blocks (feed.feed_dataset)
                     yield batch.to_pylist()
-            if isinstance(feed, BackgroundStart):
-                feed.join()  # a stream ended by a failure to build its first batches: that failure
+            feed.join()  # a stream ended by a failure to build its first batches: that failure
         except UserError:
             raise
         except Exception as exc:
@@ -252,8 +251,7 @@ class EnginePool:
             if it is not None and hasattr(it, "close"):
                 it.close()  # Ray Data shuts its executor down now (kills the actors), not at GC
             ray.kill(feeder)
-            if isinstance(feed, BackgroundStart):  # its thread ends before the rows' owner goes on
-                feed.join(raise_error=False)
+            feed.join(raise_error=False)  # a background start's thread ends before the rows' owner goes on
             factory = kwargs.get("ray_remote_args_fn")
             if factory is not None:
                 factory.remove_all()
