@@ -12,7 +12,7 @@ import pytest
 
 from tests.unit.test_teacher_engine import FakeLLM, make_engine
 from tinyllm_ray.config import JobConfig, SelfEvalConfig, TeacherConfig
-from tinyllm_ray.errors import GenerationError
+from tinyllm_ray.errors import GenerationError, InternalError
 from tinyllm_ray.store import RationaleStore
 from tinyllm_ray.teachers import pipeline, serving
 from tinyllm_ray.teachers.early_start import BackgroundStart
@@ -163,7 +163,57 @@ def test_pool_pulls_shards_only_as_engines_answer(monkeypatch):
     # first answer: the window, plus the one its credit pulled; then one per answer until the end
     assert [n for n, _ in seen] == [min(window + 1 + i, 5) for i in range(5)]
     assert [sh for _, sh in seen] == [{s} for s in range(5)]
-    assert pool.feed == {"batches": 5, "window": window, "max_unanswered": window}
+    assert pool.feed == {"batches": 5, "window": window, "max_unanswered": window, "rounds": 1,
+                         "batches_per_round": 1024}
+
+
+def test_rounds_of_cuts_consecutive_rounds_lazily():
+    from tinyllm_ray.teachers.feed import rounds_of
+
+    pulled: list[int] = []
+
+    def batches(n):
+        for i in range(n):
+            pulled.append(i)
+            yield i
+
+    rounds = rounds_of(batches(5), 2)
+    first = next(rounds)
+    assert pulled == [] and list(first) == [0, 1] and pulled == [0, 1]  # the next round's batch is not pulled yet
+    assert [list(r) for r in rounds] == [[2, 3], [4]]
+    assert [list(r) for r in rounds_of(batches(4), 2)] == [[0, 1], [2, 3]]  # no empty last round
+    # the first round is not pulled before it is served (an eager start), so it may be empty
+    assert [list(r) for r in rounds_of(iter([]), 3)] == [[]] and [list(r) for r in rounds_of(range(3), 5)] == [[0, 1, 2]]
+    with pytest.raises(InternalError):
+        next(rounds_of(range(3), 0))
+
+
+def test_pool_serves_in_rounds_of_batches_per_round_with_new_engines_each(monkeypatch):
+    """batches_per_round bounds each Ray Data execution: 5 batches by 2 are 3 executions (2, 2, 1
+    read tasks), each starting (and releasing) its engines; only the first starts eagerly."""
+    served = fake_serving(monkeypatch)
+    fake = EnginePool._serve
+    calls: list[tuple[int, bool]] = []
+
+    def _serve(self, feed, batch_size, max_batches, replicas):
+        calls.append((max_batches, isinstance(feed, BackgroundStart)))
+        return fake(self, feed, batch_size, max_batches, replicas)
+
+    monkeypatch.setattr(EnginePool, "_serve", _serve)
+    cfg = job(teachers=({"name": "llama", "model": "org/llama", "batches_per_round": 2},))
+    from tests.unit.test_teacher_engine import POOL
+    from tinyllm_ray.teachers.prompt_rows import prompt_rows
+
+    rows = prompt_rows(cfg.teachers[0], POOL, 0, 10, POOL, cfg.prompts)
+    pool = plan_pools(cfg, cfg.teachers, CLUSTER, TWO_NODES).pool("llama")
+    with pool:
+        out = [r for batch in pool.run_stream([rows], 2, max_rows=10, eager=True) for r in batch]
+    assert sorted(r["example_id"] for r in out) == sorted(r["example_id"] for r in rows)  # each prompt once
+    assert calls == [(2, True), (2, False), (1, False)]
+    assert served.started == served.released == ["llama"] * 3 and served.batches == [2] * 5
+    assert pool.feed["rounds"] == 3 and pool.feed["batches"] == 5 and pool.feed["batches_per_round"] == 2
+    pool.cancel()  # cancelled between rounds: no further round starts
+    assert list(pool.run(rows, 2)) == [] and served.started == ["llama"] * 3
 
 
 def test_batches_cut_across_lists_as_the_concatenation_and_the_feeder_keeps_order():

@@ -135,6 +135,11 @@ class TeacherConfig(StrictModel):
     replicas: int = Field(1, ge=1, le=1024)
     num_cpus: float = Field(1.0, gt=0.0, description="CPUs per replica (= vLLM CPU threads)")
     batch_size: int = Field(16, ge=1, description="prompts per Ray Data batch sent to one actor")
+    batches_per_round: int = Field(
+        1024, ge=1, le=1_000_000, description="batches served per Ray Data execution (a round); the next round "
+        "starts new engine actors. Why: Ray Data builds and keeps every read task of an execution up front "
+        "(~1.4 KB of object store per batch), so rounds bound the object store whatever the prompt count; "
+        "a round's engine start (~10 s on CPU, ~1 min for a 7B model on GPU) is small against 1024 batches")
     resources: dict[str, float] = Field(
         default_factory=dict, description="extra Ray resources per replica, e.g. {teacher_node: 1} to pin nodes"
     )

@@ -23,10 +23,14 @@ each batch before it is served (a record cache, retries) and the split is never 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from tinyllm_ray.errors import InternalError
+
+_B = TypeVar("_B")
+_END = object()
 
 
 def batches_of(row_lists: Iterable[Sequence[Mapping[str, Any]]], batch_size: int) -> Iterator[list[Mapping[str, Any]]]:
@@ -47,6 +51,24 @@ def batches_of(row_lists: Iterable[Sequence[Mapping[str, Any]]], batch_size: int
                 buf = []
     if buf:
         yield buf
+
+
+def rounds_of(batches: Iterable[_B], per_round: int) -> Iterator[Iterator[_B]]:
+    """``batches`` in consecutive rounds of at most ``per_round`` (one Ray Data execution each).
+
+    Lazy: a round is an ``islice`` of the same iterator, so it must be consumed before the
+    next round is asked for. The first round is yielded before anything is pulled (it may
+    be empty: an eager start builds its first batches while the engines start); a later
+    round exists only if a batch is left (pulled then, not before). Why rounds: Ray Data
+    builds and keeps every read task of an execution up front (:func:`feed_dataset`), so
+    serving in rounds bounds that to ``per_round`` batches whatever the prompt count.
+    """
+    if per_round < 1:
+        raise InternalError(f"per_round must be >= 1, got {per_round}")
+    it = iter(batches)
+    yield itertools.islice(it, per_round)
+    while (first := next(it, _END)) is not _END:
+        yield itertools.chain([first], itertools.islice(it, per_round - 1))  # type: ignore[list-item]
 
 
 class BatchFeeder:

@@ -20,9 +20,11 @@ check that every replica can ever be placed (``placement.check_fits``). Each tea
 gets an :class:`EnginePool` carrying its :class:`~tinyllm_ray.teachers.engine.EngineSpec`
 (the config *models* the actor needs, not hand-copied dicts).
 
-What :meth:`EnginePool.run_stream` owns: the Ray Data pipeline (one block per batch streamed
-from the driver a bounded window at a time, ``feed.py``, then ``map_batches(TeacherEngine, concurrency=replicas, ...)`` with the plan's
-resources; never more actors than batches), turning any engine failure into one
+What :meth:`EnginePool.run_stream` owns: the Ray Data pipeline (one block per batch streamed from the
+driver a bounded window at a time, ``feed.py``, then ``map_batches(TeacherEngine, concurrency=replicas)``
+with the plan's resources; never more actors than batches; one execution per round of
+``teacher.batches_per_round`` batches: Ray Data keeps every read task of an execution until it ends),
+turning any engine failure into one
 :class:`GenerationError` line that names the teacher and vLLM's root cause
 (:func:`describe_error`), cancellation after the current batch (:meth:`EnginePool.cancel`),
 and cleanup: the iterator is closed, so Ray Data kills the pool's actors (and with them
@@ -51,7 +53,7 @@ from tinyllm_ray.teachers.bootstrap import resolve_teacher_model
 from tinyllm_ray.teachers.early_start import BackgroundStart
 from tinyllm_ray.teachers.engine import EngineSpec, root_cause_from_log
 from tinyllm_ray.teachers.faults import FaultLedger, FaultSet, merge_fault_summaries
-from tinyllm_ray.teachers.feed import BatchFeeder, CreditFeed, batches_of, feed_dataset
+from tinyllm_ray.teachers.feed import BatchFeeder, CreditFeed, batches_of, feed_dataset, rounds_of
 from tinyllm_ray.teachers.models import precheck_model
 from tinyllm_ray.teachers.placement import (
     Accelerator,
@@ -135,7 +137,8 @@ class EnginePool:
         self._cancel = cancel_event if cancel_event is not None else threading.Event()
         self._open: list[Generator[Any, None, None]] = []
         self.faults: dict[str, Any] = {}  # FaultLedger.summary() summed over this pool's runs
-        #: batches served over this pool's runs, the window and the most ever unanswered (feed.CreditFeed)
+        #: batches served over this pool's runs, the window, the most ever unanswered (feed.CreditFeed),
+        #: the Ray Data executions (rounds) they took and ``teacher.batches_per_round``
         self.feed: dict[str, int] = {}
 
     @property
@@ -191,10 +194,29 @@ class EnginePool:
 
     def _run(self, batches: Iterator[list[Mapping[str, Any]]], batch_size: int,
              max_batches: int, eager: bool) -> Generator[list[dict[str, Any]], None, None]:
-        if self.cancelled:
-            return
-        feed = CreditFeed(batches, WINDOW_PER_REPLICA * self.plan.replicas, _block)
-        # never more actors than batches: the bound when eager, else the batches there are
+        """In rounds of ``teacher.batches_per_round`` batches (``feed.rounds_of``): one execution, new engines each."""
+        per_round, left = self.teacher.batches_per_round, max_batches
+        for n, round_batches in enumerate(rounds_of(batches, per_round)):
+            if self.cancelled:  # before each round (a later round's first batch is pulled first)
+                return
+            if left < 1 and n:  # a batch beyond max_rows: the caller's bound was wrong
+                raise InternalError(f"teacher {self.name}: more batches than the {max_batches} planned")
+            bound = min(per_round, left)
+            feed = CreditFeed(round_batches, WINDOW_PER_REPLICA * self.plan.replicas, _block)
+            try:
+                yield from self._round(feed, batch_size, bound, eager and n == 0)
+            finally:
+                left -= feed.sent
+                self.feed = {"batches": self.feed.get("batches", 0) + feed.sent, "window": feed.window,
+                             "max_unanswered": max(self.feed.get("max_unanswered", 0), feed.max_unanswered),
+                             "rounds": self.feed.get("rounds", 0) + 1, "batches_per_round": per_round}
+            if self.cancelled:
+                return
+
+    def _round(self, feed: CreditFeed, batch_size: int, max_batches: int,
+               eager: bool) -> Generator[list[dict[str, Any]], None, None]:
+        """One Ray Data execution over at most ``max_batches`` batches of ``feed``; never more actors than
+        batches (the bound when eager, else the batches there are)."""
         replicas = min(self.plan.replicas, max_batches) if eager else feed.peek(self.plan.replicas)
         if not replicas:
             return
@@ -207,8 +229,6 @@ class EnginePool:
                     break
         finally:
             stream.close()  # releases the engines now, whichever way the run ended
-            self.feed = {"batches": self.feed.get("batches", 0) + feed.sent, "window": feed.window,
-                         "max_unanswered": max(self.feed.get("max_unanswered", 0), feed.max_unanswered)}
 
     def _serve(self, feed: CreditFeed | BackgroundStart, batch_size: int, max_batches: int,
                replicas: int) -> Generator[list[dict[str, Any]], None, None]:
