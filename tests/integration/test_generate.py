@@ -32,7 +32,8 @@ KEY = ["teacher", "example_id", "sample_idx", "eval_idx"]
 COMPARED = KEY + ["prompt_hash", "rationale", "parsed_answer", "verdict", "critique", "output_tokens", "finish_reason"]
 
 
-def make_cfg(store: Path, tiny_cache: Path, teachers: tuple[str, ...] = ("llama", "qwen"), **extra):
+def make_cfg(store: Path, tiny_cache: Path, teachers: tuple[str, ...] = ("llama", "qwen"),
+             llama_batches_per_round: int | None = None, **extra):
     llama = tiny_model_path(TinyModelConfig(family="llama"), tiny_cache)
     qwen = tiny_model_path(TinyModelConfig(family="qwen2"), tiny_cache)
     common = {"dtype": "float32", "max_model_len": 1024, "kv_cache_space_gib": 0.25, "num_cpus": 1,
@@ -41,6 +42,7 @@ def make_cfg(store: Path, tiny_cache: Path, teachers: tuple[str, ...] = ("llama"
         "data": {"name": "synthetic", "synthetic": {"train": N_TRAIN, "validation": 4, "test": 4}},
         "teachers": [t for t in (
             {"name": "llama", "model": str(llama), **common,
+             **({"batches_per_round": llama_batches_per_round} if llama_batches_per_round else {}),
              "sampling": {"temperature": 0.0, "max_tokens": 24, "seed": 0}},
             {"name": "qwen", "model": str(qwen), "prompt_style": "cot", **common,
              "sampling": {"temperature": 0.8, "top_p": 0.95, "n": QWEN_N, "max_tokens": 24, "seed": 1}},
@@ -58,7 +60,8 @@ def make_cfg(store: Path, tiny_cache: Path, teachers: tuple[str, ...] = ("llama"
 @pytest.fixture(scope="module")
 def first_run(ray_session, tiny_cache, tmp_path_factory):
     store = tmp_path_factory.mktemp("gen") / "store"
-    cfg = make_cfg(store, tiny_cache)
+    # llama in rounds of 3 batches (4 batches: 2 Ray Data executions, the last partial); qwen in one
+    cfg = make_cfg(store, tiny_cache, llama_batches_per_round=3)
     t0 = time.perf_counter()
     report = run_generation(cfg, shard_size=SHARD)
     return cfg, store, report, time.perf_counter() - t0
@@ -106,6 +109,9 @@ def test_two_teachers_every_record_present_and_stats_add_up(first_run):
     for teacher in ("llama", "qwen"):
         feed = report.feed[teacher]
         assert feed["batches"] == N_TRAIN // 4 and 1 <= feed["max_unanswered"] <= feed["window"] < feed["batches"]
+        # served in rounds of batches_per_round (exactly one record per prompt is checked above)
+        assert feed["rounds"] == {"llama": 2, "qwen": 1}[teacher]
+    assert "teacher llama: 4 batches served in 2 rounds of <= 3" in report.summary()
     assert "llama" in report.summary() and "tok/s" in report.summary()
     # cross-teacher agreement of the whole store, from its parsed answers, in the report and its summary
     from tinyllm_ray.store.agreement import agreement_stats, answers_by_example

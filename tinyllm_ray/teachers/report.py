@@ -62,8 +62,8 @@ class GenerationReport:
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: cross-teacher agreement of the whole store (``store.agreement.agreement_stats``); None with one teacher
     agreement: dict[str, Any] | None = None
-    #: per teacher that served prompts: batches, the feed's window, the most batches ever unanswered
-    #: (``EnginePool.feed``: what bounds the prompts held by driver and object store)
+    #: per teacher that served prompts: batches, the feed's window, the most batches ever unanswered, rounds
+    #: and batches_per_round (``EnginePool.feed``: what bounds the prompts held by driver and object store)
     feed: dict[str, dict[str, int]] = field(default_factory=dict)
     #: per teacher: prompts served from the record cache (``hits``) and generated (``misses``); None: cache off
     record_cache: dict[str, dict[str, int]] | None = None
@@ -85,6 +85,10 @@ class GenerationReport:
         )
         lines = [head, format_table(self.teachers.values()), *format_agreement(self.agreement)]
         lines += format_cache_counts(self.record_cache)
+        for name, f in self.feed.items():
+            if f.get("rounds", 0) > 1:  # each round a Ray Data execution with its own engines
+                lines.append(f"teacher {name}: {f['batches']} batches served in {f['rounds']} rounds of <= "
+                             f"{f['batches_per_round']} (teachers.<i>.batches_per_round)")
         for name, n in self.shards_retried.items():
             if n:
                 lines.append(f"teacher {name}: failed CoTs of {n} earlier shard(s) generated again")
