@@ -50,18 +50,25 @@ SLOPES = (("slope_driver_peak", "driver_rss_peak_mb", "driver RSS peak"),
 DEFAULT_SIZES = ((1000, 16), (5000, 16), (20000, 16), (100000, 1))
 
 
-def teacher(name: str, model: str, max_tokens: int, batch: int) -> dict[str, Any]:
-    """One of the demo's teachers (``configs/demo_cpu.yaml``), with the benchmark's token budget."""
+def teacher(name: str, model: str, max_tokens: int, batch: int, rounds: int | None = None) -> dict[str, Any]:
+    """One of the demo's teachers (``configs/demo_cpu.yaml``), with the benchmark's token budget.
+
+    ``rounds``: ``batches_per_round`` (None: the config's default); below the run's batch
+    count it shows the object store bounded by the rounds (Ray Data's read tasks per execution).
+    """
     return {"name": name, "model": model, "dtype": "float32", "max_model_len": 1024, "kv_cache_space_gib": 1,
             "replicas": 1, "num_cpus": 1, "batch_size": batch,
+            **({"batches_per_round": rounds} if rounds else {}),
             "sampling": {"temperature": 0.0, "max_tokens": max_tokens, "seed": 0}}
 
 
-def job_config(work: Path, prompts: int, max_tokens: int, *, shard: int, batch: int) -> dict[str, Any]:
+def job_config(work: Path, prompts: int, max_tokens: int, *, shard: int, batch: int,
+               rounds: int | None = None) -> dict[str, Any]:
     """The demo's teachers and prompts (2 in-context examples) on ``prompts`` synthetic questions."""
     return {
         "data": {"name": "synthetic", "synthetic": {"train": prompts, "validation": 32, "test": 32}, "seed": 0},
-        "teachers": [teacher("llama", "tiny:llama", max_tokens, batch), teacher("qwen", "tiny:qwen2", max_tokens, batch)],
+        "teachers": [teacher("llama", "tiny:llama", max_tokens, batch, rounds),
+                     teacher("qwen", "tiny:qwen2", max_tokens, batch, rounds)],
         "prompts": {"icl_k": 2, "icl_strategy": "random", "seed": 0},
         "filter": {"drop_empty": False, "drop_unparsable": False},
         "runtime": {"num_cpus": 16, "storage_path": str(work / "runs"), "run_name": "load",
@@ -191,6 +198,8 @@ def main() -> int:
                     help="comma-separated prompts:max_tokens")
     ap.add_argument("--shard", type=int, default=256, help="runtime.store_shard_size")
     ap.add_argument("--batch", type=int, default=128, help="teachers' batch_size")
+    ap.add_argument("--batches-per-round", type=int, default=None,
+                    help="teachers' batches_per_round (default: the config's); one Ray Data execution per round")
     ap.add_argument("--slow-trainer", action="store_true", help="also run `run` with a trainer slower than the teachers")
     ap.add_argument("--slow-prompts", type=int, default=3000)
     ap.add_argument("--slow-steps", type=int, default=300)
@@ -204,6 +213,7 @@ def main() -> int:
     result: dict[str, Any] = {
         "command": "flock /tmp/tinyllm-ray.lock timeout 1500 python benchmarks/load.py " + " ".join(sys.argv[1:]),
         "commit": git_commit(), "machine": machine_facts(), "shard_size": args.shard, "batch_size": args.batch,
+        "batches_per_round": args.batches_per_round,
         "generate": rows,
     }
     for spec in args.sizes.split(","):
@@ -211,8 +221,8 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="tinyllm-load-") as tmp:
             work = Path(tmp)
             log(f"generate: {n} prompts, {tokens} new tokens")
-            res = run_cli("generate", job_config(work, n, tokens, shard=args.shard, batch=args.batch), work,
-                          args.timeout)
+            res = run_cli("generate", job_config(work, n, tokens, shard=args.shard, batch=args.batch,
+                                                 rounds=args.batches_per_round), work, args.timeout)
         res.update(prompts=n, max_tokens=tokens, input_data_mb=input_data_mb(n))
         log(f"  -> rc {res['rc']} {res['wall_s']} s, driver peak {res['driver_rss_peak_mb']} MB (load "
             f"{res['driver_rss_load_peak_mb']}, after loading {res['driver_rss_generation_peak_mb']}, end "
@@ -250,8 +260,8 @@ def slow_trainer(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tinyllm-load-run-") as tmp:
         work = Path(tmp)
         log(f"run (slow trainer): {args.slow_prompts} prompts, {args.slow_steps} steps")
-        cfg = slow_trainer_config(job_config(work, args.slow_prompts, 16, shard=args.shard, batch=args.batch),
-                                  args.slow_steps)
+        cfg = slow_trainer_config(job_config(work, args.slow_prompts, 16, shard=args.shard, batch=args.batch,
+                                             rounds=args.batches_per_round), args.slow_steps)
         res = run_cli("run", cfg, work, args.timeout)
         report = work / "runs" / "load" / "report.json"
         if report.exists():
@@ -271,7 +281,8 @@ def write(result: dict[str, Any], label: str, out: str) -> None:
     for lab, r in data.items():
         head = (f"Command: `{r['command']}` ({r['total_s']} s; load {r['load_start_end'][0][0]} -> "
                 f"{r['load_start_end'][1][0]}). Two tiny teachers (tiny:llama, tiny:qwen2), 2 in-context examples, "
-                f"shard {r['shard_size']}, batch {r['batch_size']}.")
+                f"shard {r['shard_size']}, batch {r['batch_size']}"
+                + (f", batches_per_round {r['batches_per_round']}." if r.get("batches_per_round") else "."))
         cols = ("| prompts | new tokens | rc | wall s | driver RSS peak MB | while loading MB | after loading MB "
                 "| driver RSS end MB | object store peak MB | store objects peak | input data MB |")
         lines += [f"## {lab} (commit {r['commit']})", "", head, "", *([r["note"], ""] if r.get("note") else []), cols,
