@@ -100,9 +100,9 @@ def test_temporary_files_are_ignored_and_the_index_follows_own_writes(tmp_path):
 
 
 def test_the_key_index_is_on_disk_first_part_wins_and_answers_only_what_is_asked():
-    from tinyllm_ray.store.record_cache import _KeyIndex
+    from tinyllm_ray.key_index import KeyIndex
 
-    ix = _KeyIndex()
+    ix = KeyIndex()
     keys = [f"{i:032x}" for i in range(1200)]  # more than one IN (...) chunk
     ix.add(keys[:700], 0)
     ix.add(keys[600:], 1)  # 600..699 already held by part 0: the first part wins
@@ -113,7 +113,7 @@ def test_the_key_index_is_on_disk_first_part_wins_and_answers_only_what_is_asked
 
 
 def test_a_lookup_reads_one_shard_of_many_without_a_per_prompt_index_in_memory(cache_uri):
-    from tinyllm_ray.store.record_cache import _KeyIndex
+    from tinyllm_ray.key_index import KeyIndex
 
     writer = RecordCache(cache_uri).context(KEY)
     for s in range(6):  # one part file per committed shard
@@ -122,7 +122,7 @@ def test_a_lookup_reads_one_shard_of_many_without_a_per_prompt_index_in_memory(c
     served, misses = fresh.lookup([prompt("s4e1", shard=4), prompt("s0e2"), prompt("new")], n=2)
     assert [m["example_id"] for m in misses] == ["new"]
     assert {r["example_id"] for r in served} == {"s4e1", "s0e2"} and len(served) == 12
-    assert isinstance(fresh._index, _KeyIndex) and len(fresh._index) == 6 * 3 * 2  # every CoT key, on disk
+    assert isinstance(fresh._index, KeyIndex) and len(fresh._index) == 6 * 3 * 2  # every CoT key, on disk
     assert len(fresh._parts) == 6 and len(fresh._open) <= 4  # per part file (shard), never per prompt
     fresh.put(outputs("new"))  # own writes join the index at once
     assert len(fresh.lookup([prompt("new")], n=2)[0]) == 6

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tinyllm_ray.config import ArithmeticForm as Form
 from tinyllm_ray.data.schema import MCQRecord
@@ -193,20 +194,47 @@ def make_arithmetic_splits(
     one holds), so a student cannot score by memorising train rows.
     """
     seen: set[str] = set()
-    out: dict[str, list[ArithmeticProblem]] = {}
-    for split in ("train", "validation", "test"):
-        n = sizes.get(split, 0)
-        rng = random.Random(f"tinyllm-arithmetic:{seed}:{split}")
-        problems = []
-        for i in range(n):
-            d = 1 + i % max_steps
-            pid = f"arith-{split}-d{d}-{i:05d}"
+    return {split: list(_iter_split(split, sizes.get(split, 0), max_steps, seed, form, seen, seen.add))
+            for split in SPLIT_ORDER}
+
+
+def iter_arithmetic_split(
+    sizes: Mapping[str, int], split: str, *, max_steps: int, seed: int, form: Form
+) -> Iterator[ArithmeticProblem]:
+    """The problems of ``split`` one at a time: ``make_arithmetic_splits(...)[split]``, in order, not as a list.
+
+    The questions already drawn (the earlier splits' and this split's so far, which a new
+    problem must not repeat) are kept in a :class:`~tinyllm_ray.key_index.KeyIndex` on local
+    disk, not a set: memory stays flat in the split size. The earlier splits are drawn
+    first (not yielded), as the whole-split path does.
+    """
+    from tinyllm_ray.key_index import KeyIndex
+
+    seen = KeyIndex()
+    try:
+        for earlier in SPLIT_ORDER[:SPLIT_ORDER.index(split)]:
+            for _ in _iter_split(earlier, sizes.get(earlier, 0), max_steps, seed, form, seen, seen.put_new):
+                pass
+        yield from _iter_split(split, sizes.get(split, 0), max_steps, seed, form, seen, seen.put_new)
+    finally:
+        seen.close()
+
+
+#: The order splits are drawn in: a later split redraws any question an earlier one holds.
+SPLIT_ORDER = ("train", "validation", "test")
+
+
+def _iter_split(split: str, n: int, max_steps: int, seed: int, form: Form, seen: Container[str],
+                remember: Callable[[str], Any]) -> Iterator[ArithmeticProblem]:
+    """``n`` seeded problems of ``split``, each question not in ``seen``; ``remember(question)`` adds it."""
+    rng = random.Random(f"tinyllm-arithmetic:{seed}:{split}")
+    for i in range(n):
+        d = 1 + i % max_steps
+        pid = f"arith-{split}-d{d}-{i:05d}"
+        p = make_problem(pid, d, rng, form)
+        for _ in range(64):
+            if p.question not in seen:
+                break
             p = make_problem(pid, d, rng, form)
-            for _ in range(64):
-                if p.question not in seen:
-                    break
-                p = make_problem(pid, d, rng, form)
-            seen.add(p.question)
-            problems.append(p)
-        out[split] = problems
-    return out
+        remember(p.question)
+        yield p

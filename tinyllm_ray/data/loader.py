@@ -33,15 +33,16 @@ Split policy (user-facing rules in ``docs/data.md``; cutting in :mod:`.splits`):
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from tinyllm_ray.config import SPLITS, DataConfig
 from tinyllm_ray.data.adapters import TINYLLM, DatasetAdapter, get_adapter
-from tinyllm_ray.data.arithmetic import ArithmeticProblem, make_arithmetic_splits
+from tinyllm_ray.data.arithmetic import ArithmeticProblem, iter_arithmetic_split, make_arithmetic_splits
 from tinyllm_ray.data.discovery import where
 from tinyllm_ray.data.readers import RawPart, read_sources
 from tinyllm_ray.data.schema import (
@@ -60,7 +61,7 @@ from tinyllm_ray.data.splits import (
     carve_size,
     resplit,
 )
-from tinyllm_ray.data.synthetic import make_synthetic_splits
+from tinyllm_ray.data.synthetic import iter_synthetic_split, make_synthetic_splits
 from tinyllm_ray.errors import DataLoadError
 
 log = logging.getLogger(__name__)
@@ -133,14 +134,13 @@ def load_splits(cfg: DataConfig, *, enforce_overlap: bool = True) -> LoadedData:
     """
     if cfg.name == "synthetic":
         splits = make_synthetic_splits(cfg.synthetic, seed=cfg.seed)
-        sources = {s: f"synthetic (seed {cfg.seed})" for s in splits}
         splits = _apply_limits(splits, cfg.limit)
-        return LoadedData(splits=splits, skipped={s: {} for s in splits}, sources=sources)
+        return LoadedData(splits=splits, skipped={s: {} for s in splits},
+                          sources={s: generated_source(cfg) for s in splits})
     if cfg.name == "arithmetic":
-        a = cfg.arithmetic
         splits = {s: [p.to_record() for p in ps] for s, ps in arithmetic_problems(cfg).items()}
-        sources = {s: f"arithmetic ({a.form}, 1-{a.max_steps} steps, seed {cfg.seed})" for s in splits}
-        return LoadedData(splits=splits, skipped={s: {} for s in splits}, sources=sources)
+        return LoadedData(splits=splits, skipped={s: {} for s in splits},
+                          sources={s: generated_source(cfg) for s in splits})
 
     adapter = get_adapter(cfg.name, cfg.columns)
     raw = read_sources(cfg, adapter)
@@ -241,9 +241,58 @@ def arithmetic_problems(cfg: DataConfig) -> dict[str, list[ArithmeticProblem]]:
             f"{cfg.name!r}; set data.name: arithmetic"
         )
     a = cfg.arithmetic
-    sizes = {"train": a.train, "validation": a.validation, "test": a.test}
-    problems = make_arithmetic_splits(sizes, max_steps=a.max_steps, seed=cfg.seed, form=a.form)
+    problems = make_arithmetic_splits(_arithmetic_sizes(cfg), max_steps=a.max_steps, seed=cfg.seed, form=a.form)
     return _apply_limits(problems, cfg.limit)
+
+
+def _arithmetic_sizes(cfg: DataConfig) -> dict[str, int]:
+    a = cfg.arithmetic
+    return {"train": a.train, "validation": a.validation, "test": a.test}
+
+
+# --------------------------------------------------------------------------- streaming
+
+#: Sources :func:`iter_split` streams: generated tasks (every split exists; nothing to read,
+#: carve, resplit or cross-check between splits, so a split's records need no other split's).
+STREAMED_SOURCES = ("synthetic", "arithmetic")
+
+
+def can_stream(cfg: DataConfig) -> bool:
+    """Whether :func:`iter_split` streams ``cfg``'s splits (else it iterates :func:`load_splits`' list)."""
+    return cfg.name in STREAMED_SOURCES
+
+
+def generated_source(cfg: DataConfig) -> str:
+    """Where a generated task's splits come from (``LoadedData.sources``; logs and manifests)."""
+    if cfg.name == "synthetic":
+        return f"synthetic (seed {cfg.seed})"
+    a = cfg.arithmetic
+    return f"arithmetic ({a.form}, 1-{a.max_steps} steps, seed {cfg.seed})"
+
+
+def iter_split(cfg: DataConfig, split: str) -> Iterator[MCQRecord]:
+    """The records of ``split``, in order: ``load_splits(cfg).splits[split]`` without holding them.
+
+    Why: the generation split goes from its source to a local file (``teachers/split_source.py``)
+    in bounded chunks, so the driver's load-time peak does not grow with the split. Streamed
+    for :data:`STREAMED_SOURCES` (same records, same order, ``data.limit`` applied: stores'
+    ``data_hash`` stays valid). File and hub sources are **not** streamed: their readers
+    hold the whole file, and carving, ``data.resplit``, duplicate ids, hidden-label splits
+    and ``data.split_overlap`` look at whole splits; for them this iterates the list of
+    :func:`load_splits` (memory as before). Raises :class:`DataLoadError` for a split that
+    does not exist.
+    """
+    if not can_stream(cfg):
+        return iter(load_splits(cfg).require(split))
+    if split not in SPLITS:
+        raise DataLoadError(f"the dataset has no {split!r} split (available: {', '.join(SPLITS)})")
+    if cfg.name == "synthetic":
+        records: Iterator[MCQRecord] = iter_synthetic_split(cfg.synthetic, split, seed=cfg.seed)
+    else:
+        a = cfg.arithmetic
+        records = (p.to_record() for p in iter_arithmetic_split(
+            _arithmetic_sizes(cfg), split, max_steps=a.max_steps, seed=cfg.seed, form=a.form))
+    return itertools.islice(records, cfg.limit[split]) if split in cfg.limit else records
 
 
 # --------------------------------------------------------------------------- adaptation

@@ -18,6 +18,7 @@ Every split cycles through all facts in a seeded order, so each fact is equally 
 from __future__ import annotations
 
 import random
+from collections.abc import Container, Iterator
 from dataclasses import dataclass
 
 from tinyllm_ray.config import SyntheticConfig
@@ -83,12 +84,11 @@ def _question(kind: FactKind, entity: str, value: str, rng: random.Random) -> tu
     return template.format(e=entity), tuple(choices)
 
 
-def _make_split(
-    split: str, size: int, seed: int, avoid: set[tuple[str, tuple[str, ...]]]
-) -> list[MCQRecord]:
-    """``size`` questions cycling through all facts (reshuffled each pass), seeded per split."""
+def _iter_split(
+    split: str, size: int, seed: int, avoid: Container[tuple[str, tuple[str, ...]]]
+) -> Iterator[MCQRecord]:
+    """``size`` questions cycling through all facts (reshuffled each pass), seeded per split, one at a time."""
     rng = random.Random(f"tinyllm-synthetic:{seed}:{split}")
-    records: list[MCQRecord] = []
     order: list[int] = []
     for i in range(size):
         if not order:
@@ -100,16 +100,28 @@ def _make_split(
             if (question, choices) not in avoid:
                 break
             question, choices = _question(kind, entity, value, rng)
-        records.append(MCQRecord(id=f"syn-{split}-{i:05d}", question=question, choices=choices, answer=value))
-    return records
+        yield MCQRecord(id=f"syn-{split}-{i:05d}", question=question, choices=choices, answer=value)
 
 
 def make_synthetic_splits(cfg: SyntheticConfig, seed: int = 0) -> dict[str, list[MCQRecord]]:
     """Train/validation/test of the demo task, sizes from ``cfg``; same seed -> same records."""
-    train = _make_split("train", cfg.train, seed, avoid=set())
+    train = list(_iter_split("train", cfg.train, seed, avoid=set()))
     seen = {(r.question, r.choices) for r in train}
     return {
         "train": train,
-        "validation": _make_split("validation", cfg.validation, seed, avoid=seen),
-        "test": _make_split("test", cfg.test, seed, avoid=seen),
+        "validation": list(_iter_split("validation", cfg.validation, seed, avoid=seen)),
+        "test": list(_iter_split("test", cfg.test, seed, avoid=seen)),
     }
+
+
+def iter_synthetic_split(cfg: SyntheticConfig, split: str, seed: int = 0) -> Iterator[MCQRecord]:
+    """``make_synthetic_splits(cfg, seed)[split]`` one record at a time, in order, without the list.
+
+    Validation and test avoid train's (question, choices) pairs: train is drawn first into
+    that set, which is bounded by the task (at most 32 facts x 3 phrasings x 4! orders x
+    C(7, 3) distractor sets, ~80k pairs), not by the split size.
+    """
+    if split == "train":
+        return _iter_split("train", cfg.train, seed, avoid=set())
+    seen = {(r.question, r.choices) for r in _iter_split("train", cfg.train, seed, avoid=set())}
+    return _iter_split(split, getattr(cfg, split), seed, avoid=seen)

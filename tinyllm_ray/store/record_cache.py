@@ -45,6 +45,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tinyllm_ray.key_index import KeyIndex
 from tinyllm_ray.store.fs import StoreCore
 from tinyllm_ray.store.keys import KeyContext
 from tinyllm_ray.store.layout import is_temporary
@@ -80,47 +81,6 @@ def format_cache_counts(counts: Mapping[str, Mapping[str, int]] | None) -> list[
             f"{c['misses']} generated" for name, c in (counts or {}).items() if c.get("hits") or c.get("misses")]
 
 
-class _KeyIndex:
-    """Rationale record key -> part file number, in a private SQLite file on local disk.
-
-    Why on disk: a dict of every cached key costs the driver ~150 bytes per cached prompt
-    for the whole run (15 MB at 100k prompts, 1.5 GB at 10M). Why an index at all: the keys
-    are hashes, so neither key-prefix buckets nor Parquet row-group statistics narrow a
-    shard's lookup below "read every part's keys" (a whole-cache scan per shard). SQLite
-    (stdlib) with an empty file name is a temporary database that pages to a local file and
-    is deleted when closed; its page cache is bounded (``cache_size``), so the driver's
-    memory stays flat in the cache size. The first part written for a key wins (parts are
-    indexed oldest name first), as before.
-    """
-
-    _CHUNK = 500  # keys per IN (...) query, far below SQLite's variable limit
-
-    def __init__(self) -> None:
-        import sqlite3
-
-        self._db = sqlite3.connect("", check_same_thread=False)  # "": temporary, on disk, removed on close
-        self._db.execute("PRAGMA cache_size = -2048")  # at most ~2 MB of pages in memory
-        self._db.execute("CREATE TABLE k (key TEXT PRIMARY KEY, part INTEGER NOT NULL) WITHOUT ROWID")
-
-    def add(self, keys: Iterable[str], part: int) -> None:
-        """Index ``keys`` (hex record keys) as held by part file number ``part`` (earlier entries win)."""
-        with self._db:
-            self._db.executemany("INSERT OR IGNORE INTO k VALUES (?, ?)", ((k, part) for k in keys))
-
-    def get(self, keys: Iterable[str]) -> dict[str, int]:
-        """The part file number of each of ``keys`` that is indexed (the others are absent)."""
-        ks = sorted(set(keys))
-        out: dict[str, int] = {}
-        for i in range(0, len(ks), self._CHUNK):
-            chunk = ks[i:i + self._CHUNK]
-            q = f"SELECT key, part FROM k WHERE key IN ({','.join('?' * len(chunk))})"
-            out.update((str(k), int(p)) for k, p in self._db.execute(q, chunk))
-        return out
-
-    def __len__(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM k").fetchone()[0])
-
-
 class RecordCache(StoreCore):
     """The cache root; :meth:`context` opens one :class:`KeyContext`'s folder."""
 
@@ -133,7 +93,7 @@ class ContextCache:
 
     The index (rationale key -> part file) is built once, on the first lookup, from the
     ``record_key``/``kind`` columns of this folder's part files only, into a
-    :class:`_KeyIndex` on local disk; rows are read per shard from the few part files that
+    :class:`KeyIndex` on local disk; rows are read per shard from the few part files that
     hold them. The driver keeps one path per part file (one per committed shard), nothing
     per cached prompt.
     """
@@ -143,7 +103,7 @@ class ContextCache:
         self.key = key
         self.dir = cache.layout.join(f"ctx={key.context_id()}")
         self._parts: list[str] = []
-        self._index: _KeyIndex | None = None
+        self._index: KeyIndex | None = None
         self._open: OrderedDict[int, pa.Table] = OrderedDict()
 
     # ------------------------------------------------------------------ reading
@@ -151,9 +111,9 @@ class ContextCache:
         """Whether this folder holds anything (one listing; the index is not built)."""
         return bool(self.cache._list(self.dir))
 
-    def _load_index(self) -> _KeyIndex:
+    def _load_index(self) -> KeyIndex:
         if self._index is None:
-            index = _KeyIndex()
+            index = KeyIndex()
             infos = sorted((i for i in self.cache._list(self.dir) if i.is_file), key=lambda i: i.path)
             for info in infos:
                 if is_temporary(info.base_name) or info.base_name.startswith(".") \
@@ -168,7 +128,7 @@ class ContextCache:
             self._index = index
         return self._index
 
-    def _add_to_index(self, index: _KeyIndex, path: str, table: pa.Table) -> None:
+    def _add_to_index(self, index: KeyIndex, path: str, table: pa.Table) -> None:
         self._parts.append(path)
         kinds = table.column("kind").to_pylist()
         index.add((k for k, kind in zip(table.column("record_key").to_pylist(), kinds) if kind == "rationale"),
@@ -285,7 +245,7 @@ def split_shards(cache: ContextCache | None, shards: Iterable[Sequence[Mapping[s
     """Per shard's prompt rows: ``(raw outputs served from the cache, rows to generate)``; counts prompts.
 
     Lazy and per shard, so the driver never holds every shard's rows or an index of the
-    cached rows (the context's key index is on local disk, :class:`_KeyIndex`). Without a cache every row is a miss.
+    cached rows (the context's key index is on local disk, :class:`KeyIndex`). Without a cache every row is a miss.
     """
     for rows in shards:
         served, misses = cache.lookup(rows, n) if cache is not None else ([], list(rows))

@@ -91,7 +91,7 @@ from tinyllm_ray.teachers.records import build_shard_records
 from tinyllm_ray.teachers.report import GenerationError, GenerationReport, ShardWritten
 from tinyllm_ray.teachers.retry import RetrySet, merge_retried_shard, retried_outputs, retry_set
 from tinyllm_ray.teachers.serving import EnginePool, ServingPlan, plan_serving
-from tinyllm_ray.teachers.split_source import SplitFile, spill_splits
+from tinyllm_ray.teachers.split_source import SplitFile, load_and_spill
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +154,7 @@ class GenerationRun:
     def _plan(self) -> tuple[tuple[SplitFile, SplitFile], ServingPlan]:
         """What can fail without the store: the generation split and the train (ICL) pool, spilled to
         local files while serving (models, placement) is planned (``early_start.py``)."""
-        from tinyllm_ray.data.loader import load_splits
-
-        return load_while_planning(lambda: spill_splits(load_splits(self.cfg.data), self.split),
+        return load_while_planning(lambda: load_and_spill(self.cfg.data, self.split),
                                    lambda: plan_serving(self.cfg, self.cfg.teachers, cancel_event=self._stop))
 
     def _prepare(self, records: Sequence[MCQRecord], pool: Sequence[MCQRecord], serving: ServingPlan) -> _Prepared:

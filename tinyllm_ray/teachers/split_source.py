@@ -15,13 +15,18 @@ short-lived buffers do not. The file is unlinked as soon as it is open (Linux ke
 until the last descriptor closes), so a killed driver leaves nothing behind. It lives in
 the local temporary directory (``TMPDIR``), never in the store (which may be remote).
 
-What still is per example: the loaders build the split in memory before it is spilled
-(``data/loader.py``: synthetic data and file readers return lists), so the load-time peak
-grows with the split; the generation phase that follows does not. No Ray, no vLLM.
+Loading (:func:`load_and_spill`): generated tasks (``data.name: synthetic | arithmetic``)
+go from their generator to the file in batches of :data:`ROWS_PER_BATCH`
+(``data.loader.iter_split``), so the load-time peak is flat in the split size too. What
+still is per example: file and hub sources are loaded whole first (``load_splits``: their
+readers hold the file, and carving, resplit, duplicate ids and ``data.split_overlap``
+look at whole splits), so their load-time peak grows with the split; the generation
+phase that follows does not. No Ray, no vLLM.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
@@ -31,6 +36,7 @@ from typing import Any, overload
 
 import pyarrow as pa
 
+from tinyllm_ray.config import DataConfig
 from tinyllm_ray.data.schema import MCQRecord
 from tinyllm_ray.errors import InternalError
 
@@ -38,6 +44,8 @@ from tinyllm_ray.errors import InternalError
 ROWS_PER_BATCH = 64
 #: Record batches kept in memory between accesses (consecutive examples of a shard share one).
 CACHED_BATCHES = 16
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = pa.schema([("id", pa.string()), ("question", pa.string()), ("choices", pa.list_(pa.string())),
                      ("answer", pa.string()), ("context", pa.string())])
@@ -164,6 +172,25 @@ def spill(records: Iterable[MCQRecord], directory: str | None = None,
         os.unlink(path)  # open descriptors keep the data; nothing is left behind by a killed driver
 
 
+def load_and_spill(data: DataConfig, split: str) -> tuple[SplitFile, SplitFile]:
+    """``(split, train)`` of the dataset ``data`` spilled (:func:`spill_splits`), streamed when the source can be.
+
+    Streamable sources (``data.loader.can_stream``) are never held as a list; the others go
+    through ``load_splits`` first (memory as the whole split, until spilled).
+    """
+    from tinyllm_ray.data.loader import can_stream, generated_source, iter_split, load_splits
+    from tinyllm_ray.memory_probe import mark
+
+    if not can_stream(data):
+        return spill_splits(load_splits(data), split)
+    records = spill(iter_split(data, split))
+    pool = records if split == "train" else spill(iter_split(data, "train"))
+    log.info("loaded %s (%s): %s %d, train (in-context pool) %d, streamed to local files", data.name,
+             generated_source(data), split, len(records), len(pool))
+    mark("generation")  # benchmarks/load.py: the load-time peak is before this, generation after
+    return records, pool
+
+
 def spill_splits(loaded: Any, split: str) -> tuple[SplitFile, SplitFile]:
     """``(split, train)`` of ``loaded`` (``data.loader.LoadedData``) spilled; one file when ``split`` is train.
 
@@ -179,4 +206,4 @@ def spill_splits(loaded: Any, split: str) -> tuple[SplitFile, SplitFile]:
     return records, pool
 
 
-__all__ = ["CACHED_BATCHES", "ROWS_PER_BATCH", "SplitFile", "spill", "spill_splits"]
+__all__ = ["CACHED_BATCHES", "ROWS_PER_BATCH", "SplitFile", "load_and_spill", "spill", "spill_splits"]
