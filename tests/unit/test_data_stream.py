@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tinyllm_ray.config import DataConfig
-from tinyllm_ray.data.loader import can_stream, iter_split, load_splits
+from tinyllm_ray.data.loader import can_stream, iter_split, load_splits, split_size
 from tinyllm_ray.errors import DataLoadError
 from tinyllm_ray.key_index import KeyIndex
 from tinyllm_ray.store.manifest import data_fingerprint
@@ -35,6 +35,7 @@ def test_a_streamed_split_is_the_loaded_list_in_order(raw):
         got = list(streamed)
         assert got == loaded.splits[split], split  # same records, same order: stores' data_hash holds
         assert data_fingerprint(got) == data_fingerprint(loaded.splits[split])
+        assert split_size(cfg, split) == len(got)  # counted without the records
 
 
 def test_small_arithmetic_problem_space_redraws_identically():

@@ -270,6 +270,20 @@ def generated_source(cfg: DataConfig) -> str:
     return f"arithmetic ({a.form}, 1-{a.max_steps} steps, seed {cfg.seed})"
 
 
+def split_size(cfg: DataConfig, split: str) -> int:
+    """``len(load_splits(cfg).require(split))``, computed without the records for a streamed source.
+
+    Why: the console and preflight checks ask for a split's size or existence; loading the
+    split for that would make their memory peak grow with the split.
+    """
+    if not can_stream(cfg):
+        return len(load_splits(cfg).require(split))
+    if split not in SPLITS:
+        raise DataLoadError(f"the dataset has no {split!r} split (available: {', '.join(SPLITS)})")
+    n = int(getattr(cfg.synthetic if cfg.name == "synthetic" else cfg.arithmetic, split))
+    return min(n, cfg.limit.get(split, n))
+
+
 def iter_split(cfg: DataConfig, split: str) -> Iterator[MCQRecord]:
     """The records of ``split``, in order: ``load_splits(cfg).splits[split]`` without holding them.
 

@@ -34,7 +34,7 @@ def check_runnable(cfg: JobConfig) -> None:
     check (malformed rows, ``data.split_overlap``) before Ray starts.
     """
     from tinyllm_ray.data.discovery import reads_hub
-    from tinyllm_ray.data.loader import load_splits
+    from tinyllm_ray.data.loader import can_stream, load_splits
     from tinyllm_ray.student.tasks import TaskPlan
 
     plan = TaskPlan.from_config(cfg)  # raises its own TaskDataError for inconsistent settings
@@ -46,6 +46,8 @@ def check_runnable(cfg: JobConfig) -> None:
         )
     if reads_hub(cfg.data):  # no download before Ray; `run` requires train/validation once it has the data
         log.info("data.path %r is a hub dataset: its splits are checked when `run` downloads it", cfg.data.path)
+        return
+    if can_stream(cfg.data):  # a generated task has every split: nothing to load (memory flat in its size)
         return
     loaded = load_splits(cfg.data)
     for split in ("train", "validation"):
@@ -63,7 +65,7 @@ def check_eval(cfg: JobConfig, paths: RunPaths, *, model: str | None, split: str
     Returns the split to evaluate. Loads the dataset's splits (cheap next to a model
     load, and needed to name the available ones).
     """
-    from tinyllm_ray.data.loader import load_splits
+    from tinyllm_ray.data.loader import can_stream, load_splits
 
     names = [t.name for t in cfg.teachers]
     if teacher is not None and teacher not in names:
@@ -74,8 +76,8 @@ def check_eval(cfg: JobConfig, paths: RunPaths, *, model: str | None, split: str
                          "by generation: set eval.mode=generate with --teacher")
     setting = "--split" if split else "eval.split"
     split = split or cfg.eval.split
-    loaded = load_splits(cfg.data)
-    if split not in loaded.splits:
+    loaded = None if can_stream(cfg.data) else load_splits(cfg.data)  # generated: every split exists
+    if loaded is not None and split not in loaded.splits:
         raise UsageError(loaded.missing_split_message(split, setting))
     if teacher is None and model is not None:
         if _names_local_folder(model) and not os.path.isdir(os.path.expanduser(model)):

@@ -382,14 +382,14 @@ class JobConsole:
 def generation_plan(cfg: Any, shard_size: int | None) -> dict[str, tuple[int, int, set[int]]]:
     """``{teacher: (examples of the generation split, shard size, shards already committed)}``.
 
-    Asks the owners (``load_splits``, ``resolve_shard_size``, the store) what the pipeline
+    Asks the owners (``split_size``, ``resolve_shard_size``, the store) what the pipeline
     will see; on any failure the console just shows less (an empty plan).
     """
     try:
-        from tinyllm_ray.data.loader import load_splits
+        from tinyllm_ray.data.loader import split_size
         from tinyllm_ray.store import RationaleStore, resolve_shard_size
 
-        n = len(load_splits(cfg.data).require("train"))
+        n = split_size(cfg.data, "train")  # a generated split is not loaded to be counted
         store = RationaleStore(cfg.runtime.resolved_store_uri)
         stored = store.read_manifest()
         size, _ = resolve_shard_size(shard_size, (stored or {}).get("shard_size"),
