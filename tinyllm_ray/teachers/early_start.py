@@ -10,9 +10,12 @@ prompts, record-cache lookups) should run while it starts, not before. Two piece
   while Ray Data starts the engine actors (``serving.EnginePool.run_stream(eager=True)``).
 
 Why the engines cannot start before the split is loaded: Ray Data needs the number of
-batches of the stream (``feed.feed_dataset``: one read task per batch, planned up front)
-when its iteration starts, which is when it starts the actors; an upper bound is enough,
-but it comes from the split's size.
+batches of the stream's first round (``feed.feed_dataset``: one read task per batch,
+planned up front; at most ``teacher.batches_per_round``) when its iteration starts, which
+is when it starts the actors; an upper bound is enough, but it comes from the split's
+size. Only the first round starts eagerly: later rounds (``feed.rounds_of``) start their
+engines once a batch is known to be left. The split itself is loaded and spilled by
+``split_source.load_and_spill`` (streamed for generated tasks).
 """
 
 from __future__ import annotations

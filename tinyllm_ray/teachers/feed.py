@@ -14,7 +14,10 @@ source fed by a driver-side iterator, so this module adds one:
   the feeder at most ``window`` batches more than the output blocks received so far. Every
   input batch gives at least one output block (each prompt gives at least one row, a
   failed one included), so at most ``window`` batches are between the driver and the
-  engines at any time, whatever the prompt count.
+  engines at any time, whatever the prompt count;
+* :func:`rounds_of`: the batches in rounds of ``teacher.batches_per_round``, one Ray Data
+  execution each (``serving.EnginePool``), since an execution keeps a read task per batch
+  until it ends: that too is then bounded by the round, not the run.
 
 Rows are built on the driver (not in a read task) so that the driver can still look at
 each batch before it is served (a record cache, retries) and the split is never shipped.
@@ -153,8 +156,9 @@ def feed_dataset(feeder: Any, max_batches: int) -> Any:
     backpressure to hold back, so one block per batch of the run piled up ahead of the
     fetch. What remains per batch: Ray Data 2.60 builds every read task up front and keeps
     each ``ray.put`` of it until the execution ends (``plan_read_op``: ``owns_blocks=False``),
-    a few hundred bytes per batch (not per prompt) since a task holds only the feeder's
-    handle. Past the end of the stream a fetch returns an empty block, which the engines'
+    ~1.4 KB of object store per batch (not per prompt) since a task holds only the feeder's
+    handle; the pool bounds it by serving in rounds (:func:`rounds_of`, one execution of at
+    most ``teacher.batches_per_round`` batches each). Past the end of the stream a fetch returns an empty block, which the engines'
     ``map_batches`` passes on without a call, so ``max_batches`` may be an upper bound.
     """
     import ray
