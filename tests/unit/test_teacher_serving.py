@@ -394,14 +394,12 @@ def test_split_loads_while_serving_is_planned_and_engines_start_before_prompts(m
     runs while the split loads; the engines start before the first shard's prompts are built."""
     served = fake_serving(monkeypatch)
     planned = threading.Event()
-    from tinyllm_ray.data import loader
+    real_load, real_plan, real_rows = pipeline.load_and_spill, pipeline.plan_serving, pipeline.prompt_rows
 
-    real_load, real_plan, real_rows = loader.load_splits, pipeline.plan_serving, pipeline.prompt_rows
-
-    def load_splits(data):
+    def load_and_spill(data, split):
         assert planned.wait(10), "the split was loaded before serving was planned, not meanwhile"
         served.events.append(("split loaded", ""))
-        return real_load(data)
+        return real_load(data, split)
 
     def plan_serving(*a, **kw):
         served.events.append(("planning", ""))
@@ -413,7 +411,7 @@ def test_split_loads_while_serving_is_planned_and_engines_start_before_prompts(m
         served.events.append(("rows", str(a[2])))
         return real_rows(*a, **kw)
 
-    monkeypatch.setattr(loader, "load_splits", load_splits)
+    monkeypatch.setattr(pipeline, "load_and_spill", load_and_spill)
     monkeypatch.setattr(pipeline, "plan_serving", plan_serving)
     monkeypatch.setattr(pipeline, "prompt_rows", prompt_rows)
     cfg = job(tmp_path)
@@ -425,16 +423,15 @@ def test_split_loads_while_serving_is_planned_and_engines_start_before_prompts(m
 
 
 def test_a_data_error_wins_over_a_planning_error(monkeypatch, tmp_path):
-    from tinyllm_ray.data import loader
     from tinyllm_ray.errors import DataLoadError
 
-    def bad_load(data):
+    def bad_load(data, split):
         raise DataLoadError("no such file: data.jsonl")
 
     def bad_plan(*a, **kw):
         raise GenerationError("model not found")
 
-    monkeypatch.setattr(loader, "load_splits", bad_load)
+    monkeypatch.setattr(pipeline, "load_and_spill", bad_load)
     monkeypatch.setattr(pipeline, "plan_serving", bad_plan)
     with pytest.raises(DataLoadError, match="no such file"):
         list(GenerationRun(job(tmp_path)))

@@ -12,7 +12,10 @@ from tinyllm_ray.data.loader import (
     DataLoadError,
     LoadedData,
     arithmetic_problems,
+    can_stream,
+    iter_split,
     load_splits,
+    split_size,
 )
 from tinyllm_ray.data.schema import (
     REASONS,
@@ -37,9 +40,11 @@ __all__ = [
     "MalformedRowError",
     "RowError",
     "arithmetic_problems",
+    "can_stream",
     "choice_letters",
     "difficulty_of",
     "get_adapter",
+    "iter_split",
     "load_splits",
     "make_arithmetic_splits",
     "make_synthetic_splits",
@@ -47,4 +52,5 @@ __all__ = [
     "records_from_dicts",
     "records_to_dicts",
     "split_overlap",
+    "split_size",
 ]
