@@ -161,5 +161,5 @@ def test_demo_is_compare_on_the_shipped_demo_config(capsys) -> None:
     """The README's first command: `tinyllm-ray demo` = `compare --config demo` (bootstrapped teachers)."""
     assert cli.main(["demo", "--list"]) == 0
     out = capsys.readouterr().out
-    assert "mode default: 7 setting(s)" in out and "llama_cot (cot, n=3, self-evaluates)" in out
+    assert "mode default: 5 setting(s)" in out and "llama_cot (cot, n=3, self-evaluates)" in out
     assert "steps per setting: 300" in out

@@ -36,7 +36,8 @@ def names(cfg, mode, kind="seq2seq"):
 
 def test_default_mode_is_the_main_settings() -> None:
     got = names(cfg_with(2), "default")
-    assert got == ["label_only", "dss_t0", "dss_t1", "tinyllm", "mm_1cot", "mm_cots", "mm_cots_selfeval"]
+    assert got == ["label_only", "dss_t0", "dss_t1", "tinyllm", "mm_cots_selfeval"]
+    assert {"mm_1cot", "mm_cots"} <= set(names(cfg_with(2), "full"))  # Mind's Mirror's ablations: --full
 
 
 def test_quick_mode_covers_every_code_path_with_few_trials() -> None:
@@ -102,7 +103,7 @@ def test_mirror_entry_is_derived_once_and_alone_self_evaluates() -> None:
     by = {t.name: t for t in store.teachers}
     assert set(by) == {"t0", "t1", "t0_cot"}
     assert store.self_evaluates("t0_cot") and not store.self_evaluates("t0") and not store.self_evaluates("t1")
-    steps = {s.name: s.apply(store, 10) for s in settings_for(cfg, "default")}
+    steps = {s.name: s.apply(store, 10) for s in settings_for(cfg, "full")}
     assert steps["mm_1cot"].student.max_cots_per_teacher == 1
     assert steps["mm_cots"].student.max_cots_per_teacher is None and not steps["mm_cots"].self_eval.enabled
     assert steps["mm_cots_selfeval"].self_eval.enabled and steps["mm_cots_selfeval"].loss.schedule == "two_stage"
