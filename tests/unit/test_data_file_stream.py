@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tinyllm_ray.config import DataConfig
-from tinyllm_ray.data.loader import can_stream, iter_split, load_splits, streams
+from tinyllm_ray.data.loader import can_stream, iter_split, load_splits, split_size, streams
 from tinyllm_ray.errors import DataLoadError, MalformedRowError, SplitOverlapError
 from tinyllm_ray.store.manifest import data_fingerprint
 from tinyllm_ray.teachers.split_source import load_and_spill
@@ -33,6 +33,7 @@ def _same(cfg: DataConfig) -> None:
         got = list(it)
         assert got == loaded.splits[split], split
         assert data_fingerprint(got) == data_fingerprint(loaded.splits[split])
+        assert split_size(cfg, split) == len(got)
 
 
 def _messy_train(tmp_path: Path, name: str = "train.jsonl") -> Path:

@@ -266,9 +266,12 @@ def split_size(cfg: DataConfig, split: str) -> int:
     """``len(load_splits(cfg).require(split))``, computed without the records for a streamed source.
 
     Why: the console and preflight checks ask for a split's size or existence; loading the
-    split for that would make their memory peak grow with the split.
+    split for that would make their memory peak grow with the split. A streamed file split
+    is counted by reading it (:func:`iter_split`: memory flat, time one pass over the file).
     """
     if not can_stream(cfg):
+        if streams_file_split(cfg):
+            return sum(1 for _ in iter_file_split(cfg, split))
         return len(load_splits(cfg).require(split))
     if split not in SPLITS:
         raise DataLoadError(f"the dataset has no {split!r} split (available: {', '.join(SPLITS)})")
