@@ -23,10 +23,14 @@ SPLITS = ("train", "validation", "test")
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
-def _same(cfg: DataConfig) -> None:
-    """Every split streams (not a list) to exactly the loaded list."""
+def _same(cfg: DataConfig, monkeypatch: pytest.MonkeyPatch | None = None) -> None:
+    """Every split streams (not a list) to exactly the loaded list; with ``monkeypatch``, never via load_splits."""
     loaded = load_splits(cfg)
     assert streams(cfg) and not can_stream(cfg)
+    if monkeypatch is not None:
+        from tinyllm_ray.data import loader
+
+        monkeypatch.setattr(loader, "load_splits", lambda *a, **k: pytest.fail("streamed via load_splits"))
     for split in loaded.splits:
         it = iter_split(cfg, split)
         assert not isinstance(it, list)
@@ -58,10 +62,10 @@ def _files(tmp_path: Path, **over: object) -> dict:
                                          "test": str(test)}, **over}
 
 
-def test_jsonl_with_malformed_rows_skipped_duplicates_and_limits(tmp_path):
+def test_jsonl_with_malformed_rows_skipped_duplicates_and_limits(tmp_path, monkeypatch):
     raw = _files(tmp_path, on_malformed="skip")
-    _same(DataConfig(**raw))
     _same(DataConfig(**raw, limit={"train": 7, "test": 2}))
+    _same(DataConfig(**raw), monkeypatch)
     loaded = load_splits(DataConfig(**raw))
     assert loaded.skipped["train"] and len(loaded.splits["train"]) > 20  # the rows really were mixed
 
@@ -73,6 +77,29 @@ def test_jsonl_errors_are_load_splits_errors_at_the_same_line(tmp_path):
     with pytest.raises(MalformedRowError) as streamed:
         list(iter_split(cfg, "train"))
     assert str(streamed.value) == str(listed.value) and "line 4" in str(listed.value)
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "\r"])
+def test_line_numbers_in_errors_match_for_every_line_ending(tmp_path, ending):
+    lines = ["\ufeff" + json.dumps(mc_row(0)), "", json.dumps(mc_row(1)), " ", json.dumps(mc_row(2, answer="zeta"))]
+    train = tmp_path / "train.jsonl"
+    train.write_bytes(ending.join(lines).encode())
+    val = write_jsonl(tmp_path / "valid.jsonl", [mc_row(100)])
+    cfg = DataConfig(name="tinyllm", files={"train": str(train), "validation": str(val)})
+    with pytest.raises(MalformedRowError) as listed:
+        load_splits(cfg)
+    with pytest.raises(MalformedRowError) as streamed:
+        list(iter_split(cfg, "train"))
+    assert str(streamed.value) == str(listed.value) and "line 5" in str(listed.value)
+
+
+def test_compressed_json_lines_stream(tmp_path):
+    import gzip
+
+    train = tmp_path / "train.jsonl.gz"
+    train.write_bytes(gzip.compress("".join(json.dumps(mc_row(i)) + "\n" for i in range(9)).encode()))
+    val = write_jsonl(tmp_path / "valid.jsonl", [mc_row(100)])
+    _same(DataConfig(name="tinyllm", files={"train": str(train), "validation": str(val)}, limit={"train": 4}))
 
 
 def test_a_later_splits_error_comes_after_the_streamed_split_as_in_load_splits(tmp_path):
@@ -100,7 +127,7 @@ def test_an_earlier_splits_error_is_raised_before_any_record(tmp_path):
     assert str(streamed.value) == str(listed.value) and "already used at" in str(listed.value)
 
 
-def test_csv_and_parquet_files(tmp_path):
+def test_csv_and_parquet_files(tmp_path, monkeypatch):
     pd = pytest.importorskip("pandas")
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
@@ -115,7 +142,7 @@ def test_csv_and_parquet_files(tmp_path):
     _same(DataConfig(name="tinyllm", files=files, on_malformed="skip"))
     pd.DataFrame(rows).to_csv(tmp_path / "train.csv", index=False)  # list cells as text: the adapter parses them
     _same(DataConfig(name="tinyllm", files={**files, "train": str(tmp_path / "train.csv")}, on_malformed="skip",
-                     limit={"train": 11}))
+                     limit={"train": 11}), monkeypatch)
 
 
 def test_a_hidden_label_split_is_left_out_as_in_load_splits(tmp_path):

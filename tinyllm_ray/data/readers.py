@@ -251,12 +251,12 @@ def open_part(path: Path, fmt: str) -> RawPart | StreamedPart:
 
 
 def _builder_rows(kind: str, path: Path) -> Iterator[tuple[int, Any]]:
-    with _quiet_datasets() as datasets:
-        try:
+    try:
+        with _quiet_datasets() as datasets:  # not held across yields: settings are restored in order
             ds = datasets.load_dataset(kind, data_files={"rows": str(path)}, split="rows", streaming=True)
-            yield from enumerate(ds, start=1)
-        except Exception as exc:
-            raise _unreadable(path, kind, exc) from exc
+        yield from enumerate(ds, start=1)
+    except Exception as exc:
+        raise _unreadable(path, kind, exc) from exc
 
 
 def _unreadable(path: Path, kind: str, exc: Exception) -> DataLoadError:
