@@ -188,6 +188,10 @@ def test_json_array_files_and_carving_keep_the_list_path_with_the_same_records(t
     _same(cfg)  # the array is read whole, validation streamed
     carved = DataConfig(name="tinyllm", files={"train": str(tmp_path / "train.json")})
     assert not streams(carved)
+    files = {"train": str(tmp_path / "train.json"), "validation": str(val)}
+    assert not streams(DataConfig(name="tinyllm", files=files, test_size=2))
+    assert not streams(DataConfig(name="tinyllm", files=files, resplit={"sizes": {"train": 9, "test": 4}}))
+    assert not streams(DataConfig(name="arc", path="allenai/ai2_arc"))  # the hub
     assert list(iter_split(carved, "validation")) == load_splits(carved).splits["validation"]
 
 
