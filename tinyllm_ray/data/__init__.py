@@ -16,6 +16,7 @@ from tinyllm_ray.data.loader import (
     iter_split,
     load_splits,
     split_size,
+    streams,
 )
 from tinyllm_ray.data.schema import (
     REASONS,
@@ -53,4 +54,5 @@ __all__ = [
     "records_to_dicts",
     "split_overlap",
     "split_size",
+    "streams",
 ]

@@ -35,24 +35,20 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from tinyllm_ray.config import SPLITS, DataConfig
-from tinyllm_ray.data.adapters import TINYLLM, DatasetAdapter, get_adapter
+from tinyllm_ray.data.adapters import get_adapter
 from tinyllm_ray.data.arithmetic import ArithmeticProblem, iter_arithmetic_split, make_arithmetic_splits
 from tinyllm_ray.data.discovery import where
-from tinyllm_ray.data.readers import RawPart, read_sources
+from tinyllm_ray.data.file_stream import iter_file_split, streams_file_split
+from tinyllm_ray.data.readers import read_sources
+from tinyllm_ray.data.records import read_split
 from tinyllm_ray.data.schema import (
-    REASON_DUPLICATE_ID,
-    REASON_INVALID_JSON,
     REASON_NO_ANSWER,
-    REASON_TOO_FEW_CHOICES,
-    MalformedRowError,
     MCQRecord,
-    RowError,
 )
 from tinyllm_ray.data.splits import (
     REASON_SPLIT_OVERLAP,
@@ -153,26 +149,9 @@ def load_splits(cfg: DataConfig, *, enforce_overlap: bool = True) -> LoadedData:
     for split in SPLITS:
         if split not in raw:
             continue
-        try:
-            records, counts = _to_records(split, raw[split], adapter, cfg.on_malformed)
-        except MalformedRowError as err:
-            if err.reason != REASON_NO_ANSWER or not _all_unlabelled(split, raw[split], adapter):
-                raise
-            records, counts = [], {REASON_NO_ANSWER: sum(len(p.rows) for p in raw[split])}
-        if records == [] and set(counts) == {REASON_NO_ANSWER}:
-            # Hidden-label test sets (CommonsenseQA, RiddleSense, PIQA on the hub) are not
-            # malformed, just unusable here: leave the split out instead of failing the job.
-            log.warning("split %s of %r has no gold answers in any of its %d rows (hidden test labels): "
-                        "leaving it out; evaluate on validation or supply data.files.%s",
-                        split, cfg.name, counts[REASON_NO_ANSWER], split)
-            skipped[split] = counts
-            continue
-        splits[split], skipped[split] = records, counts
-        sources[split] = " + ".join(p.source for p in raw[split])
-        if not records:
-            log.warning("split %s of %r is empty (%s)", split, cfg.name, sources[split])
-        if counts:
-            log.warning("split %s: skipped %d malformed rows %s", split, sum(counts.values()), counts)
+        records, skipped[split] = read_split(split, raw[split], adapter, cfg.name, cfg.on_malformed)
+        if records is not None:  # None: a hidden-label split, left out (warned)
+            splits[split], sources[split] = records, " + ".join(p.source for p in raw[split])
 
     if cfg.resplit is not None:
         splits, sources = resplit(splits, sources, cfg.resplit.sizes, cfg.resplit.seed)
@@ -252,14 +231,27 @@ def _arithmetic_sizes(cfg: DataConfig) -> dict[str, int]:
 
 # --------------------------------------------------------------------------- streaming
 
-#: Sources :func:`iter_split` streams: generated tasks (every split exists; nothing to read,
-#: carve, resplit or cross-check between splits, so a split's records need no other split's).
+#: Generated tasks: every split exists, counted without generating it (:func:`split_size`);
+#: nothing to read, carve, resplit or cross-check between splits.
 STREAMED_SOURCES = ("synthetic", "arithmetic")
 
 
 def can_stream(cfg: DataConfig) -> bool:
-    """Whether :func:`iter_split` streams ``cfg``'s splits (else it iterates :func:`load_splits`' list)."""
+    """Whether ``cfg`` is a generated task: every split exists and is streamed (no split need be loaded to check).
+
+    File sources may be streamed too (:func:`streams`), but whether a split exists is only
+    known by reading them.
+    """
     return cfg.name in STREAMED_SOURCES
+
+
+def streams(cfg: DataConfig) -> bool:
+    """Whether :func:`iter_split` streams ``cfg``'s splits rather than iterating :func:`load_splits`' lists.
+
+    Generated tasks, and local files whose splits are read as they are (:mod:`.file_stream`:
+    no carving, no ``data.resplit``, not the hub).
+    """
+    return can_stream(cfg) or streams_file_split(cfg)
 
 
 def generated_source(cfg: DataConfig) -> str:
@@ -274,9 +266,12 @@ def split_size(cfg: DataConfig, split: str) -> int:
     """``len(load_splits(cfg).require(split))``, computed without the records for a streamed source.
 
     Why: the console and preflight checks ask for a split's size or existence; loading the
-    split for that would make their memory peak grow with the split.
+    split for that would make their memory peak grow with the split. A streamed file split
+    is counted by reading it (:func:`iter_split`: memory flat, time one pass over the file).
     """
     if not can_stream(cfg):
+        if streams_file_split(cfg):
+            return sum(1 for _ in iter_file_split(cfg, split))
         return len(load_splits(cfg).require(split))
     if split not in SPLITS:
         raise DataLoadError(f"the dataset has no {split!r} split (available: {', '.join(SPLITS)})")
@@ -288,15 +283,20 @@ def iter_split(cfg: DataConfig, split: str) -> Iterator[MCQRecord]:
     """The records of ``split``, in order: ``load_splits(cfg).splits[split]`` without holding them.
 
     Why: the generation split goes from its source to a local file (``teachers/split_source.py``)
-    in bounded chunks, so the driver's load-time peak does not grow with the split. Streamed
-    for :data:`STREAMED_SOURCES` (same records, same order, ``data.limit`` applied: stores'
-    ``data_hash`` stays valid). File and hub sources are **not** streamed: their readers
-    hold the whole file, and carving, ``data.resplit``, duplicate ids, hidden-label splits
-    and ``data.split_overlap`` look at whole splits; for them this iterates the list of
-    :func:`load_splits` (memory as before). Raises :class:`DataLoadError` for a split that
-    does not exist.
+    in bounded chunks, so the driver's load-time peak does not grow with the split. Same
+    records, same order, ``data.limit`` applied, so stores' ``data_hash`` stays valid.
+    Streamed: :data:`STREAMED_SOURCES` (generated), and local JSON Lines, CSV and Parquet
+    files read row by row (:func:`.file_stream.iter_file_split`: same per-row rules; the
+    *other* splits are loaded whole, they are what ``data.split_overlap`` and the error
+    order check against). Not streamed, this iterates the list of :func:`load_splits`
+    (memory as the whole split): hub datasets, carving (a missing validation split,
+    ``data.test_fraction``/``test_size``) and ``data.resplit``, which need whole splits; a
+    JSON file that is one array or object is read whole but still adapted row by row.
+    Raises :class:`DataLoadError` for a split that does not exist.
     """
     if not can_stream(cfg):
+        if streams_file_split(cfg):
+            return iter_file_split(cfg, split)
         return iter(load_splits(cfg).require(split))
     if split not in SPLITS:
         raise DataLoadError(f"the dataset has no {split!r} split (available: {', '.join(SPLITS)})")
@@ -307,76 +307,6 @@ def iter_split(cfg: DataConfig, split: str) -> Iterator[MCQRecord]:
         records = (p.to_record() for p in iter_arithmetic_split(
             _arithmetic_sizes(cfg), split, max_steps=a.max_steps, seed=cfg.seed, form=a.form))
     return itertools.islice(records, cfg.limit[split]) if split in cfg.limit else records
-
-
-# --------------------------------------------------------------------------- adaptation
-
-
-def _to_records(
-    split: str, parts: list[RawPart], adapter: DatasetAdapter, on_malformed: str
-) -> tuple[list[MCQRecord], dict[str, int]]:
-    """Adapt and validate every row of a split; raise or count the bad ones."""
-    records: list[MCQRecord] = []
-    counts: Counter[str] = Counter()
-    seen: dict[str, str] = {}  # id -> where it was first read
-    n = 0  # running index across the split's files: fallback ids stay unique
-    for part in parts:
-        part_adapter = _adapter_for(part, adapter)
-        unit = "row" if part.lines is None else "line"
-        for idx, row in enumerate(part.rows):
-            row_no = idx + 1 if part.lines is None else part.lines[idx]
-            fallback_id = f"{split}-{n}"
-            n += 1
-            try:
-                if isinstance(row, RowError):
-                    raise row
-                if not isinstance(row, Mapping):  # e.g. a JSON Lines line holding `0` or `[1, 2]`
-                    raise RowError(REASON_INVALID_JSON, f"a row must be a JSON object, got {type(row).__name__}")
-                record = MCQRecord.from_dict(part_adapter(row, fallback_id))
-                if not record.choices and not part_adapter.free_form:
-                    raise RowError(REASON_TOO_FEW_CHOICES, f"{adapter.name} is multiple-choice but the row has no choices")
-                if record.id in seen:
-                    raise RowError(REASON_DUPLICATE_ID, f"id {record.id!r} already used at {seen[record.id]}")
-            except RowError as err:
-                if on_malformed != "skip":
-                    raise MalformedRowError(part.source, row_no, err.reason, err.detail, unit) from None
-                counts[err.reason] += 1
-                continue
-            seen[record.id] = f"{part.source} {unit} {row_no}"
-            records.append(record)
-    return records, dict(counts)
-
-
-def _all_unlabelled(split: str, parts: list[RawPart], adapter: DatasetAdapter) -> bool:
-    """True when every row of the split lacks an answer (a hidden-label test set)."""
-    records, counts = _to_records(split, parts, adapter, "skip")
-    return not records and set(counts) == {REASON_NO_ANSWER}
-
-
-def _adapter_for(part: RawPart, adapter: DatasetAdapter) -> DatasetAdapter:
-    """The adapter for this source, switching to the TinyLLM layout when that is what it holds.
-
-    Why: ``data.name: obqa`` pointed at TinyLLM's processed OpenBookQA (``{id, question,
-    choices: [text], answer}``) is a reasonable config; refusing it would only make the
-    user rename the dataset. Any other layout mismatch fails here, once, with the columns.
-    """
-    if not part.columns:  # empty source, or only unparsable lines: rows report themselves
-        return adapter
-    missing = adapter.missing_columns(part.columns)
-    if not missing:
-        return adapter
-    if adapter.name != "generic" and not TINYLLM.missing_columns(part.columns):
-        log.info("%s is in the TinyLLM layout (id, question, choices, answer): reading it with the "
-                 "'tinyllm' adapter instead of %r", part.source, adapter.name)
-        return TINYLLM
-    hint = (
-        "set data.columns to the file's column names" if adapter.name == "generic"
-        else "use data.name: generic with data.columns, or data.name: tinyllm for TinyLLM-style files"
-    )
-    raise DataLoadError(
-        f"{part.source}: the {adapter.name!r} adapter needs column(s) {missing} but the source has "
-        f"{sorted(part.columns)}; {hint}"
-    )
 
 
 def _apply_limits(splits: dict[str, list[_T]], limit: Mapping[str, int]) -> dict[str, list[_T]]:

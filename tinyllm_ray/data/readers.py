@@ -18,12 +18,18 @@ an ``invalid_json`` row: one message, its line, the file). Why not the ``dataset
 builder: on a broken line it fails with a pyarrow message whose row/byte position is not
 the line's, it casts mixed-type columns, and it writes an Arrow cache for every file.
 Parquet and CSV are read with the ``datasets`` builders (imported only when such a file is read).
+
+:func:`open_part` is the streamed reading of one file (``data.loader.iter_split``): JSON
+Lines line by line, CSV and Parquet through the same builders in streaming mode; other
+JSON files are read whole.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,22 +59,54 @@ class RawPart:
     columns: list[str]
     lines: list[int] | None = None  # 1-based line of each row (JSON Lines); None: rows are numbered
 
+    @property
+    def unit(self) -> str:
+        """What a row number counts in error messages: ``line`` (JSON Lines) or ``row``."""
+        return "row" if self.lines is None else "line"
+
+    def numbered_rows(self) -> Iterator[tuple[int, Any]]:
+        """``(row or line number, row)`` in file order (the interface :class:`StreamedPart` shares)."""
+        for idx, row in enumerate(self.rows):
+            yield (idx + 1 if self.lines is None else self.lines[idx]), row
+
+
+@dataclass
+class StreamedPart:
+    """One local file read row by row on each :meth:`numbered_rows` call, never held whole.
+
+    ``columns`` comes from a first pass over the file (JSON rows need not share keys, and
+    the adapter is chosen from all of them before the first row is adapted).
+    """
+
+    source: str
+    columns: list[str]
+    unit: str
+    _rows: Callable[[], Iterator[tuple[int, Any]]]
+
+    def numbered_rows(self) -> Iterator[tuple[int, Any]]:
+        return self._rows()
+
+
+def source_files(cfg: DataConfig, adapter: DatasetAdapter) -> dict[str, list[Path]] | None:
+    """The local files per split that :func:`read_sources` reads (None: a hub dataset); nothing is read."""
+    if reads_hub(cfg):
+        return None
+    if cfg.files:
+        return resolve_files(cfg)
+    if cfg.path is not None and Path(cfg.path).expanduser().exists():
+        return discover_files(cfg, adapter)
+    example = adapter.hub or "allenai/ai2_arc"
+    raise DataLoadError(
+        f"data.path {cfg.path!r} does not exist (looked for it relative to {Path.cwd()}); "
+        f"fix the path, or give a hub dataset name like {example!r}"
+    )
 
 
 def read_sources(cfg: DataConfig, adapter: DatasetAdapter) -> dict[str, list[RawPart]]:
     """Raw rows per split from the configured source (see the module docstring for the order)."""
-    if reads_hub(cfg):
+    files = source_files(cfg, adapter)
+    if files is None:
         return read_hub(cfg, adapter)
-    if cfg.files:
-        files = resolve_files(cfg)
-    elif cfg.path is not None and Path(cfg.path).expanduser().exists():
-        files = discover_files(cfg, adapter)
-    else:
-        example = adapter.hub or "allenai/ai2_arc"
-        raise DataLoadError(
-            f"data.path {cfg.path!r} does not exist (looked for it relative to {Path.cwd()}); "
-            f"fix the path, or give a hub dataset name like {example!r}"
-        )
     return {split: [read_file(p, cfg.format) for p in paths] for split, paths in files.items()}
 
 
@@ -83,12 +121,11 @@ def read_file(path: Path, fmt: str) -> RawPart:
     try:
         rows, columns = _read_with_datasets(kind, path)
     except Exception as exc:  # any builder failure: one line naming the file and the format
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise DataLoadError(f"could not read {path} as {kind}: {type(exc).__name__}: {first}") from exc
+        raise _unreadable(path, kind, exc) from exc
     return RawPart(source=str(path), rows=rows, columns=columns)
 
 
-def _columns(rows: list[Any]) -> list[str]:
+def _columns(rows: Iterable[Any]) -> list[str]:
     """Every key of every object row, in first-seen order (JSON rows need not share keys)."""
     seen: dict[str, None] = {}
     for r in rows:
@@ -97,22 +134,31 @@ def _columns(rows: list[Any]) -> list[str]:
     return list(seen)
 
 
-def _read_with_datasets(kind: str, path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+@contextmanager
+def _quiet_datasets() -> Iterator[Any]:
+    """``datasets`` with no per-file progress bars and no download-count request, both restored after.
+
+    Why: the bars are noise for benchmark-sized files, and reading a *local* file must not
+    touch the network: datasets otherwise sends a download-count request per load, which
+    stalls up to 3 s each on an offline machine.
+    """
     import datasets  # heavy: only when a file is actually read
 
-    # Per-file progress bars are noise for benchmark-sized files, and reading a *local*
-    # file must not touch the network: datasets otherwise sends a download-count request
-    # per load, which stalls up to 3 s each on an offline machine. Restore both settings.
     bars_were_on = datasets.is_progress_bar_enabled()
     counts_were_on = datasets.config.HF_UPDATE_DOWNLOAD_COUNTS
     datasets.disable_progress_bars()
     datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
     try:
-        ds = datasets.load_dataset(kind, data_files={"rows": str(path)}, split="rows")
+        yield datasets
     finally:
         datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = counts_were_on
         if bars_were_on:
             datasets.enable_progress_bars()
+
+
+def _read_with_datasets(kind: str, path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    with _quiet_datasets() as datasets:
+        ds = datasets.load_dataset(kind, data_files={"rows": str(path)}, split="rows")
     return ds.to_list(), list(ds.column_names)
 
 
@@ -171,14 +217,114 @@ def _read_json(path: Path) -> tuple[list[Any], list[int] | None]:
     for line_no, line in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            rows.append(RowError(REASON_INVALID_JSON, f"not valid JSON ({exc.msg} at column {exc.colno})"))
-        except RecursionError:
-            rows.append(RowError(REASON_INVALID_JSON, "JSON nested too deeply to read"))
+        rows.append(_parse_line(line))
         lines.append(line_no)
     return rows, lines
+
+
+# --------------------------------------------------------------------------- streaming one file
+
+
+def open_part(path: Path, fmt: str) -> RawPart | StreamedPart:
+    """``path`` as a part read row by row when its format allows, else read whole (:func:`read_file`).
+
+    Streamed: JSON Lines (line by line, numbered as :func:`_read_json` numbers them), CSV
+    and Parquet (the same ``datasets`` builders as :func:`read_file`, in streaming mode: the
+    same chunks, the same values). Read whole: a JSON file that is one value (an array, an
+    object holding the row list, one object) or has fewer than two non-blank lines (it
+    cannot be told from one value without parsing all of it).
+    """
+    kind = format_of(path, fmt)
+    assert kind is not None
+    if kind == "json":
+        if not _is_json_lines(path):
+            return read_file(path, fmt)
+        rows = lambda: ((no, _parse_line(text)) for no, text in _json_lines(path))
+        return StreamedPart(source=str(path), columns=_columns(r for _, r in rows()), unit="line", _rows=rows)
+    with _quiet_datasets() as datasets:
+        try:
+            columns = list(datasets.load_dataset(kind, data_files={"rows": str(path)}, split="rows",
+                                                 streaming=True).column_names or [])
+        except Exception as exc:
+            raise _unreadable(path, kind, exc) from exc
+    return StreamedPart(source=str(path), columns=columns, unit="row", _rows=lambda: _builder_rows(kind, path))
+
+
+def _builder_rows(kind: str, path: Path) -> Iterator[tuple[int, Any]]:
+    try:
+        with _quiet_datasets() as datasets:  # not held across yields: settings are restored in order
+            ds = datasets.load_dataset(kind, data_files={"rows": str(path)}, split="rows", streaming=True)
+        yield from enumerate(ds, start=1)
+    except Exception as exc:
+        raise _unreadable(path, kind, exc) from exc
+
+
+def _unreadable(path: Path, kind: str, exc: Exception) -> DataLoadError:
+    """One line naming the file and the format (what :func:`read_file` raises for a builder failure)."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return DataLoadError(f"could not read {path} as {kind}: {type(exc).__name__}: {first}")
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of each non-blank line, cut and numbered exactly as :func:`_read_json` does.
+
+    Lines end at ``\n``, ``\r\n`` or a lone ``\r``; the byte-order mark is dropped from the
+    first line only; invalid UTF-8 becomes lone surrogates (:func:`decode_text`).
+    """
+    with _open_binary(path) as fh:
+        line_no = 0
+        for i, raw in enumerate(fh):
+            text = raw.decode("utf-8-sig" if i == 0 else "utf-8", errors="surrogateescape")
+            text = text.removesuffix("\n")
+            text = text.removesuffix("\r")  # \r\n is one line end
+            for piece in text.split("\r"):
+                line_no += 1
+                if piece.strip():
+                    yield line_no, piece
+
+
+@contextmanager
+def _open_binary(path: Path) -> Iterator[Any]:
+    """The file's bytes, decompressed as :func:`_read_json` decompresses them."""
+    if path.suffix not in COMPRESSION_SUFFIXES:
+        with path.open("rb") as fh:
+            yield fh
+        return
+    import fsspec
+
+    with fsspec.open(str(path), "rb", compression="infer") as fh:
+        yield fh
+
+
+def _parse_line(text: str) -> Any:
+    """One JSON Lines row, or the ``invalid_json`` :class:`RowError` standing for it."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        return RowError(REASON_INVALID_JSON, f"not valid JSON ({exc.msg} at column {exc.colno})")
+    except RecursionError:
+        return RowError(REASON_INVALID_JSON, "JSON nested too deeply to read")
+
+
+def _is_json_lines(path: Path) -> bool:
+    """Whether :func:`_read_json` would read ``path`` as JSON Lines, from its first two non-blank lines.
+
+    A first line that is a whole JSON value (not an array) followed by another non-blank
+    line cannot be one JSON value, so the file is JSON Lines. Anything else is decided by
+    reading the file whole.
+    """
+    first = False
+    for _no, text in _json_lines(path):
+        if first:
+            return True
+        if text.lstrip().startswith("["):
+            return False
+        try:
+            json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            return False
+        first = True
+    return False
 
 
 def read_hub(cfg: DataConfig, adapter: DatasetAdapter) -> dict[str, list[RawPart]]:

@@ -16,12 +16,13 @@ until the last descriptor closes), so a killed driver leaves nothing behind. It 
 the local temporary directory (``TMPDIR``), never in the store (which may be remote).
 
 Loading (:func:`load_and_spill`): generated tasks (``data.name: synthetic | arithmetic``)
-go from their generator to the file in batches of :data:`ROWS_PER_BATCH`
-(``data.loader.iter_split``), so the load-time peak is flat in the split size too. What
-still is per example: file and hub sources are loaded whole first (``load_splits``: their
-readers hold the file, and carving, resplit, duplicate ids and ``data.split_overlap``
-look at whole splits), so their load-time peak grows with the split; the generation
-phase that follows does not. No Ray, no vLLM.
+and local JSON Lines / CSV / Parquet files go from their generator or file to the Arrow
+file in batches of :data:`ROWS_PER_BATCH` (``data.loader.iter_split``), so the load-time
+peak does not grow with the split either (a file source's *other* splits are still loaded
+whole: they are what ``data.split_overlap`` checks against). What still is per example:
+hub datasets, carving (no validation file), ``data.resplit``, and a JSON file that is one
+array are loaded whole first (``load_splits``), so their load-time peak grows with the
+split; the generation phase that follows does not. No Ray, no vLLM.
 """
 
 from __future__ import annotations
@@ -175,18 +176,19 @@ def spill(records: Iterable[MCQRecord], directory: str | None = None,
 def load_and_spill(data: DataConfig, split: str) -> tuple[SplitFile, SplitFile]:
     """``(split, train)`` of the dataset ``data`` spilled (:func:`spill_splits`), streamed when the source can be.
 
-    Streamable sources (``data.loader.can_stream``) are never held as a list; the others go
-    through ``load_splits`` first (memory as the whole split, until spilled).
+    Streamed sources (``data.loader.streams``: generated tasks, local file splits read as
+    they are) are never held as a list; the others go through ``load_splits`` first
+    (memory as the whole split, until spilled).
     """
-    from tinyllm_ray.data.loader import can_stream, generated_source, iter_split, load_splits
+    from tinyllm_ray.data.loader import can_stream, generated_source, iter_split, load_splits, streams
     from tinyllm_ray.memory_probe import mark
 
-    if not can_stream(data):
+    if not streams(data):
         return spill_splits(load_splits(data), split)
     records = spill(iter_split(data, split))
     pool = records if split == "train" else spill(iter_split(data, "train"))
     log.info("loaded %s (%s): %s %d, train (in-context pool) %d, streamed to local files", data.name,
-             generated_source(data), split, len(records), len(pool))
+             generated_source(data) if can_stream(data) else "files", split, len(records), len(pool))
     mark("generation")  # benchmarks/load.py: the load-time peak is before this, generation after
     return records, pool
 
