@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from tinyllm_ray.config import GENERATED_DATASETS, SPLITS, DataConfig
@@ -54,7 +54,7 @@ def streams_file_split(cfg: DataConfig) -> bool:
     return bool(files) and ("validation" in files or "train" not in files)
 
 
-def iter_file_split(cfg: DataConfig, split: str) -> Iterator[MCQRecord]:
+def iter_file_split(cfg: DataConfig, split: str, load_splits: Callable[[DataConfig], Any]) -> Iterator[MCQRecord]:
     """The records of ``split`` read from its file(s) row by row (call when :func:`streams_file_split`).
 
     Every file is opened and the other splits are read and checked now, in ``load_splits``'
@@ -63,9 +63,9 @@ def iter_file_split(cfg: DataConfig, split: str) -> Iterator[MCQRecord]:
     raises (or is counted) as in ``load_splits``. An error ``load_splits`` would raise after
     the split is complete (a later split's malformed row, a shared example under
     ``data.split_overlap: error``) is raised by the iterator, after or instead of records.
+    ``load_splits`` is :func:`tinyllm_ray.data.loader.load_splits`, passed in (the loader
+    imports this module): the cases that need whole splits return or raise its own result.
     """
-    from tinyllm_ray.data.loader import load_splits
-
     adapter = get_adapter(cfg.name, cfg.columns)
     files = source_files(cfg, adapter) or {}
     if split not in files:  # carved, absent or not a split: load_splits' records or error
@@ -92,21 +92,18 @@ def iter_file_split(cfg: DataConfig, split: str) -> Iterator[MCQRecord]:
     if "train" not in files:
         log.warning("dataset %r at %s has no train split; teachers/student stages will ask for one "
                     "(set data.files.train). Train is never carved from validation or test.", cfg.name, where(cfg))
-    return _stream(cfg, split, parts[split], adapter, others, deferred)
+    return _stream(cfg, split, parts[split], adapter, others, deferred, load_splits)
 
 
-def _raise_as_load_splits(cfg: DataConfig) -> None:
+def _raise_as_load_splits(cfg: DataConfig, load_splits: Callable[[DataConfig], Any]) -> None:
     """Raise the error ``load_splits(cfg)`` raises (one owner of its message), which the caller has detected."""
-    from tinyllm_ray.data.loader import load_splits
-
     load_splits(cfg)
     raise InternalError(f"streaming {cfg.name!r} found an error that load_splits does not raise")
 
 
 def _stream(cfg: DataConfig, split: str, parts: list[Any], adapter: DatasetAdapter,
-            others: dict[str, list[MCQRecord]], deferred: Exception | None) -> Iterator[MCQRecord]:
-    from tinyllm_ray.data.loader import load_splits
-
+            others: dict[str, list[MCQRecord]], deferred: Exception | None,
+            load_splits: Callable[[DataConfig], Any]) -> Iterator[MCQRecord]:
     after = [s for s in SPLITS[SPLITS.index(split) + 1:] if s in others]
     compare = after if cfg.split_overlap == "drop" else list(others)
     keys = {example_key(r) for s in compare for r in others[s]}  # the other splits: small, held
@@ -120,7 +117,7 @@ def _stream(cfg: DataConfig, split: str, parts: list[Any], adapter: DatasetAdapt
                 continue  # past data.limit: still read, for its errors and counts
             if keys and example_key(record) in keys:
                 if cfg.split_overlap == "error":
-                    _raise_as_load_splits(cfg)  # its SplitOverlapError names every pair, count and id
+                    _raise_as_load_splits(cfg, load_splits)  # its SplitOverlapError names every pair, count and id
                 if cfg.split_overlap == "drop":
                     dropped += 1  # shared with a later split, which keeps it
                     continue

@@ -271,7 +271,7 @@ def split_size(cfg: DataConfig, split: str) -> int:
     """
     if not can_stream(cfg):
         if streams_file_split(cfg):
-            return sum(1 for _ in iter_file_split(cfg, split))
+            return sum(1 for _ in iter_file_split(cfg, split, load_splits))
         return len(load_splits(cfg).require(split))
     if split not in SPLITS:
         raise DataLoadError(f"the dataset has no {split!r} split (available: {', '.join(SPLITS)})")
@@ -296,7 +296,7 @@ def iter_split(cfg: DataConfig, split: str) -> Iterator[MCQRecord]:
     """
     if not can_stream(cfg):
         if streams_file_split(cfg):
-            return iter_file_split(cfg, split)
+            return iter_file_split(cfg, split, load_splits)
         return iter(load_splits(cfg).require(split))
     if split not in SPLITS:
         raise DataLoadError(f"the dataset has no {split!r} split (available: {', '.join(SPLITS)})")
