@@ -9,7 +9,8 @@ Stages (each prints one progress line):
 2. **teachers' own rows**: each teacher model's answer-only test accuracy, served exactly
    as for ``eval --teacher`` (``teachers/evaluate_teacher.py``), cached in
    ``compare/teachers/<name>.json`` under a key of what determines it, so it is measured
-   once per compare folder.
+   once per compare folder. Measured in a driver thread WHILE the trials run (its engines
+   fill the cores the trials' last wave leaves idle).
 3. **trials**: a ``Tuner`` grid over the setting names. One trial = one setting, all its
    seeds inside: the student data is prepared ONCE per trial (``trainer.prepare_data``;
    start-up outside the seeds' measured path), then each seed trains through
@@ -34,6 +35,7 @@ import os
 import shutil
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +244,12 @@ def teacher_rows(cfg: JobConfig, out_dir: str, limit: int | None) -> list[dict[s
     return rows
 
 
+def _timed_teacher_rows(cfg: JobConfig, out_dir: str, limit: int | None) -> tuple[list[dict[str, Any]], float]:
+    t = time.perf_counter()
+    rows = teacher_rows(cfg, out_dir, limit)
+    return rows, time.perf_counter() - t
+
+
 # ----------------------------------------------------------------------------- the job
 
 
@@ -305,10 +313,14 @@ def run_compare(cfg: JobConfig, mode: str = "default", seeds: int | None = None)
     _progress(f"1/4 store ready in {store_s:.1f} s ({generation.get('shards_written', 0)} shard(s) written, "
               f"{generation.get('shards_skipped', 0)} reused)")
 
-    t = time.perf_counter()
-    teachers = teacher_rows(scfg, out_dir, limit) if cfg.compare.teacher_rows and scfg.teachers else []
-    teachers_s = time.perf_counter() - t
-    _progress(f"2/4 teachers' own rows in {teachers_s:.1f} s")
+    # The teachers' own rows are measured WHILE the trials train: their vLLM engines take
+    # about one core for ~15 s per teacher, which the trials' last wave leaves idle (measured
+    # on the 2-core demo: 29 s of teacher rows, then 82 s with one trial running alone).
+    rows_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compare-teacher-rows")
+    rows_future: Future[tuple[list[dict[str, Any]], float]] | None = None
+    if cfg.compare.teacher_rows and scfg.teachers:
+        _progress("2/4 teachers' own rows: measured alongside the trials")
+        rows_future = rows_pool.submit(_timed_teacher_rows, scfg, out_dir, limit)
 
     jobs = {s.name: s.apply(scfg, budget).model_dump(mode="json") for s in settings}
     for s in settings:
@@ -332,8 +344,14 @@ def run_compare(cfg: JobConfig, mode: str = "default", seeds: int | None = None)
     from tinyllm_ray.student.trainer import METRICS_FILE
 
     progress("training", label="{dir}", pattern=os.path.join(out_dir, "train", "*", METRICS_FILE), total=budget)
-    grid = tuner.fit()
-    trials_s = time.perf_counter() - t
+    try:
+        grid = tuner.fit()
+        trials_s = time.perf_counter() - t
+        teachers, teachers_s = rows_future.result() if rows_future is not None else ([], 0.0)
+    finally:
+        rows_pool.shutdown(wait=True)
+    if rows_future is not None:
+        _progress(f"2/4 teachers' own rows in {teachers_s:.1f} s (alongside the trials)")
     errors = {str(r.config.get("setting")): str(r.error).splitlines()[0][:300] for r in grid
               if r.error is not None and r.config}
     results = collect_results(settings, out_dir, errors)
