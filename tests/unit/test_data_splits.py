@@ -19,7 +19,13 @@ from tests.unit.data_rows import mc_row as _mc
 from tests.unit.data_rows import write_jsonl as _jsonl
 from tinyllm_ray.config import ConfigError, DataConfig, load_config
 from tinyllm_ray.data import DataLoadError, MalformedRowError, MCQRecord, load_splits
-from tinyllm_ray.data.splits import carve, split_overlap
+from tinyllm_ray.data.splits import (
+    StreamedOverlap,
+    apply_overlap_policy,
+    carve,
+    overlap_compared_splits,
+    split_overlap,
+)
 from tinyllm_ray.errors import SplitOverlapError, UsageError
 from tinyllm_ray.jobs.checks import check_eval, check_runnable
 from tinyllm_ray.paths import RunPaths
@@ -231,3 +237,25 @@ def test_a_broken_json_array_names_its_line_and_column(tmp_path: Path) -> None:
     f.write_text('[\n  {"id": "a", "question": "Q?", "choices": ["x", "y"], "answer": "x"},\n  {"id": "b",,}\n]\n')
     with pytest.raises(DataLoadError, match=r"train\.json: line 3 column 14: not valid JSON \(Expecting "):
         load_splits(DataConfig(name="tinyllm", files={"train": str(f)}))
+
+
+def test_streamed_overlap_decides_each_record_as_apply_overlap_policy_decides_the_split() -> None:
+    """One rule for whole and streamed splits: under drop a row goes only when a LATER split has it."""
+    def rec(i: int, q: str) -> MCQRecord:
+        return MCQRecord(id=f"r{i}", question=q, choices=("a", "b"), answer="a")
+
+    splits = {"train": [rec(0, "q one?"), rec(1, "q two?"), rec(2, "q three?")],
+              "validation": [rec(3, "Q one"), rec(4, "q four?")],
+              "test": [rec(5, "q four")]}
+    assert overlap_compared_splits("validation", list(splits), "drop") == ["test"]
+    assert overlap_compared_splits("validation", list(splits), "allow") == ["train", "test"]
+    whole, dropped, _ = apply_overlap_policy(splits, "drop", {})
+    assert dropped == {"train": 1, "validation": 1}
+    for split, records in splits.items():
+        others = {s: r for s, r in splits.items() if s != split}
+        f = StreamedOverlap(split, others, "drop")
+        assert [r for r in records if f.verdict(r) == "keep"] == whole[split]
+    f = StreamedOverlap("train", {k: v for k, v in splits.items() if k != "train"}, "error")
+    assert [f.verdict(r) for r in splits["train"]] == ["error", "keep", "keep"]
+    f = StreamedOverlap("train", {k: v for k, v in splits.items() if k != "train"}, "report")
+    assert {f.verdict(r) for r in splits["train"]} == {"keep"} and f.shared == 0

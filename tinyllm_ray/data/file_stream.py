@@ -36,7 +36,7 @@ from tinyllm_ray.data.discovery import where
 from tinyllm_ray.data.readers import open_part, read_file, source_files
 from tinyllm_ray.data.records import all_unlabelled, iter_records, read_split, warn_skipped
 from tinyllm_ray.data.schema import REASON_NO_ANSWER, MalformedRowError, MCQRecord
-from tinyllm_ray.data.splits import example_key, split_overlap
+from tinyllm_ray.data.splits import StreamedOverlap, split_overlap
 from tinyllm_ray.errors import DataLoadError, InternalError
 
 log = logging.getLogger(__name__)
@@ -104,24 +104,20 @@ def _raise_as_load_splits(cfg: DataConfig, load_splits: Callable[[DataConfig], A
 def _stream(cfg: DataConfig, split: str, parts: list[Any], adapter: DatasetAdapter,
             others: dict[str, list[MCQRecord]], deferred: Exception | None,
             load_splits: Callable[[DataConfig], Any]) -> Iterator[MCQRecord]:
-    after = [s for s in SPLITS[SPLITS.index(split) + 1:] if s in others]
-    compare = after if cfg.split_overlap == "drop" else list(others)
-    keys = {example_key(r) for s in compare for r in others[s]}  # the other splits: small, held
+    overlap = StreamedOverlap(split, others, cfg.split_overlap)
     limit = cfg.limit.get(split)
     counts: Counter[str] = Counter()
-    kept = dropped = shared = 0
+    kept = 0
     try:
         for record in iter_records(split, parts, adapter, cfg.on_malformed, counts):
             kept += 1
             if limit is not None and kept > limit:
                 continue  # past data.limit: still read, for its errors and counts
-            if keys and example_key(record) in keys:
-                if cfg.split_overlap == "error":
-                    _raise_as_load_splits(cfg, load_splits)  # its SplitOverlapError names every pair, count and id
-                if cfg.split_overlap == "drop":
-                    dropped += 1  # shared with a later split, which keeps it
-                    continue
-                shared += 1
+            verdict = overlap.verdict(record)
+            if verdict == "error":
+                _raise_as_load_splits(cfg, load_splits)  # its SplitOverlapError names every pair, count and id
+            if verdict == "drop":
+                continue  # shared with a later split, which keeps it
             yield record
     except MalformedRowError as err:
         if err.reason != REASON_NO_ANSWER or kept or not all_unlabelled(split, parts, adapter):
@@ -136,7 +132,4 @@ def _stream(cfg: DataConfig, split: str, parts: list[Any], adapter: DatasetAdapt
     if not kept:
         log.warning("split %s of %r is empty (%s)", split, cfg.name, " + ".join(p.source for p in parts))
     warn_skipped(split, counts)
-    if shared:
-        log.warning("data.split_overlap: allow: %d %s rows repeat an example of another split", shared, split)
-    if dropped:
-        log.warning("data.split_overlap: drop: removed %d %s rows shared with a later split", dropped, split)
+    overlap.warn()

@@ -117,17 +117,62 @@ def apply_overlap_policy(
     if policy == "allow":
         log.warning("data.split_overlap: allow: examples repeat across splits: %s", said)
         return splits, {}, report
-    later: set[ExampleKey] = set()
     dropped: dict[str, int] = {}
     out = dict(splits)
-    for split in reversed([s for s in SPLITS if s in splits]):
+    for split in [s for s in SPLITS if s in splits]:
+        later = {example_key(r) for s in overlap_compared_splits(split, list(splits), policy) for r in splits[s]}
         kept = [r for r in splits[split] if example_key(r) not in later]
         if len(kept) < len(splits[split]):
             dropped[split] = len(splits[split]) - len(kept)
-        later.update(example_key(r) for r in kept)
         out[split] = kept
     log.warning("data.split_overlap: drop: removed %s rows shared with a later split (%s)", dropped, said)
     return out, dropped, split_overlap(out)  # what the stages see: no shared example left
+
+
+def overlap_compared_splits(split: str, present: Sequence[str], policy: str) -> list[str]:
+    """The splits a row of ``split`` is checked against under ``policy``: under ``drop`` only
+    the later ones (train before validation before test: the later split keeps the example),
+    else every other split. The rule :func:`apply_overlap_policy` applies to whole splits."""
+    if policy == "drop":
+        return [s for s in SPLITS[SPLITS.index(split) + 1:] if s in present]
+    return [s for s in SPLITS if s in present and s != split]
+
+
+class StreamedOverlap:
+    """``data.split_overlap`` applied to one split read record by record, against the other
+    splits held whole: the streamed twin of :func:`apply_overlap_policy` (same comparison,
+    same fate of a shared example), so a streamed split equals the loaded one.
+
+    :meth:`verdict` says what to do with a record: ``"keep"``, ``"drop"`` (shared with a
+    later split under ``drop``) or ``"error"`` (shared under ``error``: the caller raises
+    ``load_splits``' own :class:`SplitOverlapError`, which names every pair).
+    """
+
+    def __init__(self, split: str, others: Mapping[str, Sequence[MCQRecord]], policy: str) -> None:
+        self.split, self.policy = split, policy
+        compared = overlap_compared_splits(split, list(others), policy) if policy != "report" else []
+        self._keys = {example_key(r) for s in compared for r in others[s]}  # the other splits: small, held
+        self.dropped = self.shared = 0
+
+    def verdict(self, record: MCQRecord) -> str:
+        if not self._keys or example_key(record) not in self._keys:
+            return "keep"
+        if self.policy == "error":
+            return "error"
+        if self.policy == "drop":
+            self.dropped += 1
+            return "drop"
+        self.shared += 1
+        return "keep"
+
+    def warn(self) -> None:
+        """The warnings :func:`apply_overlap_policy` gives for the same split (after the last record)."""
+        if self.shared:
+            log.warning("data.split_overlap: allow: %d %s rows repeat an example of another split",
+                        self.shared, self.split)
+        if self.dropped:
+            log.warning("data.split_overlap: drop: removed %d %s rows shared with a later split",
+                        self.dropped, self.split)
 
 
 # --------------------------------------------------------------------------- carving
