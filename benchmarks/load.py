@@ -125,13 +125,17 @@ def summarize(rss: list[tuple[float, int]], probe: list[dict[str, Any]]) -> dict
     }
 
 
-def run_cli(command: str, cfg: dict[str, Any], work: Path, timeout: float) -> dict[str, Any]:
-    """``tinyllm-ray <command> --config <cfg>`` in a fresh process; RSS and store sampled throughout."""
+def run_cli(command: str, cfg: dict[str, Any], work: Path, timeout: float,
+            extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """``tinyllm-ray <command> --config <cfg>`` in a fresh process; RSS and store sampled throughout.
+
+    ``extra_env``: more of the driver's environment (e.g. ``TINYLLM_TRACEMALLOC``, ``MALLOC_ARENA_MAX``).
+    """
     cfg_path = work / "config.json"  # JSON is YAML
     cfg_path.write_text(json.dumps(cfg))
     probe_path = work / "probe.jsonl"
     env = {**os.environ, **QUIET_OFFLINE_ENV, "PYTHONPATH": str(REPO), "TINYLLM_MEMORY_PROBE": str(probe_path),
-           "TINYLLM_MEMORY_PROBE_S": "0.5"}
+           "TINYLLM_MEMORY_PROBE_S": "0.5", **(extra_env or {})}
     cmd = [sys.executable, "-m", "tinyllm_ray.cli", command, "--config", str(cfg_path)]
     t0 = time.perf_counter()
     with open(work / "cli.out", "w") as out:
@@ -205,7 +209,13 @@ def main() -> int:
     ap.add_argument("--slow-steps", type=int, default=300)
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--out", default="load")
+    ap.add_argument("--tracemalloc", action="store_true",
+                    help="run the driver under tracemalloc; its top growth by line goes to "
+                         "results/<out>_tracemalloc_<label>_<prompts>.txt (slows the driver: memory only)")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="set in the driver's environment (e.g. MALLOC_ARENA_MAX=2); repeatable")
     args = ap.parse_args()
+    extra_env = dict(kv.split("=", 1) for kv in args.env)
 
     t_start = time.perf_counter()
     load0 = loadavg()
@@ -213,7 +223,7 @@ def main() -> int:
     result: dict[str, Any] = {
         "command": "flock /tmp/tinyllm-ray.lock timeout 1500 python benchmarks/load.py " + " ".join(sys.argv[1:]),
         "commit": git_commit(), "machine": machine_facts(), "shard_size": args.shard, "batch_size": args.batch,
-        "batches_per_round": args.batches_per_round,
+        "batches_per_round": args.batches_per_round, "driver_env": extra_env, "tracemalloc": args.tracemalloc,
         "generate": rows,
     }
     for spec in args.sizes.split(","):
@@ -221,8 +231,11 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="tinyllm-load-") as tmp:
             work = Path(tmp)
             log(f"generate: {n} prompts, {tokens} new tokens")
+            env = dict(extra_env)
+            if args.tracemalloc:
+                env["TINYLLM_TRACEMALLOC"] = str(RESULTS / f"{args.out}_tracemalloc_{args.label}_{n}.txt")
             res = run_cli("generate", job_config(work, n, tokens, shard=args.shard, batch=args.batch,
-                                                 rounds=args.batches_per_round), work, args.timeout)
+                                                 rounds=args.batches_per_round), work, args.timeout, env)
         res.update(prompts=n, max_tokens=tokens, input_data_mb=input_data_mb(n))
         log(f"  -> rc {res['rc']} {res['wall_s']} s, driver peak {res['driver_rss_peak_mb']} MB (load "
             f"{res['driver_rss_load_peak_mb']}, after loading {res['driver_rss_generation_peak_mb']}, end "
@@ -282,7 +295,9 @@ def write(result: dict[str, Any], label: str, out: str) -> None:
         head = (f"Command: `{r['command']}` ({r['total_s']} s; load {r['load_start_end'][0][0]} -> "
                 f"{r['load_start_end'][1][0]}). Two tiny teachers (tiny:llama, tiny:qwen2), 2 in-context examples, "
                 f"shard {r['shard_size']}, batch {r['batch_size']}"
-                + (f", batches_per_round {r['batches_per_round']}." if r.get("batches_per_round") else "."))
+                + (f", batches_per_round {r['batches_per_round']}" if r.get("batches_per_round") else "")
+                + "".join(f", {k}={v}" for k, v in (r.get("driver_env") or {}).items())
+                + (", driver under tracemalloc" if r.get("tracemalloc") else "") + ".")
         cols = ("| prompts | new tokens | rc | wall s | driver RSS peak MB | while loading MB | after loading MB "
                 "| driver RSS end MB | object store peak MB | store objects peak | input data MB |")
         lines += [f"## {lab} (commit {r['commit']})", "", head, "", *([r["note"], ""] if r.get("note") else []), cols,
