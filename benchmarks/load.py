@@ -126,10 +126,11 @@ def summarize(rss: list[tuple[float, int]], probe: list[dict[str, Any]]) -> dict
 
 
 def run_cli(command: str, cfg: dict[str, Any], work: Path, timeout: float,
-            extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+            extra_env: dict[str, str] | None = None, keep_probe: Path | None = None) -> dict[str, Any]:
     """``tinyllm-ray <command> --config <cfg>`` in a fresh process; RSS and store sampled throughout.
 
-    ``extra_env``: more of the driver's environment (e.g. ``TINYLLM_TRACEMALLOC``, ``MALLOC_ARENA_MAX``).
+    ``extra_env``: more of the driver's environment (e.g. ``TINYLLM_TRACEMALLOC``, ``MALLOC_ARENA_MAX``);
+    ``keep_probe``: where to copy the probe's samples (JSON lines) before the work folder goes.
     """
     cfg_path = work / "config.json"  # JSON is YAML
     cfg_path.write_text(json.dumps(cfg))
@@ -149,6 +150,8 @@ def run_cli(command: str, cfg: dict[str, Any], work: Path, timeout: float,
         sampler.stop()
     wall = time.perf_counter() - t0
     probe = [json.loads(line) for line in probe_path.read_text().splitlines()] if probe_path.exists() else []
+    if keep_probe is not None and probe_path.exists():
+        keep_probe.write_text(probe_path.read_text())
     res = {"rc": rc, "wall_s": round(wall, 1), **summarize(sampler.samples, probe)}
     if rc != 0:
         res["tail"] = (work / "cli.out").read_text()[-2000:]
@@ -212,6 +215,8 @@ def main() -> int:
     ap.add_argument("--tracemalloc", action="store_true",
                     help="run the driver under tracemalloc; its top growth by line goes to "
                          "results/<out>_tracemalloc_<label>_<prompts>.txt (slows the driver: memory only)")
+    ap.add_argument("--keep-probe", action="store_true",
+                    help="copy each run's probe samples to results/<out>_probe_<label>_<prompts>.jsonl")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="set in the driver's environment (e.g. MALLOC_ARENA_MAX=2); repeatable")
     args = ap.parse_args()
@@ -235,7 +240,8 @@ def main() -> int:
             if args.tracemalloc:
                 env["TINYLLM_TRACEMALLOC"] = str(RESULTS / f"{args.out}_tracemalloc_{args.label}_{n}.txt")
             res = run_cli("generate", job_config(work, n, tokens, shard=args.shard, batch=args.batch,
-                                                 rounds=args.batches_per_round), work, args.timeout, env)
+                                                 rounds=args.batches_per_round), work, args.timeout, env,
+                          RESULTS / f"{args.out}_probe_{args.label}_{n}.jsonl" if args.keep_probe else None)
         res.update(prompts=n, max_tokens=tokens, input_data_mb=input_data_mb(n))
         log(f"  -> rc {res['rc']} {res['wall_s']} s, driver peak {res['driver_rss_peak_mb']} MB (load "
             f"{res['driver_rss_load_peak_mb']}, after loading {res['driver_rss_generation_peak_mb']}, end "

@@ -7,7 +7,15 @@ driver is already connected, so with ``TINYLLM_MEMORY_PROBE=<file>`` in its envi
 line every ``TINYLLM_MEMORY_PROBE_S`` seconds (default 0.5) until the process exits::
 
     {"t": <unix s>, "rss": <driver RSS bytes>, "store_used": <bytes>, "store_primary": <bytes>,
-     "store_objects": <count>, "spilled": <bytes spilled so far>}
+     "store_objects": <count>, "spilled": <bytes spilled so far>,
+     "malloc_used": <bytes>, "malloc_free": <bytes>, "arrow": <bytes>, "traced": <bytes>}
+
+The last four tell native from Python growth: glibc's heap in use and free-but-kept
+(``mallinfo2``: C/C++ allocations, e.g. Ray's core worker; Python's small objects live in
+its own mmapped arenas, not here), Arrow's pool (``pyarrow.total_allocated_bytes``, once
+pyarrow is imported) and the traced Python heap (only under ``TINYLLM_TRACEMALLOC``).
+``TINYLLM_MALLOC_TRIM_S=<s>`` also calls glibc's ``malloc_trim(0)`` that often: memory it
+gives back was free, not leaked (a test of fragmentation, never a product setting).
 
 :func:`mark` adds ``{"t": <unix s>, "phase": <name>}`` (e.g. ``generation``: the split is
 loaded and spilled, ``teachers/split_source.py``), so a reader can tell the load-time peak
@@ -28,6 +36,7 @@ memory with it, never time.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -40,6 +49,7 @@ log = logging.getLogger(__name__)
 ENV = "TINYLLM_MEMORY_PROBE"
 PERIOD_ENV = "TINYLLM_MEMORY_PROBE_S"
 
+TRIM_ENV = "TINYLLM_MALLOC_TRIM_S"
 TRACE_ENV = "TINYLLM_TRACEMALLOC"
 TRACE_PERIOD_ENV = "TINYLLM_TRACEMALLOC_S"
 TRACE_AFTER_ENV = "TINYLLM_TRACEMALLOC_AFTER_S"
@@ -66,9 +76,43 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _libc() -> Any:
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = _MallInfo2
+    return libc
+
+
+def heap_usage() -> dict[str, int]:
+    """glibc heap in use / free (``mallinfo2``), Arrow's pool, and the traced Python heap (when tracing)."""
+    import sys
+    import tracemalloc
+
+    out: dict[str, int] = {}
+    try:
+        mi = _libc().mallinfo2()
+        out.update(malloc_used=int(mi.uordblks + mi.hblkhd), malloc_free=int(mi.fordblks))
+    except (OSError, AttributeError):  # not glibc (or older than 2.33): the RSS is still worth a line
+        pass
+    if "pyarrow" in sys.modules:
+        out["arrow"] = int(sys.modules["pyarrow"].total_allocated_bytes())
+    if tracemalloc.is_tracing():
+        out["traced"] = tracemalloc.get_traced_memory()[0]
+    return out
+
+
 def _sample_forever(path: str, period: float) -> None:
+    trim = float(os.environ.get(TRIM_ENV, "0") or 0)
+    last_trim = time.time()
     while True:
-        row: dict[str, Any] = {"t": time.time(), "rss": _rss()}
+        if trim > 0 and time.time() - last_trim >= trim:
+            _libc().malloc_trim(0)
+            last_trim = time.time()
+        row: dict[str, Any] = {"t": time.time(), "rss": _rss(), **heap_usage()}
         try:
             row.update(object_store_usage())
         except Exception as exc:  # noqa: BLE001 - Ray shutting down: the RSS is still worth a line
@@ -78,7 +122,8 @@ def _sample_forever(path: str, period: float) -> None:
         time.sleep(period)
 
 
-def trace_report(baseline: Any, snapshot: Any, *, elapsed: float, frames: int, top: int = TRACE_TOP) -> str:
+def trace_report(baseline: Any, snapshot: Any, *, elapsed: float, frames: int, top: int = TRACE_TOP,
+                 baseline_rss: int | None = None) -> str:
     """What ``snapshot`` holds more than ``baseline`` (two ``tracemalloc.Snapshot``), by line, as text."""
     import tracemalloc
 
@@ -88,7 +133,8 @@ def trace_report(baseline: Any, snapshot: Any, *, elapsed: float, frames: int, t
     total_now = sum(s.size for s in snap.statistics("filename"))
     total_base = sum(s.size for s in base.statistics("filename"))
     head = (f"after baseline: {elapsed:.0f} s; traced heap {total_base / 1e6:.2f} MB -> {total_now / 1e6:.2f} MB "
-            f"({(total_now - total_base) / 1e6:+.2f} MB); RSS now {_rss() / 1e6:.1f} MB")
+            f"({(total_now - total_base) / 1e6:+.2f} MB); RSS "
+            + (f"{baseline_rss / 1e6:.1f} MB -> " if baseline_rss else "") + f"{_rss() / 1e6:.1f} MB")
     lines = [head, "",
              f"top {top} by line (size diff, count diff):"]
     lines += [f"  {d.size_diff / 1e3:+10.1f} KB {d.count_diff:+8d}  {d.traceback[0].filename}:{d.traceback[0].lineno}"
@@ -106,11 +152,12 @@ def _trace_forever(path: str, period: float, after: float, frames: int) -> None:
 
     _generation.wait()
     time.sleep(after)
-    t0 = time.time()
+    t0, rss0 = time.time(), _rss()
     baseline = tracemalloc.take_snapshot()
     while True:
         time.sleep(period)
-        text = trace_report(baseline, tracemalloc.take_snapshot(), elapsed=time.time() - t0, frames=frames)
+        text = trace_report(baseline, tracemalloc.take_snapshot(), elapsed=time.time() - t0, frames=frames,
+                            baseline_rss=rss0)
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             f.write(text)
