@@ -122,7 +122,30 @@ def summarize(rss: list[tuple[float, int]], probe: list[dict[str, Any]]) -> dict
         "store_objects_peak": max(p["store_objects"] for p in store) if store else None,
         "spilled_mb": round(max(p["spilled"] for p in store) / MB, 2) if store else None,
         "probe_samples": len(store),
+        "generation_growth_mb": generation_growth(probe, gen_t,
+                                                  next((p["t"] for p in probe if p.get("phase") == "generated"), None)),
     }
+
+
+#: Probe fields whose change during generation says where the driver's growth is (``memory_probe.py``).
+GROWTH_FIELDS = ("rss", "rss_anon", "rss_shmem", "malloc_used", "malloc_free", "arrow", "traced")
+#: Seconds after loading ends before the growth's start: engines started, first batches in flight.
+GROWTH_FROM_S = 40.0
+
+
+def generation_growth(probe: list[dict[str, Any]], gen_t: float | None,
+                      end_t: float | None) -> dict[str, float] | None:
+    """Change (MB) of each :data:`GROWTH_FIELDS` from :data:`GROWTH_FROM_S` s into generation to its
+    end (``memory_probe.mark("generated")``: every shard written, before statistics and shutdown):
+    RSS split into anonymous and shared (the object store's pages), glibc's heap in use and
+    free-but-kept, Arrow's pool, the traced Python heap."""
+    if gen_t is None or end_t is None:
+        return None
+    rows = [p for p in probe if "store_used" in p and gen_t + GROWTH_FROM_S <= p["t"] <= end_t]
+    if len(rows) < 2:
+        return None
+    a, b = rows[0], rows[-1]
+    return {k: round((b[k] - a[k]) / MB, 1) for k in GROWTH_FIELDS if k in a and k in b}
 
 
 def run_cli(command: str, cfg: dict[str, Any], work: Path, timeout: float,
@@ -314,6 +337,12 @@ def write(result: dict[str, Any], label: str, out: str) -> None:
                          f"{g.get('driver_rss_generation_peak_mb', '-')} | "
                          f"{g['driver_rss_end_mb']} | {g['store_used_peak_mb']} | "
                          f"{g['store_objects_peak']} | {g['input_data_mb']} |")
+        growth = [(g["prompts"], g["generation_growth_mb"]) for g in r["generate"] if g.get("generation_growth_mb")]
+        if growth:
+            lines += ["", (f"Driver growth during generation ({GROWTH_FROM_S:.0f} s after loading -> every shard written, MB; "
+                      "rss_shmem: object-store pages the driver touched, malloc_used/free: glibc heap in use / "
+                      "free but kept, traced: Python heap under tracemalloc):"), ""]
+            lines += [f"- {n:,} prompts: " + ", ".join(f"{k} {v:+}" for k, v in gr.items()) for n, gr in growth]
         lines.append("")
         for key, field, title in SLOPES:
             r[key] = slopes(r["generate"], field)

@@ -8,6 +8,7 @@ line every ``TINYLLM_MEMORY_PROBE_S`` seconds (default 0.5) until the process ex
 
     {"t": <unix s>, "rss": <driver RSS bytes>, "store_used": <bytes>, "store_primary": <bytes>,
      "store_objects": <count>, "spilled": <bytes spilled so far>,
+     "rss_anon": <bytes>, "rss_file": <bytes>, "rss_shmem": <bytes>,
      "malloc_used": <bytes>, "malloc_free": <bytes>, "arrow": <bytes>, "traced": <bytes>}
 
 The last four tell native from Python growth: glibc's heap in use and free-but-kept
@@ -105,6 +106,18 @@ def heap_usage() -> dict[str, int]:
     return out
 
 
+def rss_parts() -> dict[str, int]:
+    """The RSS split as the kernel counts it: anonymous (heaps), file-backed (libraries) and shared
+    memory (the pages of Ray's object store the driver touched: RSS, but no memory of its own)."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile", "RssShmem"):
+                out["rss_" + key[3:].lower()] = int(value.split()[0]) * 1024
+    return out
+
+
 def _sample_forever(path: str, period: float) -> None:
     trim = float(os.environ.get(TRIM_ENV, "0") or 0)
     last_trim = time.time()
@@ -112,7 +125,7 @@ def _sample_forever(path: str, period: float) -> None:
         if trim > 0 and time.time() - last_trim >= trim:
             _libc().malloc_trim(0)
             last_trim = time.time()
-        row: dict[str, Any] = {"t": time.time(), "rss": _rss(), **heap_usage()}
+        row: dict[str, Any] = {"t": time.time(), "rss": _rss(), **rss_parts(), **heap_usage()}
         try:
             row.update(object_store_usage())
         except Exception as exc:  # noqa: BLE001 - Ray shutting down: the RSS is still worth a line
