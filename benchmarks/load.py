@@ -16,6 +16,12 @@ the pipeline keeps per prompt.
 than the teachers' shards, sampled the same way: the store on disk is the buffer between
 them, so neither the driver nor the object store may grow while the trainer lags.
 
+Where a growth comes from: each row's ``generation_growth_mb`` splits the driver's growth
+during generation into anonymous RSS, object-store pages, glibc's heap in use and free but
+kept, Arrow's pool and (``--tracemalloc``) the traced Python heap, whose top lines go to
+``results/<out>_tracemalloc_<label>_<prompts>.txt``; ``--env MALLOC_ARENA_MAX=2`` or
+``--env TINYLLM_MALLOC_TRIM_S=20`` test the allocator (``results/load_diag.md``).
+
     flock /tmp/tinyllm-ray.lock timeout 1500 python benchmarks/load.py --label after
 """
 

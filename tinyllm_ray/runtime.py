@@ -64,10 +64,12 @@ def limit_malloc_arenas(arenas: int = DRIVER_MALLOC_ARENAS) -> bool:
     Why: glibc gives threads arenas of their own (up to 8 per core); in the driver, Ray's
     core worker, gRPC and Ray Data threads and one thread per teacher each fragment theirs,
     and the memory they free but glibc keeps grew the driver's RSS with the prompt count
-    (``benchmarks/results/load.md``: glibc's free-but-kept heap +4.3 MB over 30k prompts
-    and ~10 MB more RSS than with 2 arenas, which keep it at +0.5 MB). The driver allocates
-    little per thread, so the contention costs nothing measurable. Called before the
-    arena count passes glibc's first check (8), it holds for every later thread; a no-op
+    (``benchmarks/results/load_diag.md``, 30k prompts: glibc's free-but-kept heap 15 MB and
+    +4.3 MB during generation; with 2 arenas 4.5 MB and +0.5 MB, the peak 12 MB lower;
+    ``load.md``: the 20k -> 100k slope 0.142 -> 0.093 KB/prompt, the rest bounded caches).
+    The driver allocates little per thread (no slower in those runs).
+    Called before the arena count passes glibc's first check (8), it holds for every later
+    thread (in the driver only: Ray's workers are other processes); a no-op
     off glibc and when ``MALLOC_ARENA_MAX`` is set (the user's choice).
     """
     if "MALLOC_ARENA_MAX" in os.environ:
