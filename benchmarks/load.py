@@ -16,6 +16,12 @@ the pipeline keeps per prompt.
 than the teachers' shards, sampled the same way: the store on disk is the buffer between
 them, so neither the driver nor the object store may grow while the trainer lags.
 
+Where a growth comes from: each row's ``generation_growth_mb`` splits the driver's growth
+during generation into anonymous RSS, object-store pages, glibc's heap in use and free but
+kept, Arrow's pool and (``--tracemalloc``) the traced Python heap, whose top lines go to
+``results/<out>_tracemalloc_<label>_<prompts>.txt``; ``--env MALLOC_ARENA_MAX=2`` or
+``--env TINYLLM_MALLOC_TRIM_S=20`` test the allocator (``results/load_diag.md``).
+
     flock /tmp/tinyllm-ray.lock timeout 1500 python benchmarks/load.py --label after
 """
 
@@ -122,16 +128,44 @@ def summarize(rss: list[tuple[float, int]], probe: list[dict[str, Any]]) -> dict
         "store_objects_peak": max(p["store_objects"] for p in store) if store else None,
         "spilled_mb": round(max(p["spilled"] for p in store) / MB, 2) if store else None,
         "probe_samples": len(store),
+        "generation_growth_mb": generation_growth(probe, gen_t,
+                                                  next((p["t"] for p in probe if p.get("phase") == "generated"), None)),
     }
 
 
-def run_cli(command: str, cfg: dict[str, Any], work: Path, timeout: float) -> dict[str, Any]:
-    """``tinyllm-ray <command> --config <cfg>`` in a fresh process; RSS and store sampled throughout."""
+#: Probe fields whose change during generation says where the driver's growth is (``memory_probe.py``).
+GROWTH_FIELDS = ("rss", "rss_anon", "rss_shmem", "malloc_used", "malloc_free", "arrow", "traced")
+#: Seconds after loading ends before the growth's start: engines started, first batches in flight.
+GROWTH_FROM_S = 40.0
+
+
+def generation_growth(probe: list[dict[str, Any]], gen_t: float | None,
+                      end_t: float | None) -> dict[str, float] | None:
+    """Change (MB) of each :data:`GROWTH_FIELDS` from :data:`GROWTH_FROM_S` s into generation to its
+    end (``memory_probe.mark("generated")``: every shard written, before statistics and shutdown):
+    RSS split into anonymous and shared (the object store's pages), glibc's heap in use and
+    free-but-kept, Arrow's pool, the traced Python heap."""
+    if gen_t is None or end_t is None:
+        return None
+    rows = [p for p in probe if "store_used" in p and gen_t + GROWTH_FROM_S <= p["t"] <= end_t]
+    if len(rows) < 2:
+        return None
+    a, b = rows[0], rows[-1]
+    return {k: round((b[k] - a[k]) / MB, 1) for k in GROWTH_FIELDS if k in a and k in b}
+
+
+def run_cli(command: str, cfg: dict[str, Any], work: Path, timeout: float,
+            extra_env: dict[str, str] | None = None, keep_probe: Path | None = None) -> dict[str, Any]:
+    """``tinyllm-ray <command> --config <cfg>`` in a fresh process; RSS and store sampled throughout.
+
+    ``extra_env``: more of the driver's environment (e.g. ``TINYLLM_TRACEMALLOC``, ``MALLOC_ARENA_MAX``);
+    ``keep_probe``: where to copy the probe's samples (JSON lines) before the work folder goes.
+    """
     cfg_path = work / "config.json"  # JSON is YAML
     cfg_path.write_text(json.dumps(cfg))
     probe_path = work / "probe.jsonl"
     env = {**os.environ, **QUIET_OFFLINE_ENV, "PYTHONPATH": str(REPO), "TINYLLM_MEMORY_PROBE": str(probe_path),
-           "TINYLLM_MEMORY_PROBE_S": "0.5"}
+           "TINYLLM_MEMORY_PROBE_S": "0.5", **(extra_env or {})}
     cmd = [sys.executable, "-m", "tinyllm_ray.cli", command, "--config", str(cfg_path)]
     t0 = time.perf_counter()
     with open(work / "cli.out", "w") as out:
@@ -145,6 +179,8 @@ def run_cli(command: str, cfg: dict[str, Any], work: Path, timeout: float) -> di
         sampler.stop()
     wall = time.perf_counter() - t0
     probe = [json.loads(line) for line in probe_path.read_text().splitlines()] if probe_path.exists() else []
+    if keep_probe is not None and probe_path.exists():
+        keep_probe.write_text(probe_path.read_text())
     res = {"rc": rc, "wall_s": round(wall, 1), **summarize(sampler.samples, probe)}
     if rc != 0:
         res["tail"] = (work / "cli.out").read_text()[-2000:]
@@ -205,7 +241,15 @@ def main() -> int:
     ap.add_argument("--slow-steps", type=int, default=300)
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--out", default="load")
+    ap.add_argument("--tracemalloc", action="store_true",
+                    help="run the driver under tracemalloc; its top growth by line goes to "
+                         "results/<out>_tracemalloc_<label>_<prompts>.txt (slows the driver: memory only)")
+    ap.add_argument("--keep-probe", action="store_true",
+                    help="copy each run's probe samples to results/<out>_probe_<label>_<prompts>.jsonl")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="set in the driver's environment (e.g. MALLOC_ARENA_MAX=2); repeatable")
     args = ap.parse_args()
+    extra_env = dict(kv.split("=", 1) for kv in args.env)
 
     t_start = time.perf_counter()
     load0 = loadavg()
@@ -213,7 +257,7 @@ def main() -> int:
     result: dict[str, Any] = {
         "command": "flock /tmp/tinyllm-ray.lock timeout 1500 python benchmarks/load.py " + " ".join(sys.argv[1:]),
         "commit": git_commit(), "machine": machine_facts(), "shard_size": args.shard, "batch_size": args.batch,
-        "batches_per_round": args.batches_per_round,
+        "batches_per_round": args.batches_per_round, "driver_env": extra_env, "tracemalloc": args.tracemalloc,
         "generate": rows,
     }
     for spec in args.sizes.split(","):
@@ -221,8 +265,12 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="tinyllm-load-") as tmp:
             work = Path(tmp)
             log(f"generate: {n} prompts, {tokens} new tokens")
+            env = dict(extra_env)
+            if args.tracemalloc:
+                env["TINYLLM_TRACEMALLOC"] = str(RESULTS / f"{args.out}_tracemalloc_{args.label}_{n}.txt")
             res = run_cli("generate", job_config(work, n, tokens, shard=args.shard, batch=args.batch,
-                                                 rounds=args.batches_per_round), work, args.timeout)
+                                                 rounds=args.batches_per_round), work, args.timeout, env,
+                          RESULTS / f"{args.out}_probe_{args.label}_{n}.jsonl" if args.keep_probe else None)
         res.update(prompts=n, max_tokens=tokens, input_data_mb=input_data_mb(n))
         log(f"  -> rc {res['rc']} {res['wall_s']} s, driver peak {res['driver_rss_peak_mb']} MB (load "
             f"{res['driver_rss_load_peak_mb']}, after loading {res['driver_rss_generation_peak_mb']}, end "
@@ -282,7 +330,9 @@ def write(result: dict[str, Any], label: str, out: str) -> None:
         head = (f"Command: `{r['command']}` ({r['total_s']} s; load {r['load_start_end'][0][0]} -> "
                 f"{r['load_start_end'][1][0]}). Two tiny teachers (tiny:llama, tiny:qwen2), 2 in-context examples, "
                 f"shard {r['shard_size']}, batch {r['batch_size']}"
-                + (f", batches_per_round {r['batches_per_round']}." if r.get("batches_per_round") else "."))
+                + (f", batches_per_round {r['batches_per_round']}" if r.get("batches_per_round") else "")
+                + "".join(f", {k}={v}" for k, v in (r.get("driver_env") or {}).items())
+                + (", driver under tracemalloc" if r.get("tracemalloc") else "") + ".")
         cols = ("| prompts | new tokens | rc | wall s | driver RSS peak MB | while loading MB | after loading MB "
                 "| driver RSS end MB | object store peak MB | store objects peak | input data MB |")
         lines += [f"## {lab} (commit {r['commit']})", "", head, "", *([r["note"], ""] if r.get("note") else []), cols,
@@ -293,6 +343,12 @@ def write(result: dict[str, Any], label: str, out: str) -> None:
                          f"{g.get('driver_rss_generation_peak_mb', '-')} | "
                          f"{g['driver_rss_end_mb']} | {g['store_used_peak_mb']} | "
                          f"{g['store_objects_peak']} | {g['input_data_mb']} |")
+        growth = [(g["prompts"], g["generation_growth_mb"]) for g in r["generate"] if g.get("generation_growth_mb")]
+        if growth:
+            lines += ["", (f"Driver growth during generation ({GROWTH_FROM_S:.0f} s after loading -> every shard written, MB; "
+                      "rss_shmem: object-store pages the driver touched, malloc_used/free: glibc heap in use / "
+                      "free but kept, traced: Python heap under tracemalloc):"), ""]
+            lines += [f"- {n:,} prompts: " + ", ".join(f"{k} {v:+}" for k, v in gr.items()) for n, gr in growth]
         lines.append("")
         for key, field, title in SLOPES:
             r[key] = slopes(r["generate"], field)

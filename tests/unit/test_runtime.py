@@ -39,3 +39,41 @@ def test_joining_a_cluster_or_allowing_it_skips_the_check(monkeypatch):
     assert runtime.init_ray(RuntimeConfig(ray_address="auto")) == {"CPU": 2.0}
     assert [c["address"] for c in calls] == ["local", "auto"]
     runtime.check_no_other_ray([])  # nothing running: fine
+
+
+class _FakeLibc:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append((param, value))
+        return 1
+
+
+def test_the_driver_caps_glibc_malloc_arenas_before_ray_starts(monkeypatch):
+    """Fragmented per-thread arenas grew the driver's RSS with the prompt count (benchmarks/results/load.md)."""
+    import ray
+
+    libc = _FakeLibc()
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.setattr(runtime.ctypes, "CDLL", lambda name: libc)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(runtime, "other_ray_instances", list)
+
+    def init(**kwargs):  # Ray's threads start here: the cap must already be set
+        assert libc.calls == [(-8, runtime.DRIVER_MALLOC_ARENAS)]
+        raise RuntimeError("stop before starting Ray")
+
+    monkeypatch.setattr(ray, "init", init)
+    with pytest.raises(RuntimeError, match="stop before"):
+        runtime.init_ray(RuntimeConfig())
+    assert libc.calls == [(-8, 2)]
+
+
+def test_a_user_malloc_arena_max_wins(monkeypatch):
+    libc = _FakeLibc()
+    monkeypatch.setattr(runtime.ctypes, "CDLL", lambda name: libc)
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
+    assert runtime.limit_malloc_arenas() is False and libc.calls == []
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    assert runtime.limit_malloc_arenas() is True and libc.calls == [(-8, 2)]

@@ -65,6 +65,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tinyllm_ray import memory_probe
 from tinyllm_ray.config import JobConfig
 from tinyllm_ray.data.schema import MCQRecord
 from tinyllm_ray.store import KeyContext, RationaleStore, build_manifest, key_context_for, resolve_shard_size
@@ -337,6 +338,7 @@ class GenerationRun:
         finally:
             for th in threads:  # no thread may still write once the caller moves on
                 th.join()
+        memory_probe.mark("generated")  # benchmarks/load.py: the driver's growth is measured up to here
         totals = {}
         for w in prep.work:
             name = w.pool.name
