@@ -37,7 +37,9 @@ memory with it, never time.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import functools
 import json
 import logging
 import os
@@ -82,9 +84,13 @@ class _MallInfo2(ctypes.Structure):
                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
-def _libc() -> Any:
+@functools.cache
+def glibc() -> Any:
+    """This process's glibc, loaded once (``OSError`` off glibc): the probe's ``mallinfo2`` and
+    ``malloc_trim``, and ``runtime.limit_malloc_arenas``' ``mallopt``."""
     libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = _MallInfo2
+    with contextlib.suppress(AttributeError):  # glibc < 2.33: no mallinfo2 (heap_usage skips it)
+        libc.mallinfo2.restype = _MallInfo2
     return libc
 
 
@@ -95,7 +101,7 @@ def heap_usage() -> dict[str, int]:
 
     out: dict[str, int] = {}
     try:
-        mi = _libc().mallinfo2()
+        mi = glibc().mallinfo2()
         out.update(malloc_used=int(mi.uordblks + mi.hblkhd), malloc_free=int(mi.fordblks))
     except (OSError, AttributeError):  # not glibc (or older than 2.33): the RSS is still worth a line
         pass
@@ -123,7 +129,7 @@ def _sample_forever(path: str, period: float) -> None:
     last_trim = time.time()
     while True:
         if trim > 0 and time.time() - last_trim >= trim:
-            _libc().malloc_trim(0)
+            glibc().malloc_trim(0)
             last_trim = time.time()
         row: dict[str, Any] = {"t": time.time(), "rss": _rss(), **rss_parts(), **heap_usage()}
         try:

@@ -7,7 +7,6 @@ CLI, tests and benchmarks share one Ray instance instead of paying start-up twic
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 from typing import Any
@@ -74,9 +73,10 @@ def limit_malloc_arenas(arenas: int = DRIVER_MALLOC_ARENAS) -> bool:
     """
     if "MALLOC_ARENA_MAX" in os.environ:
         return False
+    from tinyllm_ray.memory_probe import glibc
+
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_ARENA_MAX, arenas))
+        return bool(glibc().mallopt(_M_ARENA_MAX, arenas))
     except (OSError, AttributeError):  # not glibc
         return False
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tinyllm_ray import runtime
+from tinyllm_ray import memory_probe, runtime
 from tinyllm_ray.config import RuntimeConfig
 from tinyllm_ray.errors import SecondRayError, UserError
 
@@ -56,7 +56,7 @@ def test_the_driver_caps_glibc_malloc_arenas_before_ray_starts(monkeypatch):
 
     libc = _FakeLibc()
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-    monkeypatch.setattr(runtime.ctypes, "CDLL", lambda name: libc)
+    monkeypatch.setattr(memory_probe, "glibc", lambda: libc)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(runtime, "other_ray_instances", list)
 
@@ -72,7 +72,7 @@ def test_the_driver_caps_glibc_malloc_arenas_before_ray_starts(monkeypatch):
 
 def test_a_user_malloc_arena_max_wins(monkeypatch):
     libc = _FakeLibc()
-    monkeypatch.setattr(runtime.ctypes, "CDLL", lambda name: libc)
+    monkeypatch.setattr(memory_probe, "glibc", lambda: libc)
     monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
     assert runtime.limit_malloc_arenas() is False and libc.calls == []
     monkeypatch.delenv("MALLOC_ARENA_MAX")
