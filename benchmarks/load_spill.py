@@ -6,9 +6,9 @@ file of N rows written beforehand (with small validation and test files, so noth
 carved: ``data.name: tinyllm``), and spills it (and the train pool) to the local Arrow file
 the generation phase reads, the way ``generate`` does it:
 
-* ``list``: ``split_source.spill_splits(load_splits(cfg.data), split)`` (every split built
+* ``list``: ``split_file.spill_splits(load_splits(cfg.data), split)`` (every split built
   as a ``list[MCQRecord]`` first, what ``generate`` did before);
-* ``stream``: ``split_source.load_and_spill(cfg.data, split)`` (``data.loader.iter_split``:
+* ``stream``: ``split_file.load_and_spill(cfg.data, split)`` (``data.loader.iter_split``:
   the split goes from its generator, or the file row by row, to the Arrow file in batches).
 
 Each (path, size) runs in its own process; the figure is ``ru_maxrss`` after the spill
@@ -49,7 +49,7 @@ def child(path: str, task: str, n: int, folder: str = "") -> dict[str, float]:
     """One measurement in this (fresh) process: MB that load + spill add to the peak RSS."""
     from tinyllm_ray.config import DataConfig
     from tinyllm_ray.data.loader import load_splits
-    from tinyllm_ray.teachers.split_source import load_and_spill, spill_splits
+    from tinyllm_ray.data.split_file import load_and_spill, spill_splits
 
     if task == "jsonl":
         cfg = DataConfig(name="tinyllm", files={s: f"{folder}/{f}.jsonl" for s, f in

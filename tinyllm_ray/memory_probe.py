@@ -19,7 +19,7 @@ pyarrow is imported) and the traced Python heap (only under ``TINYLLM_TRACEMALLO
 gives back was free, not leaked (a test of fragmentation, never a product setting).
 
 :func:`mark` adds ``{"t": <unix s>, "phase": <name>}`` (e.g. ``generation``: the split is
-loaded and spilled, ``teachers/split_source.py``), so a reader can tell the load-time peak
+loaded and spilled, ``data/split_file.py``), so a reader can tell the load-time peak
 from what generation holds. Off (no thread, no import) without the variable: nothing of it
 runs in a normal job.
 

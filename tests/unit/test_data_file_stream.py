@@ -13,9 +13,9 @@ import pytest
 
 from tinyllm_ray.config import DataConfig
 from tinyllm_ray.data.loader import can_stream, iter_split, load_splits, split_size, streams
+from tinyllm_ray.data.split_file import load_and_spill
 from tinyllm_ray.errors import DataLoadError, MalformedRowError, SplitOverlapError
 from tinyllm_ray.store.manifest import data_fingerprint
-from tinyllm_ray.teachers.split_source import load_and_spill
 
 from .data_rows import mc_row, write_jsonl
 

@@ -8,10 +8,10 @@ import pytest
 
 from tinyllm_ray.config import DataConfig
 from tinyllm_ray.data.loader import can_stream, iter_split, load_splits, split_size
+from tinyllm_ray.data.split_file import load_and_spill
 from tinyllm_ray.errors import DataLoadError
 from tinyllm_ray.key_index import KeyIndex
 from tinyllm_ray.store.manifest import data_fingerprint
-from tinyllm_ray.teachers.split_source import load_and_spill
 
 CONFIGS = [
     {"name": "synthetic", "synthetic": {"train": 300, "validation": 40, "test": 33}, "seed": 0},

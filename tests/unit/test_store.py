@@ -11,7 +11,14 @@ from tinyllm_ray.config import JobConfig, TeacherConfig
 from tinyllm_ray.data.schema import MCQRecord
 from tinyllm_ray.errors import InternalError, StoreMismatchError, StreamingError
 from tinyllm_ray.store import FAILED_SCHEMA, RECORD_SCHEMA, STORED_KINDS, RationaleStore, resolve_filesystem
-from tinyllm_ray.store.layout import StoreLayout, is_temporary, shard_index, temporary_path
+from tinyllm_ray.store.layout import (
+    StoreLayout,
+    is_temporary,
+    num_shards,
+    shard_index,
+    shard_length,
+    temporary_path,
+)
 from tinyllm_ray.store.manifest import (
     MANIFEST_VERSION,
     RESOURCE_FIELDS,
@@ -312,3 +319,10 @@ def test_layout_paths_and_names():
     tmp = temporary_path("/r/x/shard-00001.parquet")
     assert tmp.startswith("/r/x/.shard-00001.parquet.") and is_temporary(tmp.rsplit("/", 1)[1])
     assert StoreLayout.teacher_of("teacher=a=b") == "a=b" and StoreLayout.teacher_of("other") is None
+
+
+def test_shard_length_counts_a_shard_without_its_examples():
+    assert [shard_length(1001, s, 100) for s in range(num_shards(1001, 100))] == [100] * 10 + [1]
+    assert sum(shard_length(256, s, 256) for s in range(num_shards(256, 256))) == 256
+    with pytest.raises(ValueError):
+        shard_length(1001, 11, 100)

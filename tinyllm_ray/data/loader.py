@@ -282,7 +282,7 @@ def split_size(cfg: DataConfig, split: str) -> int:
 def iter_split(cfg: DataConfig, split: str) -> Iterator[MCQRecord]:
     """The records of ``split``, in order: ``load_splits(cfg).splits[split]`` without holding them.
 
-    Why: the generation split goes from its source to a local file (``teachers/split_source.py``)
+    Why: the generation split goes from its source to a local file (``data/split_file.py``)
     in bounded chunks, so the driver's load-time peak does not grow with the split. Same
     records, same order, ``data.limit`` applied, so stores' ``data_hash`` stays valid.
     Streamed: :data:`STREAMED_SOURCES` (generated), and local JSON Lines, CSV and Parquet

@@ -37,6 +37,13 @@ def num_shards(num_examples: int, shard_size: int) -> int:
     return -(-num_examples // shard_size)
 
 
+def shard_length(num_examples: int, shard: int, shard_size: int) -> int:
+    """How many examples shard ``shard`` holds (``shard_size`` but the last), counted without the examples."""
+    if not 0 <= shard < num_shards(num_examples, shard_size):
+        raise ValueError(f"shard {shard} of a split of {num_examples} examples in shards of {shard_size}")
+    return min(shard_size, num_examples - shard * shard_size)
+
+
 def resolve_shard_size(configured: int | None, stored: int | None, batch_sizes: Sequence[int]) -> tuple[int, str]:
     """The store's shard size and why: config, else the existing store's, else the default.
 

@@ -15,7 +15,7 @@ planned up front; at most ``teacher.batches_per_round``) when its iteration star
 is when it starts the actors; an upper bound is enough, but it comes from the split's
 size. Only the first round starts eagerly: later rounds (``feed.rounds_of``) start their
 engines once a batch is known to be left. The split itself is loaded and spilled by
-``split_source.load_and_spill`` (streamed for generated tasks and local file splits).
+``data.split_file.load_and_spill`` (streamed for generated tasks and local file splits).
 """
 
 from __future__ import annotations

@@ -68,8 +68,10 @@ from typing import Any
 from tinyllm_ray import memory_probe
 from tinyllm_ray.config import JobConfig
 from tinyllm_ray.data.schema import MCQRecord
+from tinyllm_ray.data.split_file import SplitFile, load_and_spill
 from tinyllm_ray.store import KeyContext, RationaleStore, build_manifest, key_context_for, resolve_shard_size
 from tinyllm_ray.store.agreement import store_agreement
+from tinyllm_ray.store.layout import shard_length
 from tinyllm_ray.store.record_cache import (
     FROM_CACHE,
     CacheCounts,
@@ -86,13 +88,11 @@ from tinyllm_ray.teachers.prompt_rows import (
     examples_by_id,
     num_shards,
     prompt_rows,
-    shard_slice,
 )
 from tinyllm_ray.teachers.records import build_shard_records
 from tinyllm_ray.teachers.report import GenerationError, GenerationReport, ShardWritten
 from tinyllm_ray.teachers.retry import RetrySet, merge_retried_shard, retried_outputs, retry_set
 from tinyllm_ray.teachers.serving import EnginePool, ServingPlan, plan_serving
-from tinyllm_ray.teachers.split_source import SplitFile, load_and_spill
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class _TeacherWork:
 
 @dataclass
 class _Prepared:
-    records: Sequence[MCQRecord]  # split_source.SplitFile: on local disk, not in driver memory
+    records: Sequence[MCQRecord]  # data.split_file.SplitFile: on local disk, not in driver memory
     pool: Sequence[MCQRecord]
     shard_size: int
     work: list[_TeacherWork]
@@ -205,7 +205,7 @@ class GenerationRun:
             size = prep.shard_size
             n = w.pool.teacher.sampling.n
             expected = {s: n * len(retry) for s, retry in w.retry.items()}
-            expected.update({s: n * len(shard_slice(prep.records, s, size)) for s in w.pending})
+            expected.update({s: n * shard_length(len(prep.records), s, size) for s in w.pending})  # no read
             assembler = ShardAssembler(expected)
             metrics = TeacherMetrics(name)
             with w.pool as engines:

@@ -1,4 +1,4 @@
-"""The spilled generation split (teachers/split_source.py): same examples as the list, nothing kept per example."""
+"""The spilled generation split (data/split_file.py): same examples as the list, nothing kept per example."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import threading
 
 import pytest
 
+from tinyllm_ray.data import split_file
 from tinyllm_ray.data.schema import MCQRecord
+from tinyllm_ray.data.split_file import spill
 from tinyllm_ray.prompts import sample_icl_examples
 from tinyllm_ray.store.manifest import data_fingerprint
-from tinyllm_ray.teachers import split_source
 from tinyllm_ray.teachers.prompt_rows import examples_by_id, shard_slice
-from tinyllm_ray.teachers.split_source import spill
 
 
 def records(n: int) -> list[MCQRecord]:
@@ -42,7 +42,7 @@ def test_in_context_draws_are_the_same_and_memory_is_bounded_by_the_batch_cache(
     f = spill(recs, rows_per_batch=16)
     for i in range(0, 1000, 37):
         assert sample_icl_examples(f, 3, 7, f"q{i}") == sample_icl_examples(recs, 3, 7, f"q{i}")
-    assert len(f._cache) <= split_source.CACHED_BATCHES
+    assert len(f._cache) <= split_file.CACHED_BATCHES
 
 
 def test_concurrent_readers_see_the_same_examples():
@@ -69,5 +69,5 @@ def test_the_file_holds_every_field_of_a_record():
     import dataclasses
 
     names = {f.name for f in dataclasses.fields(MCQRecord)}
-    assert set(split_source._SCHEMA.names) == names
-    assert set(split_source._FIELDS) | {"choices"} == names
+    assert set(split_file._SCHEMA.names) == names
+    assert set(split_file._FIELDS) | {"choices"} == names
