@@ -41,6 +41,7 @@ from tinyllm_ray.errors import DataError, EmptyEvaluationError
 from tinyllm_ray.prompts import LETTERS, normalize_number, parse_answer
 
 if TYPE_CHECKING:
+    from tinyllm_ray.config import DataConfig
     from tinyllm_ray.data.loader import LoadedData
     from tinyllm_ray.data.schema import MCQRecord
 
@@ -247,17 +248,24 @@ def require_choices(records: Sequence[MCQRecord], what: str) -> None:
                         f"{len(records)} records are free-form (no choices); set eval.mode=generate")
 
 
-def select_eval_records(data: LoadedData, split: str, limit: int | None) -> list[MCQRecord]:
+def select_eval_records(data: LoadedData | DataConfig, split: str, limit: int | None) -> list[MCQRecord]:
     """The first ``limit`` rows of ``split`` (all when None): what student and teacher evals score.
 
     One function for both, so a teacher row and a student row of a results table are
-    always computed on the same examples. A missing split is the loader's
+    always computed on the same examples. ``data``: loaded splits, or a dataset's config,
+    whose ``split`` is then read through ``data.loader.iter_split`` and only its first
+    ``limit`` rows are held (a student's evaluation at the end of ``run`` must not load the
+    train split it never scores). A missing split is the loader's
     :class:`~tinyllm_ray.errors.DataLoadError` (a ``DataError`` naming the splits it has);
     an empty selection is :class:`EmptyEvaluationError`.
     """
-    records = list(data.require(split))
-    if limit:
-        records = records[:limit]
+    import itertools
+
+    from tinyllm_ray.config import DataConfig
+    from tinyllm_ray.data.loader import iter_split
+
+    rows = iter_split(data, split) if isinstance(data, DataConfig) else iter(data.require(split))
+    records = list(itertools.islice(rows, limit or None))
     require_records(records, f"split {split!r}")
     return records
 

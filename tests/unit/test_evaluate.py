@@ -153,3 +153,17 @@ def test_format_predictions_shows_gold_beside_prediction():
     assert set(lines[1]) == {"-"}
     assert lines[2].split()[:4] == ["+", "q1", "whale", "whale"] and "⏎" in lines[2]
     assert lines[3].split()[:4] == ["-", "q2", "7", "(none)"] and lines[3].endswith("…") and len(lines[3]) < 120
+
+
+def test_eval_records_from_a_config_are_the_loaded_ones_without_loading_other_splits():
+    """``run``'s closing evaluation reads the first rows of one split, never the whole dataset."""
+    from tinyllm_ray.config import DataConfig
+    from tinyllm_ray.data.loader import load_splits
+
+    cfg = DataConfig.model_validate({"name": "arithmetic", "arithmetic": {"train": 50, "validation": 10,
+                                                                          "test": 20}})
+    loaded = load_splits(cfg)
+    assert select_eval_records(cfg, "test", 5) == loaded.require("test")[:5]
+    assert select_eval_records(cfg, "validation", None) == loaded.require("validation")
+    with pytest.raises(DataError, match="no 'dev' split"):
+        select_eval_records(cfg, "dev", None)

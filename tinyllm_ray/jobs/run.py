@@ -293,13 +293,37 @@ def _resolve_models_before_threads(cfg: JobConfig) -> None:
     resolve_student_path(cfg.student)
 
 
+def _run_splits(cfg: JobConfig) -> tuple[Any, list, list[str]]:
+    """The train split served by an actor, the validation rows model selection scores, and
+    the splits the closing evaluation reports (validation, then ``eval.split`` or test if any).
+
+    Why served: the student's slice readers fetch their examples from a ``SplitServer``
+    actor (``data/split_server.py``), so the driver holds nothing per prompt, whatever the
+    prompt count. Only ``train.eval_limit`` validation rows are read.
+    """
+    from tinyllm_ray.data.discovery import reads_hub
+    from tinyllm_ray.data.loader import can_stream, iter_split, load_splits
+    from tinyllm_ray.data.split_server import head, serve_split
+
+    test_split = cfg.eval.split if cfg.eval.split != "validation" else "test"
+    if reads_hub(cfg.data) or not can_stream(cfg.data):  # which splits exist is only known by loading
+        loaded = load_splits(cfg.data)
+        loaded.require(cfg.eval.split, "eval.split")  # hub datasets: check_runnable could not look before
+        names = set(loaded.splits)
+        del loaded
+    else:  # a generated task has every split
+        names = {"train", "validation", test_split}
+    train = serve_split(cfg.data, "train")
+    val = head(iter_split(cfg.data, "validation"), cfg.train.eval_limit)
+    return train, val, [s for s in ("validation", test_split) if s in names]
+
+
 def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
     """Generate (streaming) + train + evaluate; write and return the run report.
 
     A config streaming cannot train is refused before anything starts (``check_runnable``).
     """
     check_runnable(cfg)
-    from tinyllm_ray.data.loader import load_splits
     from tinyllm_ray.runtime import init_ray
     from tinyllm_ray.store import RationaleStore, build_manifest, resolve_shard_size
     from tinyllm_ray.student.evaluate_model import evaluate_student
@@ -309,40 +333,38 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
     paths = RunPaths.of(cfg)
     cfg = paths.pin(cfg)
     init_ray(cfg.runtime)
-    loaded = load_splits(cfg.data)
-    train, val = loaded.require("train"), loaded.require("validation")
-    loaded.require(cfg.eval.split, "eval.split")  # hub datasets: check_runnable could not look before loading
-    store = RationaleStore(paths.store)
-    stored = store.read_manifest()
-    shard_size, why = resolve_shard_size(cfg.runtime.store_shard_size, (stored or {}).get("shard_size"),
-                                         [t.batch_size for t in cfg.teachers])
-    log.info("store shard size %d (%s)", shard_size, why)
-    store.clear_generation_failed()
-    if cfg.teachers:  # shards a changed config supersedes move aside before training may read a slice
-        with store.writer_lock():
-            store.open_manifest(build_manifest(cfg, "train", train, shard_size), supersede=cfg.runtime.record_cache)
+    train, val, eval_splits = _run_splits(cfg)
+    try:
+        store = RationaleStore(paths.store)
+        stored = store.read_manifest()
+        shard_size, why = resolve_shard_size(cfg.runtime.store_shard_size, (stored or {}).get("shard_size"),
+                                             [t.batch_size for t in cfg.teachers])
+        log.info("store shard size %d (%s)", shard_size, why)
+        store.clear_generation_failed()
+        if cfg.teachers:  # shards a changed config supersedes move aside before training may read a slice
+            with store.writer_lock():
+                store.open_manifest(build_manifest(cfg, "train", train, shard_size), supersede=cfg.runtime.record_cache)
 
-    _resolve_models_before_threads(cfg)
-    resources_note = _check_overlap_resources(cfg) if cfg.teachers else None
-    gen = _GenerationThread(cfg, shard_size)
-    if cfg.teachers:
-        progress("generation", cfg=cfg, shard_size=shard_size)
-        gen.start()
-    progress("training", label="student", pattern=os.path.join(paths.train, TRAIN_RUN_NAME, METRICS_FILE),
-             total=cfg.train.max_steps)
-    result, t_train, t_train_end = _train_streaming(cfg, gen, train, val, shard_size, paths.store)
-    if result.model_dir is None:
-        raise RuntimeError("training produced no checkpoint with a validation score; see the Ray Train log")
+        _resolve_models_before_threads(cfg)
+        resources_note = _check_overlap_resources(cfg) if cfg.teachers else None
+        gen = _GenerationThread(cfg, shard_size)
+        if cfg.teachers:
+            progress("generation", cfg=cfg, shard_size=shard_size)
+            gen.start()
+        progress("training", label="student", pattern=os.path.join(paths.train, TRAIN_RUN_NAME, METRICS_FILE),
+                 total=cfg.train.max_steps)
+        result, t_train, t_train_end = _train_streaming(cfg, gen, train, val, shard_size, paths.store)
+        if result.model_dir is None:
+            raise RuntimeError("training produced no checkpoint with a validation score; see the Ray Train log")
 
-    t_eval = time.time()
-    test_split = cfg.eval.split if cfg.eval.split != "validation" else "test"
-    evaluation = {}
-    progress("stage", name="evaluation", detail="student on " + ", ".join(s for s in ("validation", test_split)
-                                                                         if s in loaded.splits))
-    for split in ("validation", test_split):
-        if split in loaded.splits:
+        t_eval = time.time()
+        evaluation = {}
+        progress("stage", name="evaluation", detail="student on " + ", ".join(eval_splits))
+        for split in eval_splits:
             evaluation[split] = evaluate_student(cfg, result.model_dir, split=split).to_dict()
-    t_end = time.time()
+        t_end = time.time()
+    finally:
+        train.close()  # its actor and local file; a failed run keeps nothing running either
 
     first_step = first_step_record(result.metrics_file)
     history = result.history()

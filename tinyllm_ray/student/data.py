@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     from tinyllm_ray.config import JobConfig
     from tinyllm_ray.data.schema import MCQRecord
+    from tinyllm_ray.data.split_server import ServedSplit
     from tinyllm_ray.store import RationaleStore
     from tinyllm_ray.student.collate import TaskCollator
 
@@ -102,8 +103,18 @@ def load_slice(store: RationaleStore | None, plan: TaskPlan, records: Sequence[M
     return build_task_groups(records, rows, plan)
 
 
-def _load_slices(batch: dict[str, Any], *, plan: dict[str, Any], store_uri: str | None, records: list[dict],
-                 shard_size: int, wait: dict[str, float] | None, fingerprint: str | None) -> pa.Table:
+def _slice_records(records: list[dict] | ServedSplit, start: int, stop: int) -> list[MCQRecord]:
+    """Examples ``[start, stop)`` of the split a slice reader was given (a list, or a served split)."""
+    from tinyllm_ray.data.schema import MCQRecord
+
+    if isinstance(records, list):
+        return [MCQRecord.from_dict(r) for r in records[start:stop]]
+    return records[start:stop]  # one call to its SplitServer actor
+
+
+def _load_slices(batch: dict[str, Any], *, plan: dict[str, Any], store_uri: str | None,
+                 records: list[dict] | ServedSplit, shard_size: int, wait: dict[str, float] | None,
+                 fingerprint: str | None) -> pa.Table:
     """Ray Data UDF: slice indices -> the task groups of those slices.
 
     ``wait`` (streaming): block until each slice is committed for every teacher, and check
@@ -111,7 +122,6 @@ def _load_slices(batch: dict[str, Any], *, plan: dict[str, Any], store_uri: str 
     """
     import pyarrow as pa
 
-    from tinyllm_ray.data.schema import MCQRecord
     from tinyllm_ray.store import RationaleStore
     from tinyllm_ray.student.store_checks import check_same_examples
 
@@ -119,7 +129,7 @@ def _load_slices(batch: dict[str, Any], *, plan: dict[str, Any], store_uri: str 
     store = RationaleStore(store_uri) if store_uri else None
     tables = []
     for shard in (int(s) for s in batch["id"]):
-        recs = [MCQRecord.from_dict(r) for r in records[shard * shard_size:(shard + 1) * shard_size]]
+        recs = _slice_records(records, shard * shard_size, (shard + 1) * shard_size)
         if store is not None and wait is not None:
             store.wait_for_shard(task_plan.teachers, shard, **wait)
             manifest = store.read_manifest()
@@ -133,6 +143,9 @@ def slice_dataset(plan: TaskPlan, train_records: Sequence[MCQRecord], shard_size
                   wait: dict[str, float] | None = None, fingerprint: str | None = None) -> ray.data.Dataset:
     """``ray.data.range(num_slices)`` mapped by the slice loader (lazy; nothing runs yet).
 
+    ``train_records``: a :class:`~tinyllm_ray.data.split_server.ServedSplit` (``run``: each
+    reader fetches its slice from the split's actor, nothing per example is shipped) or
+    any sequence (shipped whole in the readers' arguments: fine for a split that fits).
     Batch (``wait`` None): every slice is committed, so slices are read a few per task, as
     fast as the CPUs allow. Streaming (``wait={"poll_s", "timeout_s"}``): one slice per
     task, few at a time, little CPU each: slice readers mostly wait for the store, and must
@@ -141,7 +154,10 @@ def slice_dataset(plan: TaskPlan, train_records: Sequence[MCQRecord], shard_size
     import ray.data
 
     n = num_shards(len(train_records), shard_size)
-    kwargs = {"plan": plan.to_dict(), "store_uri": store_uri, "records": [r.to_dict() for r in train_records],
+    from tinyllm_ray.data.split_server import ServedSplit
+
+    records = train_records if isinstance(train_records, ServedSplit) else [r.to_dict() for r in train_records]
+    kwargs = {"plan": plan.to_dict(), "store_uri": store_uri, "records": records,
               "shard_size": shard_size, "wait": wait, "fingerprint": fingerprint}
     if wait is None:
         return ray.data.range(n, override_num_blocks=min(n, MAX_BATCH_READ_TASKS)).map_batches(

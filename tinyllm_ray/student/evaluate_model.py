@@ -175,7 +175,6 @@ def evaluate_student(
     """
     import torch
 
-    from tinyllm_ray.data.loader import load_splits
     from tinyllm_ray.student.model import (
         StudentFormat,
         detect_arch,
@@ -193,7 +192,7 @@ def evaluate_student(
         arch = detect_arch(path, cfg.student.arch, cfg.student.trust_remote_code)
         fmt = StudentFormat.from_config(cfg, arch)
         log.info("%s has no tinyllm_student.json; using the layout of cfg.student (%s)", path, arch)
-    records = select_eval_records(load_splits(cfg.data), split, limit or cfg.eval.limit)
+    records = select_eval_records(cfg.data, split, limit or cfg.eval.limit)  # only these rows are read
     mode = cfg.eval.mode
     if mode != "generate":
         require_choices(records, f"split {split!r}")  # before the model is loaded
