@@ -239,6 +239,10 @@ def main() -> int:
     ap.add_argument("--slow-trainer", action="store_true", help="also run `run` with a trainer slower than the teachers")
     ap.add_argument("--slow-prompts", type=int, default=3000)
     ap.add_argument("--slow-steps", type=int, default=300)
+    ap.add_argument("--run-sizes", default="",
+                    help="comma-separated prompts:max_tokens for `tinyllm-ray run` (streaming generation into the "
+                         "default tiny student, --run-steps steps): the driver's memory with a student reading the split")
+    ap.add_argument("--run-steps", type=int, default=20)
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--out", default="load")
     ap.add_argument("--tracemalloc", action="store_true",
@@ -279,6 +283,14 @@ def main() -> int:
         result["total_s"] = round(time.perf_counter() - t_start, 1)
         result["load_start_end"] = [load0, loadavg()]
         write(result, args.label, args.out)  # after each size: a long run that is stopped keeps what it measured
+    if args.run_sizes:
+        result["run"] = []
+        for spec in args.run_sizes.split(","):
+            n, tokens = (int(x) for x in spec.split(":"))
+            result["run"].append(run_size(args, n, tokens))
+            result["total_s"] = round(time.perf_counter() - t_start, 1)
+            result["load_start_end"] = [load0, loadavg()]
+            write(result, args.label, args.out)
     if args.slow_trainer:
         result["slow_trainer"] = slow_trainer(args)
     result["load_start_end"] = [load0, loadavg()]
@@ -301,6 +313,28 @@ def slow_trainer_config(base: dict[str, Any], steps: int) -> dict[str, Any]:
                       "micro_batch_size": 32, "lr": 0.001, "scheduler": "constant", "max_steps": steps,
                       "eval_every_steps": steps, "checkpoint_every_steps": steps},
             "eval": {"split": "test", "max_new_tokens": 12}}
+
+
+def run_size(args: argparse.Namespace, prompts: int, tokens: int) -> dict[str, Any]:
+    """``tinyllm-ray run`` on ``prompts`` prompts: generation streamed into a short student run, sampled like ``generate``.
+
+    Why: ``run``'s driver also feeds the student's slice readers the train split; it must
+    not hold it (``data/split_server.py``) any more than ``generate`` holds the prompts.
+    """
+    steps = args.run_steps
+    with tempfile.TemporaryDirectory(prefix="tinyllm-load-run-") as tmp:
+        work = Path(tmp)
+        log(f"run: {prompts} prompts, {tokens} new tokens, {steps} student steps")
+        cfg = {**job_config(work, prompts, tokens, shard=args.shard, batch=args.batch, rounds=args.batches_per_round),
+               "loss": {"form": "additive", "alpha": {"llama": 0.5, "qwen": 0.5}},
+               "train": {"num_workers": 1, "cpus_per_worker": 1, "micro_batch_size": 16, "max_steps": steps,
+                         "eval_every_steps": steps, "checkpoint_every_steps": steps, "eval_limit": 32},
+               "eval": {"split": "test", "max_new_tokens": 12}}
+        res = run_cli("run", cfg, work, args.timeout)
+    res.update(prompts=prompts, max_tokens=tokens, steps=steps)
+    log(f"  -> rc {res['rc']} {res['wall_s']} s, driver peak {res['driver_rss_peak_mb']} MB, "
+        f"store peak {res['store_used_peak_mb']} MB")
+    return res
 
 
 def slow_trainer(args: argparse.Namespace) -> dict[str, Any]:
@@ -354,6 +388,16 @@ def write(result: dict[str, Any], label: str, out: str) -> None:
             r[key] = slopes(r["generate"], field)
             parts = [f"{s['from']:,}->{s['to']:,}: {s['kb_per_prompt']} KB/prompt" for s in r[key]]
             lines.append(f"- slope of {title}: " + ("; ".join(parts) or "-"))
+        if r.get("run"):
+            lines += ["", "`tinyllm-ray run` (generation streamed into the default tiny student):", "",
+                      ("| prompts | new tokens | student steps | rc | wall s | driver RSS peak MB "
+                       "| driver RSS end MB | object store peak MB |"), "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            lines += [f"| {g['prompts']:,} | {g['max_tokens']} | {g['steps']} | {g['rc']} | {g['wall_s']} | "
+                      f"{g['driver_rss_peak_mb']} | {g['driver_rss_end_mb']} | "
+                      f"{g['store_used_peak_mb']} |" for g in r["run"]]
+            parts = [f"{x['from']:,}->{x['to']:,}: {x['kb_per_prompt']} KB/prompt"
+                     for x in slopes(r["run"], "driver_rss_peak_mb")]
+            lines.append("\n- slope of `run`'s driver RSS peak: " + ("; ".join(parts) or "-"))
         if "slow_trainer" in r:
             s = r["slow_trainer"]
             ov = s.get("overlap") or {}
