@@ -45,6 +45,8 @@ from benchmarks._common import QUIET_OFFLINE_ENV, REPO, loadavg, log, machine_fa
 
 RESULTS = REPO / "benchmarks" / "results"
 MB = 1024 * 1024
+#: The checkout whose ``tinyllm_ray`` the measured CLI runs (``--code``: an older commit's worktree, for a before/after).
+CODE = {"root": REPO}
 
 #: (key in the results, field, title) of the slopes reported between consecutive sizes.
 SLOPES = (("slope_driver_peak", "driver_rss_peak_mb", "driver RSS peak"),
@@ -164,7 +166,7 @@ def run_cli(command: str, cfg: dict[str, Any], work: Path, timeout: float,
     cfg_path = work / "config.json"  # JSON is YAML
     cfg_path.write_text(json.dumps(cfg))
     probe_path = work / "probe.jsonl"
-    env = {**os.environ, **QUIET_OFFLINE_ENV, "PYTHONPATH": str(REPO), "TINYLLM_MEMORY_PROBE": str(probe_path),
+    env = {**os.environ, **QUIET_OFFLINE_ENV, "PYTHONPATH": str(CODE["root"]), "TINYLLM_MEMORY_PROBE": str(probe_path),
            "TINYLLM_MEMORY_PROBE_S": "0.5", **(extra_env or {})}
     cmd = [sys.executable, "-m", "tinyllm_ray.cli", command, "--config", str(cfg_path)]
     t0 = time.perf_counter()
@@ -223,7 +225,7 @@ def slopes(rows: list[dict[str, Any]], field: str) -> list[dict[str, Any]]:
 
 
 def git_commit() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, cwd=REPO, capture_output=True,
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, cwd=CODE["root"], capture_output=True,
                           text=True).stdout.strip()
 
 
@@ -243,6 +245,8 @@ def main() -> int:
                     help="comma-separated prompts:max_tokens for `tinyllm-ray run` (streaming generation into the "
                          "default tiny student, --run-steps steps): the driver's memory with a student reading the split")
     ap.add_argument("--run-steps", type=int, default=20)
+    ap.add_argument("--code", default=None, metavar="PATH",
+                    help="run the CLI of this tinyllm-ray checkout (e.g. a worktree of an older commit), not this one's")
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--out", default="load")
     ap.add_argument("--tracemalloc", action="store_true",
@@ -253,6 +257,8 @@ def main() -> int:
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="set in the driver's environment (e.g. MALLOC_ARENA_MAX=2); repeatable")
     args = ap.parse_args()
+    if args.code:
+        CODE["root"] = Path(args.code).resolve()
     extra_env = dict(kv.split("=", 1) for kv in args.env)
 
     t_start = time.perf_counter()
@@ -264,7 +270,7 @@ def main() -> int:
         "batches_per_round": args.batches_per_round, "driver_env": extra_env, "tracemalloc": args.tracemalloc,
         "generate": rows,
     }
-    for spec in args.sizes.split(","):
+    for spec in filter(None, args.sizes.split(",")):
         n, tokens = (int(x) for x in spec.split(":"))
         with tempfile.TemporaryDirectory(prefix="tinyllm-load-") as tmp:
             work = Path(tmp)
