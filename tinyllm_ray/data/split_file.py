@@ -53,7 +53,38 @@ _SCHEMA = pa.schema([("id", pa.string()), ("question", pa.string()), ("choices",
 _FIELDS = ("id", "question", "answer", "context")  # rebuilt as stored; choices become a tuple
 
 
-class SplitFile(Sequence[MCQRecord]):
+class RecordSequence(Sequence[MCQRecord]):
+    """A split read by ranges (``_range``): indexing, negative indices and slices done once for every kind.
+
+    Subclasses: :class:`SplitFile` (a local Arrow file) and ``split_server.ServedSplit``
+    (an actor's file, one call per range).
+    """
+
+    def _range(self, start: int, stop: int) -> list[MCQRecord]:  # 0 <= start < stop <= len(self)
+        raise NotImplementedError
+
+    def _one(self, k: int) -> MCQRecord:
+        return self._range(k, k + 1)[0]
+
+    @overload
+    def __getitem__(self, i: int) -> MCQRecord: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[MCQRecord]: ...
+
+    def __getitem__(self, i: int | slice) -> MCQRecord | list[MCQRecord]:
+        n = len(self)
+        if isinstance(i, slice):
+            start, stop, step = i.indices(n)
+            if step != 1:
+                return [self._one(k) for k in range(start, stop, step)]
+            return self._range(start, stop) if stop > start else []
+        k = i + n if i < 0 else i
+        if not 0 <= k < n:
+            raise IndexError(f"example {i} of a split of {n}")
+        return self._one(k)
+
+
+class SplitFile(RecordSequence):
     """Read-only random access to a spilled split; thread-safe (one reader per teacher thread)."""
 
     def __init__(self, source: pa.NativeFile, rows: int, rows_per_batch: int) -> None:
@@ -81,30 +112,17 @@ class SplitFile(Sequence[MCQRecord]):
                 self._cache.popitem(last=False)
             return batch
 
-    def _record(self, i: int) -> MCQRecord:
+    def _one(self, i: int) -> MCQRecord:
         return _rebuild(self._batch(i // self._per_batch).slice(i % self._per_batch, 1).to_pylist()[0])
 
-    @overload
-    def __getitem__(self, i: int) -> MCQRecord: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[MCQRecord]: ...
-
-    def __getitem__(self, i: int | slice) -> MCQRecord | list[MCQRecord]:
-        if isinstance(i, slice):
-            start, stop, step = i.indices(self._rows)
-            if step != 1:
-                return [self._record(k) for k in range(start, stop, step)]
-            out: list[MCQRecord] = []
-            while start < stop:  # a shard: whole batches at a time
-                b, off = divmod(start, self._per_batch)
-                take = min(stop - start, self._per_batch - off)
-                out += [_rebuild(row) for row in self._batch(b).slice(off, take).to_pylist()]
-                start += take
-            return out
-        k = i + self._rows if i < 0 else i
-        if not 0 <= k < self._rows:
-            raise IndexError(f"example {i} of a split of {self._rows}")
-        return self._record(k)
+    def _range(self, start: int, stop: int) -> list[MCQRecord]:
+        out: list[MCQRecord] = []
+        while start < stop:  # a shard: whole batches at a time
+            b, off = divmod(start, self._per_batch)
+            take = min(stop - start, self._per_batch - off)
+            out += [_rebuild(row) for row in self._batch(b).slice(off, take).to_pylist()]
+            start += take
+        return out
 
     def __iter__(self) -> Iterator[MCQRecord]:
         """Every example in order, one batch at a time (not through the cache)."""
@@ -208,4 +226,4 @@ def spill_splits(loaded: Any, split: str) -> tuple[SplitFile, SplitFile]:
     return records, pool
 
 
-__all__ = ["CACHED_BATCHES", "ROWS_PER_BATCH", "SplitFile", "load_and_spill", "spill", "spill_splits"]
+__all__ = ["CACHED_BATCHES", "ROWS_PER_BATCH", "RecordSequence", "SplitFile", "load_and_spill", "spill", "spill_splits"]

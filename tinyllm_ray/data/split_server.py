@@ -18,10 +18,11 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Any, overload
+from typing import Any
 
 from tinyllm_ray.config import DataConfig
 from tinyllm_ray.data.schema import MCQRecord
+from tinyllm_ray.data.split_file import RecordSequence
 from tinyllm_ray.errors import InternalError
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class SplitServer:
         return [r.to_dict() for r in self._loaded()[start:stop]]
 
 
-class ServedSplit(Sequence[MCQRecord]):
+class ServedSplit(RecordSequence):
     """A split served by a :class:`SplitServer`: picklable (the handle and the size), nothing per example.
 
     Slices are one actor call each; iterating fetches :data:`ITER_CHUNK` examples at a
@@ -71,24 +72,10 @@ class ServedSplit(Sequence[MCQRecord]):
     def __len__(self) -> int:
         return self.size
 
-    @overload
-    def __getitem__(self, i: int) -> MCQRecord: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[MCQRecord]: ...
-
-    def __getitem__(self, i: int | slice) -> MCQRecord | list[MCQRecord]:
+    def _range(self, start: int, stop: int) -> list[MCQRecord]:
         import ray
 
-        if isinstance(i, slice):
-            start, stop, step = i.indices(self.size)
-            if stop <= start:
-                return []
-            got = [MCQRecord.from_dict(d) for d in ray.get(self.actor.records.remote(start, stop))]
-            return got[::step] if step != 1 else got
-        k = i + self.size if i < 0 else i
-        if not 0 <= k < self.size:
-            raise IndexError(f"example {i} of a split of {self.size}")
-        return self[k:k + 1][0]
+        return [MCQRecord.from_dict(d) for d in ray.get(self.actor.records.remote(start, stop))]
 
     def __iter__(self) -> Iterator[MCQRecord]:
         for start in range(0, self.size, ITER_CHUNK):
