@@ -255,3 +255,35 @@ def test_store_problems_fail_before_training(ray_session, tiny_cache, tmp_path):
     with pytest.raises(EmptyTargetError, match=r"teacher 'llama' kind=rationale: 1 row\(s\), e.g. examples \['syn-tr"):
         run_training(cfg2)
     assert not os.path.exists(os.path.join(str(tmp_path / "b"), "it", "train", "checkpoint_manager_snapshot.json"))
+
+
+def test_two_stage_data_keeps_the_shuffled_order_whatever_task_finishes_first(ray_session, tmp_path):
+    """Each stage's groups come in the seeded shuffle's order, not in the order their filter tasks end.
+
+    Mind's Mirror's two-stage demo setting scored 0.085 alone and 0.140 beside other trials with
+    the same seed: the stage split handed out blocks as they finished. 16 slices give 16 blocks.
+    """
+    from tinyllm_ray.data.loader import load_splits
+    from tinyllm_ray.student.data import prepare_student_data, slice_dataset
+    from tinyllm_ray.student.tasks import TaskPlan
+
+    cfg = _job(tmp_path, "unused", teachers=("llama",), self_eval={"enabled": True},
+               loss={"form": "convex", "convex_alpha": 0.5, "schedule": "two_stage", "alpha": {}},
+               data={"synthetic": {"train": 64, "validation": 16, "test": 16}})
+    loaded = load_splits(cfg.data)
+    train = loaded.splits["train"]
+    rows = []
+    for r in train:
+        rows.append(store_row(r, "llama", rationale=f"The answer is {r.answer}.", parsed=r.answer))
+        rows.append(store_row(r, "llama", kind="self_eval", eval_idx=0, rationale=f"It is {r.answer}.",
+                              critique="Right.", verdict="correct"))
+    uri = cfg.runtime.resolved_store_uri
+    write_store(uri, rows, records=train, shard_size=4)
+    plan = TaskPlan.from_config(cfg)
+    shuffled = slice_dataset(plan, train, 4, uri).random_shuffle(seed=cfg.train.seed).take_all()
+    want = {s: [r["group"] for r in shuffled if r["stage"] == s] for s in (0, 1)}
+    assert want[0] and want[1] and want[0] != sorted(want[0])  # really shuffled, both stages present
+    for _ in range(3):
+        data = prepare_student_data(cfg, train, loaded.splits["validation"], store_uri=uri)
+        for s in (0, 1):
+            assert [r["group"] for r in data.datasets[f"train_stage{s}"].take_all()] == want[s], f"stage {s}"
