@@ -258,11 +258,7 @@ def test_store_problems_fail_before_training(ray_session, tiny_cache, tmp_path):
 
 
 def test_two_stage_data_keeps_the_shuffled_order_whatever_task_finishes_first(ray_session, tmp_path):
-    """Each stage's groups come in the seeded shuffle's order, not in the order their filter tasks end.
-
-    Mind's Mirror's two-stage demo setting scored 0.085 alone and 0.140 beside other trials with
-    the same seed: the stage split handed out blocks as they finished. 16 slices give 16 blocks.
-    """
+    """Each stage's groups come in the seeded shuffle's order (16 slices: 16 blocks), the same on every call."""
     from tinyllm_ray.data.loader import load_splits
     from tinyllm_ray.student.data import prepare_student_data, slice_dataset
     from tinyllm_ray.student.tasks import TaskPlan

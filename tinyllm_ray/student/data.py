@@ -276,10 +276,11 @@ def prepare_student_data(
 def _stage_of(grouped: ray.data.Dataset, stage: int) -> ray.data.Dataset:
     """The groups of ``stage``, in ``grouped``'s (shuffled) order, materialised.
 
-    Why ``preserve_order``: the filter runs as one task per block, and Ray Data hands out
-    blocks as their tasks finish. Without it a two-stage run's order, and so its result,
-    depended on the machine's load: the same seed of Mind's Mirror's two-stage demo setting
-    scored 0.085 alone and 0.140 beside other trials.
+    Why ``preserve_order``: the filter runs as one task per block, and without it Ray Data
+    may hand blocks out as their tasks finish, so the training order (and the result) of a
+    seed could depend on the machine's load. Set in answer to one seed of Mind's Mirror's
+    two-stage demo setting scoring 0.085 alone and 0.140 beside other trials; a test could
+    not make the unset filter reorder blocks, so that difference is not explained by this.
     """
     from ray.data.expressions import col
 
