@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import time
 
+import psutil
 import pytest
 
 from tinyllm_ray.config import DataConfig
@@ -46,6 +48,9 @@ def test_a_dead_server_is_restarted_and_loads_the_same_split(ray_session):
         pid = ray_session.get(served.actor.__ray_call__.remote(lambda self: os.getpid()))
         before = served[40:50]
         ray_session.kill(served.actor, no_restart=False)  # as a crash: Ray restarts it (max_restarts)
+        deadline = time.monotonic() + 60
+        while psutil.pid_exists(pid) and time.monotonic() < deadline:  # kill is asynchronous: read after the death
+            time.sleep(0.1)
         assert served[40:50] == before
         assert ray_session.get(served.actor.__ray_call__.remote(lambda self: os.getpid())) != pid
     finally:
