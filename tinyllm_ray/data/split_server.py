@@ -15,7 +15,6 @@ split again: loading is deterministic).
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -114,9 +113,4 @@ def serve_split(data: DataConfig, split: str) -> ServedSplit:
     return ServedSplit(actor, size)
 
 
-def head(records: Iterator[MCQRecord], n: int | None) -> list[MCQRecord]:
-    """The first ``n`` records (all when ``n`` is None or 0), pulling no more than that from ``records``."""
-    return list(itertools.islice(records, n or None))
-
-
-__all__ = ["ITER_CHUNK", "MAX_RESTARTS", "ServedSplit", "SplitServer", "head", "serve_split"]
+__all__ = ["ITER_CHUNK", "MAX_RESTARTS", "ServedSplit", "SplitServer", "serve_split"]

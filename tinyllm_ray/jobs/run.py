@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -244,8 +244,8 @@ def _check_overlap_resources(cfg: JobConfig) -> str | None:
     return note
 
 
-def _train_streaming(cfg: JobConfig, gen: _GenerationThread, train: list, val: list, shard_size: int,
-                     store_uri: str) -> tuple[Any, float, float]:
+def _train_streaming(cfg: JobConfig, gen: _GenerationThread, train: Any, val: Iterator[Any], shard_size: int,
+                     store_uri: str, fingerprint: str | None) -> tuple[Any, float, float]:
     """Fit the student on the stream; returns the result and when fitting began and ended.
 
     Training failed -> generation is cancelled at once; either way, a failure is raised
@@ -257,7 +257,7 @@ def _train_streaming(cfg: JobConfig, gen: _GenerationThread, train: list, val: l
 
     store = RationaleStore(store_uri)
     try:
-        data = streaming_student_data(cfg, train, val, shard_size)
+        data = streaming_student_data(cfg, train, val, shard_size, fingerprint=fingerprint)
         t_train = time.time()
         result = run_training(cfg, data=data)
         t_end = time.time()
@@ -293,20 +293,20 @@ def _resolve_models_before_threads(cfg: JobConfig) -> None:
     resolve_student_path(cfg.student)
 
 
-def _run_splits(cfg: JobConfig) -> tuple[Any, list, list[str]]:
-    """The train split served by an actor, the validation rows model selection scores, and
-    the splits the closing evaluation reports (validation, then ``eval.split`` or test if any).
+def _run_splits(cfg: JobConfig) -> tuple[Any, Iterator[Any], list[str]]:
+    """The train split served by an actor, the validation split (an iterator: model selection
+    reads only ``train.eval_limit`` rows of it), and the splits the closing evaluation
+    reports (validation, then ``eval.split`` or test if any).
 
     Why served: the student's slice readers fetch their examples from a ``SplitServer``
     actor (``data/split_server.py``), so the driver holds nothing per prompt, whatever the
-    prompt count. Only ``train.eval_limit`` validation rows are read.
+    prompt count.
     """
-    from tinyllm_ray.data.discovery import reads_hub
     from tinyllm_ray.data.loader import can_stream, iter_split, load_splits
-    from tinyllm_ray.data.split_server import head, serve_split
+    from tinyllm_ray.data.split_server import serve_split
 
     test_split = cfg.eval.split if cfg.eval.split != "validation" else "test"
-    if reads_hub(cfg.data) or not can_stream(cfg.data):  # which splits exist is only known by loading
+    if not can_stream(cfg.data):  # files and the hub: which splits exist is only known by loading
         loaded = load_splits(cfg.data)
         loaded.require(cfg.eval.split, "eval.split")  # hub datasets: check_runnable could not look before
         names = set(loaded.splits)
@@ -314,8 +314,7 @@ def _run_splits(cfg: JobConfig) -> tuple[Any, list, list[str]]:
     else:  # a generated task has every split
         names = {"train", "validation", test_split}
     train = serve_split(cfg.data, "train")
-    val = head(iter_split(cfg.data, "validation"), cfg.train.eval_limit)
-    return train, val, [s for s in ("validation", test_split) if s in names]
+    return train, iter_split(cfg.data, "validation"), [s for s in ("validation", test_split) if s in names]
 
 
 def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
@@ -341,9 +340,12 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
                                              [t.batch_size for t in cfg.teachers])
         log.info("store shard size %d (%s)", shard_size, why)
         store.clear_generation_failed()
+        fingerprint = None
         if cfg.teachers:  # shards a changed config supersedes move aside before training may read a slice
+            manifest = build_manifest(cfg, "train", train, shard_size)  # one pass over the served split
+            fingerprint = manifest["data_hash"]
             with store.writer_lock():
-                store.open_manifest(build_manifest(cfg, "train", train, shard_size), supersede=cfg.runtime.record_cache)
+                store.open_manifest(manifest, supersede=cfg.runtime.record_cache)
 
         _resolve_models_before_threads(cfg)
         resources_note = _check_overlap_resources(cfg) if cfg.teachers else None
@@ -353,7 +355,8 @@ def run_pipeline(cfg: JobConfig) -> dict[str, Any]:
             gen.start()
         progress("training", label="student", pattern=os.path.join(paths.train, TRAIN_RUN_NAME, METRICS_FILE),
                  total=cfg.train.max_steps)
-        result, t_train, t_train_end = _train_streaming(cfg, gen, train, val, shard_size, paths.store)
+        result, t_train, t_train_end = _train_streaming(cfg, gen, train, val, shard_size, paths.store,
+                                                         fingerprint)
         if result.model_dir is None:
             raise RuntimeError("training produced no checkpoint with a validation score; see the Ray Train log")
 

@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -153,9 +153,9 @@ def slice_dataset(plan: TaskPlan, train_records: Sequence[MCQRecord], shard_size
     """
     import ray.data
 
-    n = num_shards(len(train_records), shard_size)
     from tinyllm_ray.data.split_server import ServedSplit
 
+    n = num_shards(len(train_records), shard_size)
     records = train_records if isinstance(train_records, ServedSplit) else [r.to_dict() for r in train_records]
     kwargs = {"plan": plan.to_dict(), "store_uri": store_uri, "records": records,
               "shard_size": shard_size, "wait": wait, "fingerprint": fingerprint}
@@ -167,11 +167,16 @@ def slice_dataset(plan: TaskPlan, train_records: Sequence[MCQRecord], shard_size
         fn_kwargs=kwargs)
 
 
-def validation_dataset(cfg: JobConfig, records: Sequence[MCQRecord]) -> tuple[ray.data.Dataset, int]:
-    """Validation records (limited by ``train.eval_limit``) as a dataset, and their count."""
+def validation_dataset(cfg: JobConfig, records: Iterable[MCQRecord]) -> tuple[ray.data.Dataset, int]:
+    """Validation records (limited by ``train.eval_limit``) as a dataset, and their count.
+
+    ``records`` may be an iterator over the split (``run``): no more than the limit is read.
+    """
+    import itertools
+
     import ray.data
 
-    val = list(records)[: cfg.train.eval_limit or None]
+    val = list(itertools.islice(records, cfg.train.eval_limit or None))
     if not val:
         raise DataError("the validation split is empty; model selection needs it (never the test split)")
     return ray.data.from_items([r.to_dict() for r in val]), len(val)

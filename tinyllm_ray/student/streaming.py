@@ -18,7 +18,7 @@ exists.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from tinyllm_ray.errors import DataError, StreamingError
@@ -50,21 +50,23 @@ def slice_group_counts(records: Sequence[MCQRecord], shard_size: int, plan: Task
 def streaming_student_data(
     cfg: JobConfig,
     train_records: Sequence[MCQRecord],
-    validation_records: Sequence[MCQRecord],
+    validation_records: Iterable[MCQRecord],
     shard_size: int,
     *,
+    fingerprint: str | None,
     poll_s: float = 0.25,
     timeout_s: float = 3600.0,
 ) -> StudentData:
     """A :class:`StudentData` whose training stage streams from a store being written.
 
-    ``poll_s``: how often a waiting slice reader looks for its shard (one existence check
+    ``fingerprint``: the store manifest's ``data_hash`` of ``train_records`` (``run`` has just
+    written it; None without teachers), which readers check the store against: not computed
+    again here, since a served split is read through an actor. ``poll_s``: how often a waiting slice reader looks for its shard (one existence check
     per teacher, plus the failure marker). A quarter second keeps the first step close behind the first committed slice
     (at 1 s the wait alone averaged half a second of a demo's ~4 s of shard commits) and
     costs a dozen cheap requests a second per waiting reader on an object store.
     """
     from tinyllm_ray.store import RationaleStore
-    from tinyllm_ray.store.manifest import data_fingerprint
     from tinyllm_ray.student.data import StudentData, report_ignored, slice_dataset, validation_dataset
     from tinyllm_ray.student.tasks import TaskPlan
 
@@ -76,7 +78,7 @@ def streaming_student_data(
         raise DataError("the train split is empty; nothing to distil")
     uri = cfg.runtime.resolved_store_uri if plan.teachers else None
     train = slice_dataset(plan, train_records, shard_size, uri, wait={"poll_s": poll_s, "timeout_s": timeout_s},
-                          fingerprint=data_fingerprint(train_records))
+                          fingerprint=fingerprint)
     val, n_val = validation_dataset(cfg, validation_records)
     groups = slice_group_counts(train_records, shard_size, plan)
     stats = {"streaming": True, "slices": num_shards(len(train_records), shard_size), "shard_size": shard_size,
