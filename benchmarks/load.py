@@ -224,6 +224,11 @@ def slopes(rows: list[dict[str, Any]], field: str) -> list[dict[str, Any]]:
     return out
 
 
+def sizes(text: str) -> list[tuple[int, int]]:
+    """``--sizes`` / ``--run-sizes``: comma-separated ``prompts:max_tokens`` (empty: none)."""
+    return [(int(n), int(t)) for n, t in (spec.split(":") for spec in text.split(",") if spec)]
+
+
 def git_commit() -> str:
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, cwd=CODE["root"], capture_output=True,
                           text=True).stdout.strip()
@@ -270,8 +275,7 @@ def main() -> int:
         "batches_per_round": args.batches_per_round, "driver_env": extra_env, "tracemalloc": args.tracemalloc,
         "generate": rows,
     }
-    for spec in filter(None, args.sizes.split(",")):
-        n, tokens = (int(x) for x in spec.split(":"))
+    for n, tokens in sizes(args.sizes):
         with tempfile.TemporaryDirectory(prefix="tinyllm-load-") as tmp:
             work = Path(tmp)
             log(f"generate: {n} prompts, {tokens} new tokens")
@@ -291,8 +295,7 @@ def main() -> int:
         write(result, args.label, args.out)  # after each size: a long run that is stopped keeps what it measured
     if args.run_sizes:
         result["run"] = []
-        for spec in args.run_sizes.split(","):
-            n, tokens = (int(x) for x in spec.split(":"))
+        for n, tokens in sizes(args.run_sizes):
             result["run"].append(run_size(args, n, tokens))
             result["total_s"] = round(time.perf_counter() - t_start, 1)
             result["load_start_end"] = [load0, loadavg()]
