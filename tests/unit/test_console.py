@@ -100,6 +100,16 @@ def test_generation_status_per_teacher_and_one_status_line() -> None:
     assert "qwen 16/40 rows (waiting for bootstrapped teachers)" in state.status(10.0)
 
 
+def test_a_bootstrapped_teacher_shows_no_validation_accuracy() -> None:
+    """Its loop's validation scores the student's answer task: 0.000 on every step meant nothing."""
+    tp = TrainingProgress(f"{BOOTSTRAP_LABEL}qwen")
+    for step in (1, 2):
+        tp.update({"step": step, "time": float(step), "total_steps": 2, "loss": 1.0, "val_accuracy": 0.0,
+                   "val_step": 0})
+    assert tp.status() == f"{BOOTSTRAP_LABEL}qwen step 2/2 loss 1.000 ETA 0s"
+    assert tp.done_line() == f"training {BOOTSTRAP_LABEL}qwen: step 2/2 in 1s; loss 1.000"
+
+
 def test_job_summaries_are_short_and_name_the_results(tmp_path) -> None:
     report = {
         "teachers": {"llama": {"teacher": "llama", "by_kind": {"rationale": {"prompts": 8, "outputs": 8, "kept": 7,

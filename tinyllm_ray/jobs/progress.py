@@ -225,11 +225,17 @@ class TrainingProgress:
         parts = " ".join(f"{k} {v:.2f}" for k, v in self.losses.items())
         return f" loss {self.loss:.3f}" + (f" ({parts})" if parts else "")
 
+    @property
+    def scores_answers(self) -> bool:
+        """False for a bootstrapped teacher: its loop's validation scores the student's answer
+        task (one token on two problems), which says nothing of a CoT teacher; not shown."""
+        return not self.label.startswith(BOOTSTRAP_LABEL)
+
     def status(self) -> str:
         if not self.started:
             return f"{self.label} starting"
         total = self.total if self.total is not None else "?"
-        val = f" val {self.val_accuracy:.3f}" if self.val_accuracy is not None else ""
+        val = f" val {self.val_accuracy:.3f}" if self.val_accuracy is not None and self.scores_answers else ""
         eta = self.eta()
         return f"{self.label} step {self.step}/{total}{self._losses()}{val}" + (
             f" ETA {format_seconds(eta)}" if eta is not None else "")
@@ -239,7 +245,7 @@ class TrainingProgress:
         took = format_seconds(self.t_last - start) if start and self.t_last else "?"
         total = self.total if self.total is not None else "?"
         best = (f"; best validation accuracy {self.best_val:.3f} at step {self.best_step}"
-                if self.best_val is not None else "")
+                if self.best_val is not None and self.scores_answers else "")
         return f"training {self.label}: step {self.step}/{total} in {took};{self._losses()}{best}"
 
 

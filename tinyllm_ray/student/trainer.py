@@ -117,8 +117,12 @@ def build_trainer(
     run_config_overrides: dict[str, Any] | None = None,
     worker_env: dict[str, str] | None = None,
     store_uri: str | None = None,
+    role: str = "student",
 ) -> TrainerBundle:
-    """The configured ``TorchTrainer`` (not started), its data and the workers' loop config."""
+    """The configured ``TorchTrainer`` (not started), its data and the workers' loop config.
+
+    ``role`` names what is trained in the log (``teacher llama`` for a bootstrapped teacher).
+    """
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -163,8 +167,8 @@ def build_trainer(
         model_path=model_path, stage_steps=stage_steps, micro_per_epoch=micro,
         eval_batch_size=cfg.eval.batch_size, streaming=bool(data.stats.get("streaming")),
     )
-    log.info("student %s (%s, task prefix on the %s side); tasks %s; steps per stage %s; %d worker(s), "
-             "backend %s, ZeRO-%d, %s", model_path, arch, spec.prefix_side, list(plan.names), stage_steps,
+    log.info("%s %s (%s, task prefix on the %s side); tasks %s; steps per stage %s; %d worker(s), "
+             "backend %s, ZeRO-%d, %s", role, model_path, arch, spec.prefix_side, list(plan.names), stage_steps,
              world, tcfg.resolved_backend, tcfg.zero_stage, tcfg.precision)
     from tinyllm_ray.student.deepspeed_config import effective_zero_stage
 
@@ -325,13 +329,14 @@ def run_training(
     output_dir: str | None = None,
     data: StudentData | None = None,
     store_uri: str | None = None,
+    role: str = "student",
 ) -> TrainingResult:
     """Train the student described by ``cfg`` on Ray Train + DeepSpeed; export the best one.
 
     ``callbacks``/``run_config_overrides`` go to ``RunConfig`` (Tune's ``TuneReportCallback``,
     a trial's ``name``/``storage_path``); ``worker_env`` adds env vars to every worker;
     ``output_dir`` replaces ``<storage>/<run_name>/student``; ``data`` reuses prepared
-    datasets. Raises ``ray.train.TrainingFailedError`` when workers fail more than
+    datasets; ``role`` names what is trained in the log. Raises ``ray.train.TrainingFailedError`` when workers fail more than
     ``train.max_failures`` times.
     """
     from tinyllm_ray.runtime import init_ray
@@ -339,7 +344,7 @@ def run_training(
     t0 = time.perf_counter()
     init_ray(cfg.runtime)
     bundle = build_trainer(cfg, data=data, callbacks=callbacks, run_config_overrides=run_config_overrides,
-                           worker_env=worker_env, store_uri=store_uri)
+                           worker_env=worker_env, store_uri=store_uri, role=role)
     data, loop_cfg = bundle.data, bundle.loop_config
     t_fit = time.perf_counter()
     log.info("data ready in %.1f s; starting Ray Train", t_fit - t0)
@@ -362,8 +367,9 @@ def run_training(
     if best is not None:
         ckpt, metrics = best
         model_dir = export_checkpoint(ckpt, output_dir or RunPaths.of(cfg).student)
-        log.info("best checkpoint: step %s, val_accuracy %.4f -> %s", metrics.get("step"),
-                 metrics["val_accuracy"], model_dir)
+        # a bootstrapped teacher's validation scores the student's answer task: meaningless for it
+        score = f", val_accuracy {metrics['val_accuracy']:.4f}" if role == "student" else ""
+        log.info("%s: best checkpoint: step %s%s -> %s", role, metrics.get("step"), score, model_dir)
     latest = result.metrics or {}
     out = TrainingResult(
         model_dir=model_dir,

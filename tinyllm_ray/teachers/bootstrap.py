@@ -287,7 +287,8 @@ def bootstrap_teacher(cfg: JobConfig, teacher: TeacherConfig, cache_dir: str | o
         progress("training", label=f"{BOOTSTRAP_LABEL}{teacher.name}", total=boot.max_steps,
                  pattern=join(RunPaths.of(job).train, TRAIN_RUN_NAME, METRICS_FILE))
         result = run_training(job, data=data, output_dir=str(out),
-                              callbacks=[_progress_callback(teacher.name, boot.max_steps)])
+                              callbacks=[_progress_callback(teacher.name, boot.max_steps)],
+                              role=f"{BOOTSTRAP_LABEL}{teacher.name}")
         if result.model_dir is None:
             raise RuntimeError(f"bootstrapping teacher {teacher.name!r} produced no checkpoint")
         for name in os.listdir(init):  # the tokenizer and generation config exactly as built
