@@ -114,6 +114,7 @@ def test_self_eval_targets_parse_back_to_verdict_and_critique() -> None:
 @pytest.mark.parametrize("override", [
     "teachers.0.bootstrap.max_steps=7", "teachers.0.bootstrap.lr=0.01", "teachers.0.bootstrap.seed=3",
     "teachers.0.bootstrap.num_problems=61", "teachers.0.bootstrap.forms=[cot]",
+    "teachers.0.bootstrap.length_window=0", "teachers.0.bootstrap.length_window=8",
     "teachers.0.model=tiny:llama?hidden_size=256&num_layers=2&num_heads=4", "data.seed=5",
     "data.arithmetic.max_steps=4", "data.arithmetic.form=free", "data.arithmetic.validation=11", "data.limit.test=5",
     "prompts.icl_k=2", "prompts.cot_trigger=Think.", "self_eval.verdicts=[good, bad]",
@@ -210,6 +211,32 @@ def test_the_training_job_is_plain_prompt_to_completion_on_one_cpu_worker(tmp_pa
     # in-loop validation (student answer task: meaningless for a teacher) only at step 0 and the end
     assert t.eval_every_steps == t.checkpoint_every_steps == 30 and t.eval_max_new_tokens == 1
     assert job.teachers == [] and job.runtime.storage_path == str(tmp_path)
+    assert t.local_shuffle is False  # batches come grouped by length: the loop must not mix them
+    random_batches = _cfg(length_window=0)
+    assert _training_job(random_batches, random_batches.teachers[0].bootstrap, "/m", tmp_path, 160).train.local_shuffle
+
+
+def test_length_grouped_batches_are_full_disjoint_seeded_and_nearly_unpadded() -> None:
+    from tinyllm_ray.teachers.bootstrap import length_grouped
+
+    lengths = [random.Random(i).randint(100, 300) for i in range(1000)]
+    batches = length_grouped(lengths, 32, seed=0, window=64)
+    rows = [i for b in batches for i in b]
+    assert all(len(b) == 32 for b in batches) and len(rows) == len(set(rows)) == 1000 - 1000 % 32
+    assert batches == length_grouped(lengths, 32, 0, 64) and batches != length_grouped(lengths, 32, 1, 64)
+
+    def real(bs: list[list[int]]) -> float:  # real tokens / computed tokens (padded to each batch's longest)
+        return sum(lengths[i] for b in bs for i in b) / sum(32 * max(lengths[i] for i in b) for b in bs)
+
+    shuffled = list(range(1000))
+    random.Random(0).shuffle(shuffled)
+    assert real(batches) > 0.97 and real([shuffled[j:j + 32] for j in range(0, 992, 32)]) < 0.8
+    # batches come in random order, not shortest first
+    means = [sum(lengths[i] for i in b) / 32 for b in batches]
+    assert means != sorted(means) and means != sorted(means, reverse=True)
+    assert sorted(length_grouped(lengths[:5], 32, 0, 64)[0]) == [0, 1, 2, 3, 4]  # fewer rows than a batch
+    with pytest.raises(ValueError, match="must be >= 1"):
+        length_grouped(lengths, 0, seed=0, window=64)
 
 
 def test_two_entries_of_one_model_train_once(monkeypatch, tmp_path) -> None:

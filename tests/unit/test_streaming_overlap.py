@@ -66,6 +66,9 @@ def test_streaming_first_pass_has_no_shuffle_buffer_later_passes_do():
     # each pass of each stage has its own seed, as before
     seeds = {shuffle_args(3, 16, s, e, streaming=False)["local_shuffle_seed"] for s in (0, 1) for e in (0, 1, 2)}
     assert len(seeds) == 6
+    # train.local_shuffle=false: rows in the order given, on every pass
+    assert all(shuffle_args(0, 16, 0, e, streaming=st, local=False) == {"local_shuffle_buffer_size": None}
+               for e in (0, 1) for st in (False, True))
 
 
 def test_inference_comm_op_is_marked_not_to_build():

@@ -119,6 +119,10 @@ class TrainConfig(StrictModel):
     warmup_steps: int = Field(0, ge=0)
     epochs: int = Field(1, ge=1)
     max_steps: int | None = Field(None, ge=1)
+    local_shuffle: bool = Field(
+        True, description="shuffle rows within a window of 4 micro-batches on every pass; false: read them "
+        "in the order given (rows already ordered on purpose, e.g. a bootstrapped teacher's length-grouped batches)",
+    )
     # --- learning-rate schedule and per-stage length (student/schedule.py, student/data.py) ---
     min_lr_ratio: float = Field(
         0.0, ge=0.0, le=1.0,

@@ -59,6 +59,10 @@ class BootstrapConfig(StrictModel):
     warmup_steps: int = Field(20, ge=0)
     max_input_length: int = Field(768, ge=64, description="prompt tokens kept (longer prompts are cut)")
     seed: int = Field(0, ge=0, description="seeds the teacher's problem pool and its training")
+    length_window: int = Field(
+        64, ge=0, description="micro-batches of rows of similar length, sorted within windows of this many "
+        "batches and then shuffled: the same rows and steps with ~20% less padding to compute; 0: random batches",
+    )
 
     @field_validator("forms")
     @classmethod

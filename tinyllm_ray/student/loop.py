@@ -101,13 +101,15 @@ def _is_eval_step(step: int, total: int, eval_every: int, ckpt_every: int) -> bo
     return step == total or step % eval_every == 0 or step % ckpt_every == 0
 
 
-def shuffle_args(seed: int, micro_batch: int, stage: int, epoch: int, streaming: bool) -> dict[str, Any]:
+def shuffle_args(seed: int, micro_batch: int, stage: int, epoch: int, streaming: bool,
+                 local: bool = True) -> dict[str, Any]:
     """Local-shuffle arguments of one pass over a stage (pure; see the module doc).
 
     A streaming run's first pass has no buffer, so its first batch needs one micro-batch
-    of groups, not the buffer's worth of slices.
+    of groups, not the buffer's worth of slices. ``local=False`` (``train.local_shuffle``):
+    no buffer on any pass, the rows come in the order the data was given.
     """
-    if streaming and epoch == 0:
+    if not local or (streaming and epoch == 0):
         return {"local_shuffle_buffer_size": None}
     return {"local_shuffle_buffer_size": 4 * micro_batch, "local_shuffle_seed": seed * 100003 + stage * 1009 + epoch}
 
@@ -150,7 +152,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         first_pass = ray.train.get_dataset_shard("train_stage0")
         early = EarlyBatches(lambda: first_pass.iter_batches(
             batch_size=mb0, batch_format="numpy", prefetch_batches=1,
-            **shuffle_args(tcfg.seed, mb0, 0, 0, lc.streaming)))
+            **shuffle_args(tcfg.seed, mb0, 0, 0, lc.streaming, tcfg.local_shuffle)))
 
     import deepspeed
     import torch
@@ -294,7 +296,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 batches, early = early, None
             else:
                 batches = shard.iter_torch_batches(batch_size=mb, collate_fn=collator, prefetch_batches=1,
-                                                   **shuffle_args(tcfg.seed, mb, stage, epoch, lc.streaming))
+                                                   **shuffle_args(tcfg.seed, mb, stage, epoch, lc.streaming,
+                                                                 tcfg.local_shuffle))
             for batch in batches:
                 seen += 1
                 if skip:

@@ -30,7 +30,8 @@ prefix, one ``answer`` task per row). Validation in the training loop scores the
 answer task, which means nothing for a teacher: it runs only at step 0 and the last step,
 on two pool problems, one new token each (seconds), and the final checkpoint is exported.
 Teacher accuracy is measured separately by ``tinyllm-ray eval --teacher NAME`` (with
-``eval.teacher_prompt: cot``).
+``eval.teacher_prompt: cot``). Batches are grouped by length (:func:`length_grouped`,
+``bootstrap.length_window``): a fifth of a random batch was padding.
 
 Cache: ``<cache>/teacher-<family>-<key>``, key = sha256 of everything that changes the
 weights (:func:`cache_key`); replicas, batch sizes or sampling never rebuild. Built in a
@@ -78,6 +79,7 @@ __all__ = [
     "corrupt_solution",
     "ensure_bootstrapped",
     "gold_completion",
+    "length_grouped",
     "resolve_teacher_model",
     "teacher_pool",
     "training_rows",
@@ -85,7 +87,7 @@ __all__ = [
 
 #: Bump when the recipe below changes what is trained (rows, layout, training job):
 #: part of the cache key, so a stale teacher is never reused.
-BOOTSTRAP_VERSION = 2  # 2: completions end with the number, not an option letter
+BOOTSTRAP_VERSION = 3  # 2: completions end with the number, not an option letter; 3: batches grouped by length
 MARKER = "tinyllm_bootstrap.json"
 POOL_SPLIT = "teacherpool"
 _BUILD_LOCK = threading.Lock()
@@ -216,6 +218,7 @@ def _training_job(cfg: JobConfig, boot: BootstrapConfig, init_path: str, work: P
                     "truncation": "count"},
         "train": {"num_workers": 1, "cpus_per_worker": 1, "zero_stage": 0, "micro_batch_size": boot.micro_batch_size,
                   "lr": boot.lr, "scheduler": "cosine", "warmup_steps": boot.warmup_steps,
+                  "local_shuffle": not boot.length_window,
                   "max_steps": boot.max_steps, "eval_every_steps": boot.max_steps,
                   "checkpoint_every_steps": boot.max_steps, "num_checkpoints_to_keep": 1,
                   "eval_max_new_tokens": 1, "seed": boot.seed},
@@ -223,8 +226,40 @@ def _training_job(cfg: JobConfig, boot: BootstrapConfig, init_path: str, work: P
     })
 
 
-def _student_data(job: JobConfig, rows: Sequence[TrainingRow], val: Sequence[MCQRecord]) -> StudentData:
-    """Group rows (``GROUP_SCHEMA``: source = the served prompt, one ``answer`` task) + a 2-question validation set."""
+def length_grouped(lengths: Sequence[int], micro_batch: int, seed: int, window: int) -> list[list[int]]:
+    """Row indices cut into micro-batches of rows of similar length, in random order (pure).
+
+    Why: the collator pads a batch to its longest row. Random batches of a teacher's rows
+    were 77-80% real tokens (measured on the demo's llama and qwen rows), so a fifth of every
+    step computed padding. Here the rows are shuffled (``seed``), each window of ``window``
+    micro-batches is sorted by length and cut into micro-batches, and the batches are
+    shuffled: the same rows, seen once per epoch, 91% real tokens on the demo's llama. The
+    last ``len(lengths) % micro_batch`` rows of the shuffle are left out, so every batch is
+    full (one Ray Data block each), unless there are fewer rows than one batch.
+    """
+    if micro_batch < 1 or window < 1:
+        raise ValueError(f"micro_batch and window must be >= 1, got {micro_batch}, {window}")
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    order = order[:len(order) - len(order) % micro_batch or len(order)]  # fewer rows than a batch: one batch
+    batches: list[list[int]] = []
+    span = window * micro_batch
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start:start + span], key=lambda i: lengths[i])
+        batches.extend(chunk[j:j + micro_batch] for j in range(0, len(chunk), micro_batch))
+    rng.shuffle(batches)
+    return batches
+
+
+def _student_data(job: JobConfig, rows: Sequence[TrainingRow], val: Sequence[MCQRecord],
+                  length_window: int = 0) -> StudentData:
+    """Group rows (``GROUP_SCHEMA``: source = the served prompt, one ``answer`` task) + a 2-question validation set.
+
+    ``length_window`` > 0 (``bootstrap.length_window``): the rows in :func:`length_grouped` order, one Ray Data block per
+    micro-batch (whole blocks arrive whole, so a batch stays a group whatever the block
+    order), read without the loop's local shuffle (``_training_job``).
+    """
     import ray.data
 
     from tinyllm_ray.student.data import StudentData
@@ -234,9 +269,16 @@ def _student_data(job: JobConfig, rows: Sequence[TrainingRow], val: Sequence[MCQ
     for i, r in enumerate(rows):
         groups.append({"group": f"0:{i:07d}", "stage": 0, "source": r.prompt, "example_id": r.example_id,
                        "tasks": ["answer"], "prefixes": [""], "targets": [r.completion], "weights": [1.0]})
-    random.Random(job.train.seed).shuffle(groups)
-    datasets = {"train_stage0": ray.data.from_items(groups),
-                "validation": ray.data.from_items([r.to_dict() for r in val])}
+    if length_window:
+        mb = job.train.micro_batch_size
+        batches = length_grouped([len(r.prompt) + len(r.completion) for r in rows], mb, job.train.seed,
+                                 length_window)
+        groups = [groups[i] for b in batches for i in b]
+        train = ray.data.from_items(groups, override_num_blocks=len(batches))
+    else:
+        random.Random(job.train.seed).shuffle(groups)
+        train = ray.data.from_items(groups)
+    datasets = {"train_stage0": train, "validation": ray.data.from_items([r.to_dict() for r in val])}
     return StudentData(plan=TaskPlan.from_config(job), datasets=datasets, groups={0: len(groups)},
                        stats={"rows": len(groups)})
 
@@ -281,7 +323,7 @@ def bootstrap_teacher(cfg: JobConfig, teacher: TeacherConfig, cache_dir: str | o
     try:
         max_target = 160
         job = _training_job(cfg, boot, init, work, max_target)
-        data = _student_data(job, rows, [p.to_record() for p in pool[:2]])
+        data = _student_data(job, rows, [p.to_record() for p in pool[:2]], boot.length_window)
         from tinyllm_ray.student.trainer import METRICS_FILE, TRAIN_RUN_NAME
 
         progress("training", label=f"{BOOTSTRAP_LABEL}{teacher.name}", total=boot.max_steps,
