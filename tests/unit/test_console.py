@@ -101,11 +101,12 @@ def test_generation_status_per_teacher_and_one_status_line() -> None:
 
 
 def test_a_bootstrapped_teacher_shows_no_validation_accuracy() -> None:
-    """Its loop's validation scores the student's answer task: 0.000 on every step meant nothing."""
+    """Its loop's validation scores the student's answer task: 0.000 on every step meant nothing;
+    its one task is its whole completion, so its loss is not repeated per task."""
     tp = TrainingProgress(f"{BOOTSTRAP_LABEL}qwen")
     for step in (1, 2):
-        tp.update({"step": step, "time": float(step), "total_steps": 2, "loss": 1.0, "val_accuracy": 0.0,
-                   "val_step": 0})
+        tp.update({"step": step, "time": float(step), "total_steps": 2, "loss": 1.0, "loss_answer": 1.0,
+                   "val_accuracy": 0.0, "val_step": 0})
     assert tp.status() == f"{BOOTSTRAP_LABEL}qwen step 2/2 loss 1.000 ETA 0s"
     assert tp.done_line() == f"training {BOOTSTRAP_LABEL}qwen: step 2/2 in 1s; loss 1.000"
 
@@ -216,6 +217,33 @@ def test_job_console_without_a_terminal(tmp_path) -> None:
     assert "worker noise" in logged and "C-level noise" in logged and "ray data chatter" in logged
     assert "INFO tinyllm_ray.jobs.run: store shard size 16" in logged  # the full record too
     assert len(term.splitlines()) <= 10, term
+
+
+def test_a_training_whose_metrics_file_is_removed_leaves_the_status_line(tmp_path) -> None:
+    """A bootstrap removes its work folder once its teacher is exported, sometimes before the
+    console read its last step: the status line showed 'teacher llama step 999/1000' until the end."""
+    metrics, other = tmp_path / "boot" / "metrics.jsonl", tmp_path / "student" / "metrics.jsonl"
+    metrics.parent.mkdir(parents=True)
+    other.parent.mkdir(parents=True)
+    out = _run_child(f"""
+        import json, shutil, time
+        from tinyllm_ray.jobs.console import JobConsole
+        from tinyllm_ray.observability import BOOTSTRAP_LABEL, progress
+        with JobConsole("run", {str(tmp_path / 'run' / 'logs' / 'console.log')!r}, {str(tmp_path / 'run')!r},
+                        record_every_s=0.2):
+            progress("training", label=BOOTSTRAP_LABEL + "llama", pattern={str(metrics)!r}, total=3)
+            progress("training", label="student", pattern={str(other)!r}, total=3)
+            for path in ({str(metrics)!r}, {str(other)!r}):
+                with open(path, "a") as f:
+                    f.write(json.dumps({{"event": "report", "time": time.time(), "step": 1, "loss": 1.5}}) + "\\n")
+            time.sleep(1.5)
+            shutil.rmtree({str(metrics.parent)!r})
+            time.sleep(1.5)
+    """, tmp_path)
+    assert out.returncode == 0, out.stderr
+    records = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("[")]
+    assert any("teacher llama step 1/3" in r and "student step 1/3" in r for r in records), out.stderr
+    assert "teacher llama" not in records[-1] and "student step 1/3" in records[-1], out.stderr
 
 
 def test_job_console_failure_user_error_and_bug(tmp_path) -> None:

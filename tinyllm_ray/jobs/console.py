@@ -361,6 +361,11 @@ class JobConsole:
         for tail, tp in self._tails.values():
             for rec in tail.read():
                 tp.update(rec)
+            if tp.started and not tp.reported_done and not os.path.exists(tail.path):
+                # its folder was removed: a bootstrapped teacher's work folder goes once the teacher
+                # is exported (which the bootstrap says itself), sometimes before its last record
+                # was read; it must not stay in the status line as a training at step N-1
+                tp.reported_done = True
             if (tp.done or (final and tp.started)) and not tp.reported_done:
                 tp.reported_done = True
                 self.term.line(tp.done_line())

@@ -222,7 +222,8 @@ class TrainingProgress:
     def _losses(self) -> str:
         if self.loss is None:
             return ""
-        parts = " ".join(f"{k} {v:.2f}" for k, v in self.losses.items())
+        # a teacher's one task is its whole completion: "loss 0.10 (answer 0.10)" said it twice
+        parts = " ".join(f"{k} {v:.2f}" for k, v in self.losses.items()) if self.scores_answers else ""
         return f" loss {self.loss:.3f}" + (f" ({parts})" if parts else "")
 
     @property
