@@ -61,7 +61,9 @@ def streaming_student_data(
 
     ``fingerprint``: the store manifest's ``data_hash`` of ``train_records`` (``run`` has just
     written it; None without teachers), which readers check the store against: not computed
-    again here, since a served split is read through an actor. ``poll_s``: how often a waiting slice reader looks for its shard (one existence check
+    again here, since a served split is read through an actor.
+
+    ``poll_s``: how often a waiting slice reader looks for its shard (one existence check
     per teacher, plus the failure marker). A quarter second keeps the first step close behind the first committed slice
     (at 1 s the wait alone averaged half a second of a demo's ~4 s of shard commits) and
     costs a dozen cheap requests a second per waiting reader on an object store.

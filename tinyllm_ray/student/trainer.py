@@ -336,8 +336,8 @@ def run_training(
     ``callbacks``/``run_config_overrides`` go to ``RunConfig`` (Tune's ``TuneReportCallback``,
     a trial's ``name``/``storage_path``); ``worker_env`` adds env vars to every worker;
     ``output_dir`` replaces ``<storage>/<run_name>/student``; ``data`` reuses prepared
-    datasets; ``role`` names what is trained in the log. Raises ``ray.train.TrainingFailedError`` when workers fail more than
-    ``train.max_failures`` times.
+    datasets; ``role`` names what is trained in the log. Raises
+    ``ray.train.TrainingFailedError`` when workers fail more than ``train.max_failures`` times.
     """
     from tinyllm_ray.runtime import init_ray
 

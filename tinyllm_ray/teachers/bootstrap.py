@@ -253,12 +253,13 @@ def length_grouped(lengths: Sequence[int], micro_batch: int, seed: int, window: 
 
 
 def _student_data(job: JobConfig, rows: Sequence[TrainingRow], val: Sequence[MCQRecord],
-                  length_window: int = 0) -> StudentData:
+                  length_window: int) -> StudentData:
     """Group rows (``GROUP_SCHEMA``: source = the served prompt, one ``answer`` task) + a 2-question validation set.
 
-    ``length_window`` > 0 (``bootstrap.length_window``): the rows in :func:`length_grouped` order, one Ray Data block per
-    micro-batch (whole blocks arrive whole, so a batch stays a group whatever the block
-    order), read without the loop's local shuffle (``_training_job``).
+    ``length_window`` > 0 (``bootstrap.length_window``): the rows in :func:`length_grouped`
+    order, one Ray Data block per micro-batch (whole blocks arrive whole, so a batch stays a
+    group whatever the block order), read without the loop's local shuffle (``_training_job``).
+    0: shuffled rows, as before.
     """
     import ray.data
 
